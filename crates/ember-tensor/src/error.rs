@@ -1,0 +1,84 @@
+use burn::tensor::DType;
+
+/// Everything that can go wrong in ember-tensor, each variant naming what was wrong.
+#[derive(Debug, thiserror::Error, PartialEq)]
+#[non_exhaustive]
+pub enum Error {
+    /// A backend name that Ember does not know.
+    #[error("unknown backend `{name}`: expected one of {expected}")]
+    UnknownBackend {
+        /// The name as given.
+        name: String,
+        /// The names Ember knows, comma separated.
+        expected: String,
+    },
+    /// A backend Ember knows, left out of this build.
+    #[error("backend `{name}` is not compiled in: rebuild with the cargo feature `{name}`")]
+    BackendNotCompiled {
+        /// The backend's name.
+        name: &'static str,
+    },
+    /// The device cannot hold a tensor of this dtype (ndarray and f16, say).
+    #[error("device {device} cannot hold dtype {dtype:?}")]
+    UnsupportedDType {
+        /// The device, as its debug name.
+        device: String,
+        /// The dtype asked for.
+        dtype: DType,
+    },
+    /// A device failed to finish its queued work.
+    #[error("device {device} failed to synchronize: {reason}")]
+    Sync {
+        /// The device, as its debug name.
+        device: String,
+        /// What the backend said.
+        reason: String,
+    },
+    /// A selector pattern that is not a valid glob.
+    #[error("invalid layer pattern `{pattern}`: {reason}")]
+    InvalidPattern {
+        /// The pattern as given.
+        pattern: String,
+        /// Why it does not parse.
+        reason: String,
+    },
+    /// An include pattern that matches no parameter of the model.
+    #[error("layer pattern `{pattern}` matches no parameter (the model has: {available})")]
+    PatternMatchesNothing {
+        /// The pattern as given.
+        pattern: String,
+        /// A few parameter paths of the model, to show what it could have matched.
+        available: String,
+    },
+    /// An axis outside the tensor's rank.
+    #[error("axis {axis} is out of range for a tensor of rank {rank}")]
+    AxisOutOfRange {
+        /// The axis asked for.
+        axis: usize,
+        /// The tensor's rank.
+        rank: usize,
+    },
+    /// A k-th value with k outside 1..=len.
+    #[error("k = {k} is out of range for {len} values (k counts from 1)")]
+    KOutOfRange {
+        /// The k asked for.
+        k: usize,
+        /// How many values there are.
+        len: usize,
+    },
+    /// Statistics of a tensor with no elements.
+    #[error("tensor `{what}` is empty")]
+    Empty {
+        /// What was empty.
+        what: String,
+    },
+    /// A tensor whose data could not be read back as f32.
+    #[error("cannot read tensor data: {reason}")]
+    Data {
+        /// What burn said.
+        reason: String,
+    },
+}
+
+/// Result with ember-tensor's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,32 @@
+//! Ember's shared tensor layer over burn, which every compression crate stands on.
+//!
+//! - [`walk`]: every float parameter of any burn module, with its dotted path (`fc1.weight`),
+//!   the kind of layer that holds it and its value;
+//! - [`select`]: include / exclude patterns over those paths;
+//! - [`stats`]: per-tensor and per-axis min, max, abs-max, L1 / L2 norms and k-th values;
+//! - [`device`]: backends by name, device sync and dtype support.
+//!
+//! ```
+//! use burn::nn::LinearConfig;
+//! use burn::tensor::Device;
+//! use ember_tensor::{Selector, params, stats::tensor_stats};
+//!
+//! let linear = LinearConfig::new(4, 3).init(&Device::flex());
+//! let all = params(&linear);
+//! let weights = Selector::all().include("*weight").select(&all)?;
+//! assert_eq!(weights[0].path, "weight");
+//! assert_eq!(tensor_stats(&linear.weight.val())?.numel, 12);
+//! # Ok::<(), ember_tensor::Error>(())
+//! ```
+
+pub mod device;
+mod error;
+pub mod select;
+pub mod stats;
+pub mod testing;
+pub mod walk;
+
+pub use device::BackendKind;
+pub use error::{Error, Result};
+pub use select::{Matcher, Selector};
+pub use walk::{ParamInfo, ParamValue, param_values, params};

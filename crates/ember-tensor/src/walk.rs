@@ -1,0 +1,171 @@
+//! Walking every float parameter of any burn module with its dotted path and layer kind.
+
+use burn::module::{Module, ModuleVisitor, Param, ParamId};
+use burn::tensor::Tensor;
+use serde::Serialize;
+
+/// One float parameter of a module, as a walk finds it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ParamInfo {
+    /// Dotted path from the model's root: `fc1.weight`, `blocks.0.conv.bias`.
+    pub path: String,
+    /// The type of the module that holds the parameter: `Linear`, `Conv2d`, `BatchNorm`.
+    pub layer_kind: String,
+    /// The parameter's shape.
+    pub shape: Vec<usize>,
+    /// burn's id of the parameter, the key of optimizer state and gradients.
+    #[serde(skip)]
+    pub id: ParamId,
+}
+
+impl ParamInfo {
+    /// How many elements the parameter holds.
+    pub fn numel(&self) -> usize {
+        self.shape.iter().product()
+    }
+
+    /// The parameter's own name, the last path segment (`weight`, `bias`).
+    pub fn name(&self) -> &str {
+        self.path.rsplit('.').next().unwrap_or(&self.path)
+    }
+}
+
+/// A parameter with its value, flattened so that parameters of every rank fit one type;
+/// [`ParamInfo::shape`] gives the shape back.
+#[derive(Debug, Clone)]
+pub struct ParamValue {
+    /// Where the parameter is and what it is.
+    pub info: ParamInfo,
+    /// Its value (after any reparameterization, as `Param::val` gives it), flattened.
+    pub flat: Tensor<1>,
+}
+
+impl ParamValue {
+    /// The value in its own shape.
+    pub fn tensor<const D: usize>(&self) -> Tensor<D> {
+        let shape: [usize; D] =
+            std::array::from_fn(|i| self.info.shape.get(i).copied().unwrap_or(1));
+        self.flat.clone().reshape(shape)
+    }
+}
+
+/// Every float parameter of `module`, in declaration order.
+pub fn params<M: Module>(module: &M) -> Vec<ParamInfo> {
+    param_values(module).into_iter().map(|p| p.info).collect()
+}
+
+/// Every float parameter of `module` with its value, in declaration order.
+pub fn param_values<M: Module>(module: &M) -> Vec<ParamValue> {
+    let mut walker = Walker::default();
+    module.visit(&mut walker);
+    walker.found
+}
+
+/// Tracks the path while burn's derive walks the module tree: `enter_module(name, container)`
+/// names the field and the type of the struct that holds it, so the kind of a parameter is the
+/// container of its own field.
+#[derive(Default)]
+struct Walker {
+    stack: Vec<(String, String)>,
+    found: Vec<ParamValue>,
+}
+
+impl ModuleVisitor for Walker {
+    fn enter_module(&mut self, name: &str, container_type: &str) {
+        self.stack
+            .push((name.to_string(), container_type.to_string()));
+    }
+
+    fn exit_module(&mut self, _name: &str, _container_type: &str) {
+        self.stack.pop();
+    }
+
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        let path = self
+            .stack
+            .iter()
+            .map(|(name, _)| name.as_str())
+            .collect::<Vec<_>>()
+            .join(".");
+        let layer_kind = self
+            .stack
+            .last()
+            .map(|(_, container)| container_name(container))
+            .unwrap_or_default();
+        let value = param.val();
+        self.found.push(ParamValue {
+            info: ParamInfo {
+                path,
+                layer_kind,
+                shape: value.shape().to_vec(),
+                id: param.id,
+            },
+            flat: value.flatten(0, D.saturating_sub(1)),
+        });
+    }
+}
+
+/// `Struct:Linear` -> `Linear`; `Vec` and other containers stay as they are.
+fn container_name(container: &str) -> String {
+    container
+        .split_once(':')
+        .map_or(container, |(_, name)| name)
+        .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::nn::{Linear, LinearConfig, conv::Conv2d, conv::Conv2dConfig};
+    use burn::tensor::Device;
+
+    #[derive(Module, Debug)]
+    struct Block {
+        conv: Conv2d,
+        heads: Vec<Linear>,
+    }
+
+    #[derive(Module, Debug)]
+    struct Net {
+        fc1: Linear,
+        block: Block,
+    }
+
+    #[test]
+    fn paths_kinds_and_shapes_of_a_nested_model() {
+        let device = Device::flex();
+        let net = Net {
+            fc1: LinearConfig::new(4, 3).init(&device),
+            block: Block {
+                conv: Conv2dConfig::new([2, 5], [3, 3]).init(&device),
+                heads: vec![LinearConfig::new(3, 2).with_bias(false).init(&device)],
+            },
+        };
+        let found: Vec<(String, String, Vec<usize>)> = params(&net)
+            .into_iter()
+            .map(|p| (p.path, p.layer_kind, p.shape))
+            .collect();
+        let expected = [
+            ("fc1.weight", "Linear", vec![4, 3]),
+            ("fc1.bias", "Linear", vec![3]),
+            ("block.conv.weight", "Conv2d", vec![5, 2, 3, 3]),
+            ("block.conv.bias", "Conv2d", vec![5]),
+            ("block.heads.0.weight", "Linear", vec![3, 2]),
+        ]
+        .map(|(p, k, s)| (p.to_string(), k.to_string(), s));
+        assert_eq!(found, expected);
+    }
+
+    #[test]
+    fn values_come_back_in_their_own_shape() {
+        let device = Device::flex();
+        let linear = LinearConfig::new(4, 3).init(&device);
+        let values = param_values(&linear);
+        assert_eq!(values[0].info.name(), "weight");
+        assert_eq!(values[0].info.numel(), 12);
+        let weight: Tensor<2> = values[0].tensor();
+        weight
+            .into_data()
+            .assert_eq(&linear.weight.val().into_data(), true);
+    }
+}

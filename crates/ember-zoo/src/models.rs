@@ -1,0 +1,263 @@
+//! Reference models: multi-layer perceptrons (LeNet-300-100, Hinton's MNIST nets) and
+//! LeNet-5. Input size and class count come from the data, not from constants.
+
+use burn::module::Module;
+use burn::nn::conv::{Conv2d, Conv2dConfig};
+use burn::nn::pool::{MaxPool2d, MaxPool2dConfig};
+use burn::nn::{Dropout, DropoutConfig, Linear, LinearConfig, PaddingConfig2d, Relu};
+use burn::tensor::{Device, Tensor};
+use serde::{Deserialize, Serialize};
+
+use crate::{Error, Result};
+
+/// A model that maps a batch of images `[batch, channels, rows, cols]` to class logits
+/// `[batch, classes]`.
+pub trait Classifier: Module {
+    /// Class logits for a batch of images.
+    fn forward(&self, images: Tensor<4>) -> Tensor<2>;
+}
+
+/// A fully connected network: `input -> hidden... -> classes` with ReLU between layers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MlpConfig {
+    /// Number of input features (pixels per image).
+    pub input: usize,
+    /// Widths of the hidden layers.
+    pub hidden: Vec<usize>,
+    /// Number of classes.
+    pub classes: usize,
+    /// Dropout probability after each hidden layer (0 for none).
+    #[serde(default)]
+    pub dropout: f64,
+}
+
+impl MlpConfig {
+    /// LeNet-300-100 (LeCun et al. 1998): two hidden layers of 300 and 100 units.
+    pub fn lenet_300_100(input: usize, classes: usize) -> Self {
+        Self {
+            input,
+            hidden: vec![300, 100],
+            classes,
+            dropout: 0.0,
+        }
+    }
+
+    /// Check the config and build the model on `device`.
+    pub fn init(&self, device: &Device) -> Result<Mlp> {
+        positive("input", self.input)?;
+        positive("classes", self.classes)?;
+        if let Some(&zero) = self.hidden.iter().find(|&&w| w == 0) {
+            return Err(invalid(
+                "hidden",
+                zero,
+                "every hidden width must be at least 1",
+            ));
+        }
+        if !(0.0..1.0).contains(&self.dropout) {
+            return Err(invalid("dropout", self.dropout, "must be in [0, 1)"));
+        }
+        let widths: Vec<usize> = std::iter::once(self.input)
+            .chain(self.hidden.iter().copied())
+            .chain(std::iter::once(self.classes))
+            .collect();
+        Ok(Mlp {
+            layers: widths
+                .windows(2)
+                .map(|w| LinearConfig::new(w[0], w[1]).init(device))
+                .collect(),
+            dropout: DropoutConfig::new(self.dropout).init(),
+            activation: Relu::new(),
+        })
+    }
+}
+
+/// See [`MlpConfig`]. Parameters are `layers.<i>.weight` / `layers.<i>.bias`.
+#[derive(Module, Debug)]
+pub struct Mlp {
+    /// The linear layers, input first.
+    pub layers: Vec<Linear>,
+    dropout: Dropout,
+    activation: Relu,
+}
+
+impl Classifier for Mlp {
+    fn forward(&self, images: Tensor<4>) -> Tensor<2> {
+        let mut x: Tensor<2> = images.flatten(1, 3);
+        let last = self.layers.len() - 1;
+        for (i, layer) in self.layers.iter().enumerate() {
+            x = layer.forward(x);
+            if i < last {
+                x = self.dropout.forward(self.activation.forward(x));
+            }
+        }
+        x
+    }
+}
+
+/// LeNet-5 (LeCun et al. 1998) as it is trained today: two 5x5 convolutions with ReLU and 2x2
+/// max pooling (6 and 16 channels, the first padded to keep the image size), then fully
+/// connected layers of 120 and 84 units.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LeNet5Config {
+    /// Input channels (1 for grey levels).
+    pub channels: usize,
+    /// Image height and width.
+    pub image: [usize; 2],
+    /// Number of classes.
+    pub classes: usize,
+}
+
+impl LeNet5Config {
+    /// LeNet-5 for images of `image` size with `classes` classes.
+    pub fn new(channels: usize, image: [usize; 2], classes: usize) -> Self {
+        Self {
+            channels,
+            image,
+            classes,
+        }
+    }
+
+    /// Height and width of the feature map that enters the first fully connected layer.
+    pub fn features_size(&self) -> Result<[usize; 2]> {
+        // conv1 keeps the size (padding 2), pool halves, conv2 (5x5, no padding) takes 4 away,
+        // pool halves again.
+        let side = |s: usize, field: &'static str| -> Result<usize> {
+            match (s / 2).checked_sub(4).map(|s| s / 2) {
+                Some(out) if out > 0 => Ok(out),
+                _ => Err(invalid(field, s, "LeNet-5 needs images of at least 12x12")),
+            }
+        };
+        Ok([
+            side(self.image[0], "image.rows")?,
+            side(self.image[1], "image.cols")?,
+        ])
+    }
+
+    /// Check the config and build the model on `device`.
+    pub fn init(&self, device: &Device) -> Result<LeNet5> {
+        positive("channels", self.channels)?;
+        positive("classes", self.classes)?;
+        let [h, w] = self.features_size()?;
+        Ok(LeNet5 {
+            conv1: Conv2dConfig::new([self.channels, 6], [5, 5])
+                .with_padding(PaddingConfig2d::Explicit(2, 2, 2, 2))
+                .init(device),
+            conv2: Conv2dConfig::new([6, 16], [5, 5]).init(device),
+            fc1: LinearConfig::new(16 * h * w, 120).init(device),
+            fc2: LinearConfig::new(120, 84).init(device),
+            fc3: LinearConfig::new(84, self.classes).init(device),
+            pool: MaxPool2dConfig::new([2, 2]).with_strides([2, 2]).init(),
+            activation: Relu::new(),
+        })
+    }
+}
+
+/// See [`LeNet5Config`].
+#[derive(Module, Debug)]
+pub struct LeNet5 {
+    /// First convolution.
+    pub conv1: Conv2d,
+    /// Second convolution.
+    pub conv2: Conv2d,
+    /// First fully connected layer.
+    pub fc1: Linear,
+    /// Second fully connected layer.
+    pub fc2: Linear,
+    /// Output layer.
+    pub fc3: Linear,
+    pool: MaxPool2d,
+    activation: Relu,
+}
+
+impl Classifier for LeNet5 {
+    fn forward(&self, images: Tensor<4>) -> Tensor<2> {
+        let relu = &self.activation;
+        let x = self.pool.forward(relu.forward(self.conv1.forward(images)));
+        let x = self.pool.forward(relu.forward(self.conv2.forward(x)));
+        let x: Tensor<2> = x.flatten(1, 3);
+        let x = relu.forward(self.fc1.forward(x));
+        let x = relu.forward(self.fc2.forward(x));
+        self.fc3.forward(x)
+    }
+}
+
+fn positive(field: &'static str, value: usize) -> Result<()> {
+    if value == 0 {
+        return Err(invalid(field, value, "must be at least 1"));
+    }
+    Ok(())
+}
+
+fn invalid(field: &'static str, value: impl ToString, reason: &'static str) -> Error {
+    Error::InvalidConfig {
+        field,
+        value: value.to_string(),
+        reason,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ember_tensor::params;
+
+    #[test]
+    fn lenet_300_100_has_the_published_parameter_count() {
+        let mlp = MlpConfig::lenet_300_100(784, 10)
+            .init(&Device::flex())
+            .unwrap();
+        // 784*300+300 + 300*100+100 + 100*10+10, as in LeCun et al. 1998 and Han et al. 2015.
+        assert_eq!(mlp.num_params(), 266_610);
+        let paths: Vec<String> = params(&mlp).into_iter().map(|p| p.path).collect();
+        assert_eq!(paths[0], "layers.0.weight");
+        assert_eq!(paths[5], "layers.2.bias");
+    }
+
+    #[test]
+    fn lenet5_sizes_follow_the_data() {
+        let device = Device::flex();
+        let mnist = LeNet5Config::new(1, [28, 28], 10).init(&device).unwrap();
+        // conv 6*25+6, conv 16*6*25+16, fc 400*120+120, 120*84+84, 84*10+10.
+        assert_eq!(mnist.num_params(), 156 + 2416 + 48_120 + 10_164 + 850);
+        let logits = mnist.forward(Tensor::zeros([2, 1, 28, 28], &device));
+        assert_eq!(logits.dims(), [2, 10]);
+
+        // 32x36: conv1 keeps 32x36, pool 16x18, conv2 12x14, pool 6x7.
+        let other = LeNet5Config::new(3, [32, 36], 7).init(&device).unwrap();
+        assert_eq!(other.fc1.weight.dims(), [16 * 6 * 7, 120]);
+        assert_eq!(
+            other.forward(Tensor::zeros([1, 3, 32, 36], &device)).dims(),
+            [1, 7]
+        );
+    }
+
+    #[test]
+    fn impossible_configs_are_typed_errors() {
+        let device = Device::flex();
+        assert!(matches!(
+            LeNet5Config::new(1, [8, 28], 10).init(&device),
+            Err(Error::InvalidConfig {
+                field: "image.rows",
+                ..
+            })
+        ));
+        assert!(matches!(
+            MlpConfig::lenet_300_100(784, 0).init(&device),
+            Err(Error::InvalidConfig {
+                field: "classes",
+                ..
+            })
+        ));
+        let mut bad_dropout = MlpConfig::lenet_300_100(784, 10);
+        bad_dropout.dropout = 1.5;
+        assert!(matches!(
+            bad_dropout.init(&device),
+            Err(Error::InvalidConfig {
+                field: "dropout",
+                ..
+            })
+        ));
+    }
+}

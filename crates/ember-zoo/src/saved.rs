@@ -1,0 +1,136 @@
+//! Saving a trained model with its config, and loading it back on any device.
+//!
+//! A model is two files: `<name>.bpk` (burnpack weights) and `<name>.json` (the config that
+//! rebuilds the architecture). Both are written to a temporary file and renamed into place, so
+//! a crash never leaves a half-written model behind.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use burn::module::Module;
+use burn::store::ModuleRecord;
+use burn::tensor::{Bytes, Device, Tensor};
+use serde::{Deserialize, Serialize};
+
+use crate::models::{Classifier, LeNet5, LeNet5Config, Mlp, MlpConfig};
+use crate::{Error, Result};
+
+/// The architecture of any reference model.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "model", rename_all = "snake_case", deny_unknown_fields)]
+pub enum ModelConfig {
+    /// A multi-layer perceptron.
+    Mlp(MlpConfig),
+    /// LeNet-5.
+    #[serde(rename = "lenet5")]
+    LeNet5(LeNet5Config),
+}
+
+impl ModelConfig {
+    /// Check the config and build the model on `device`.
+    pub fn init(&self, device: &Device) -> Result<Model> {
+        Ok(match self {
+            ModelConfig::Mlp(c) => Model::Mlp(c.init(device)?),
+            ModelConfig::LeNet5(c) => Model::LeNet5(c.init(device)?),
+        })
+    }
+}
+
+/// Any reference model, as [`ModelConfig::init`] builds it.
+#[derive(Module, Debug)]
+pub enum Model {
+    /// A multi-layer perceptron.
+    Mlp(Mlp),
+    /// LeNet-5.
+    LeNet5(LeNet5),
+}
+
+impl Classifier for Model {
+    fn forward(&self, images: Tensor<4>) -> Tensor<2> {
+        match self {
+            Model::Mlp(m) => m.forward(images),
+            Model::LeNet5(m) => m.forward(images),
+        }
+    }
+}
+
+/// The `.json` sidecar of a saved model.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Sidecar {
+    format: u32,
+    config: ModelConfig,
+}
+
+const FORMAT: u32 = 1;
+
+/// Where the config of the model saved at `weights` goes.
+pub fn config_path(weights: &Path) -> PathBuf {
+    weights.with_extension("json")
+}
+
+/// Save `model` (built from `config`) to `path` (the weights, conventionally `.bpk`) and its
+/// config beside it. Returns the size of the weights file in bytes.
+pub fn save_model<M: Module>(model: M, config: &ModelConfig, path: &Path) -> Result<u64> {
+    let file_error = |reason: String| Error::ModelFile {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let bytes = model
+        .into_record()
+        .into_bytes()
+        .map_err(|e| file_error(format!("cannot encode weights: {e:?}")))?;
+    let sidecar = serde_json::to_vec_pretty(&Sidecar {
+        format: FORMAT,
+        config: config.clone(),
+    })
+    .map_err(|e| file_error(e.to_string()))?;
+    write_atomically(path, &bytes)?;
+    write_atomically(&config_path(path), &sidecar)?;
+    Ok(bytes.len() as u64)
+}
+
+/// Load a model saved by [`save_model`] onto `device`.
+pub fn load_model(path: &Path, device: &Device) -> Result<(Model, ModelConfig)> {
+    let file_error = |p: &Path, reason: String| Error::ModelFile {
+        path: p.to_path_buf(),
+        reason,
+    };
+    let sidecar_path = config_path(path);
+    let sidecar =
+        std::fs::read(&sidecar_path).map_err(|e| file_error(&sidecar_path, e.to_string()))?;
+    let sidecar: Sidecar = serde_json::from_slice(&sidecar)
+        .map_err(|e| file_error(&sidecar_path, format!("bad config: {e}")))?;
+    if sidecar.format != FORMAT {
+        return Err(file_error(
+            &sidecar_path,
+            format!("format {} is not {FORMAT}", sidecar.format),
+        ));
+    }
+    let model = sidecar.config.init(device)?;
+    let bytes = std::fs::read(path).map_err(|e| file_error(path, e.to_string()))?;
+    let record = ModuleRecord::from_bytes(Bytes::from_bytes_vec(bytes))
+        .map_err(|e| file_error(path, format!("corrupt weights: {e:?}")))?;
+    let model = model
+        .try_load_record(record)
+        .map_err(|e| file_error(path, format!("weights do not fit the config: {e:?}")))?;
+    Ok((model, sidecar.config))
+}
+
+/// Write to a temporary file in the same directory, then rename over `path`.
+fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
+    let io_error = |source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).map_err(io_error)?;
+    let mut temp = tempfile::NamedTempFile::new_in(dir).map_err(io_error)?;
+    temp.write_all(bytes).map_err(io_error)?;
+    temp.as_file().sync_all().map_err(io_error)?;
+    temp.persist(path).map_err(|e| io_error(e.error))?;
+    Ok(())
+}

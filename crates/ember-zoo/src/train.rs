@@ -1,0 +1,244 @@
+//! Training (Adam with a cosine learning-rate schedule, seeded shuffling, a progress bar) and
+//! evaluation of a [`Classifier`].
+
+use std::time::Instant;
+
+use burn::lr_scheduler::cosine::CosineAnnealingLrSchedulerConfig;
+use burn::nn::loss::CrossEntropyLossConfig;
+use burn::optim::{AdamConfig, GradientsParams, decay::WeightDecayConfig};
+use burn::tensor::{Device, Tensor};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::{Deserialize, Serialize};
+
+use crate::data::Split;
+use crate::models::Classifier;
+use crate::{Error, Result};
+
+/// How to train: Adam, learning rate annealed to zero along a cosine over all steps.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainConfig {
+    /// Passes over the training split.
+    pub epochs: usize,
+    /// Images per step.
+    pub batch_size: usize,
+    /// Adam's learning rate at the first step.
+    pub learning_rate: f64,
+    /// L2 weight decay added to the gradients (0 for none).
+    #[serde(default)]
+    pub weight_decay: f64,
+    /// Seed of the device RNG (dropout) and of the shuffling.
+    pub seed: u64,
+    /// Show a progress bar on the terminal.
+    #[serde(default)]
+    pub progress: bool,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        Self {
+            epochs: 10,
+            batch_size: 128,
+            learning_rate: 1e-3,
+            weight_decay: 0.0,
+            seed: 42,
+            progress: true,
+        }
+    }
+}
+
+impl TrainConfig {
+    fn validate(&self, samples: usize) -> Result<()> {
+        let invalid = |field, value: String, reason| Error::InvalidConfig {
+            field,
+            value,
+            reason,
+        };
+        if self.epochs == 0 {
+            return Err(invalid("epochs", "0".into(), "must be at least 1"));
+        }
+        if self.batch_size == 0 {
+            return Err(invalid("batch_size", "0".into(), "must be at least 1"));
+        }
+        if !(self.learning_rate > 0.0 && self.learning_rate <= 1.0) {
+            return Err(invalid(
+                "learning_rate",
+                self.learning_rate.to_string(),
+                "must be in (0, 1]",
+            ));
+        }
+        if !(self.weight_decay >= 0.0 && self.weight_decay.is_finite()) {
+            return Err(invalid(
+                "weight_decay",
+                self.weight_decay.to_string(),
+                "must be finite and >= 0",
+            ));
+        }
+        if samples == 0 {
+            return Err(invalid(
+                "data",
+                "0 samples".into(),
+                "the training split is empty",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// What happened in one epoch.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct EpochReport {
+    /// 1-based epoch number.
+    pub epoch: usize,
+    /// Mean training loss over the epoch's steps.
+    pub loss: f32,
+    /// Wall-clock seconds of the epoch's training steps.
+    pub seconds: f64,
+}
+
+/// What happened in a training run.
+#[derive(Debug, Clone, PartialEq, Serialize, Default)]
+pub struct TrainReport {
+    /// One entry per epoch.
+    pub epochs: Vec<EpochReport>,
+}
+
+impl TrainReport {
+    /// Mean seconds per epoch.
+    pub fn mean_epoch_seconds(&self) -> f64 {
+        self.epochs.iter().map(|e| e.seconds).sum::<f64>() / self.epochs.len().max(1) as f64
+    }
+}
+
+/// Train `model` on `data` on `device` (autodiff is enabled here); returns the trained model
+/// on the plain device.
+pub fn train<M: Classifier>(
+    model: M,
+    data: &Split,
+    config: &TrainConfig,
+    device: &Device,
+) -> Result<(M, TrainReport)> {
+    config.validate(data.len())?;
+    device.seed(config.seed);
+    let autodiff = device.clone().autodiff();
+    let mut model = model.fork(&autodiff).train();
+
+    let steps_per_epoch = data.len().div_ceil(config.batch_size);
+    let total_steps = config.epochs * steps_per_epoch;
+    let mut adam = AdamConfig::new();
+    if config.weight_decay > 0.0 {
+        adam = adam.with_weight_decay(Some(WeightDecayConfig::new(config.weight_decay as f32)));
+    }
+    let mut optimizer = adam.init();
+    let mut schedule = CosineAnnealingLrSchedulerConfig::new(config.learning_rate, total_steps)
+        .init()
+        .map_err(|reason| Error::InvalidConfig {
+            field: "learning_rate",
+            value: format!("{} ({reason})", config.learning_rate),
+            reason: "rejected by the cosine schedule",
+        })?;
+    let loss_fn = CrossEntropyLossConfig::new().init(&autodiff);
+
+    let bar = progress_bar(config.progress, total_steps as u64);
+    let mut report = TrainReport::default();
+    for epoch in 1..=config.epochs {
+        let started = Instant::now();
+        // Reading the loss back every step would stall a GPU queue: sum it on the device.
+        let mut loss_sum = Tensor::<1>::zeros([1], device);
+        let batches = data.batches_shuffled(config.batch_size, shuffle_seed(config.seed, epoch));
+        for indices in &batches {
+            let (images, labels) = data.batch(indices, &autodiff);
+            let loss = loss_fn.forward(model.forward(images), labels);
+            loss_sum = loss_sum + loss.clone().detach().without_autodiff();
+            let grads = GradientsParams::from_grads(loss.backward(), &model);
+            model = optimizer.step(schedule.step(), model, grads);
+            bar.inc(1);
+        }
+        let loss = loss_sum.into_scalar::<f32>() / batches.len() as f32;
+        ember_tensor::device::sync(device)?;
+        let seconds = started.elapsed().as_secs_f64();
+        if !loss.is_finite() {
+            bar.abandon();
+            return Err(Error::Diverged {
+                loss,
+                epoch,
+                step: batches.len(),
+            });
+        }
+        bar.set_message(format!("epoch {epoch}/{} loss {loss:.4}", config.epochs));
+        report.epochs.push(EpochReport {
+            epoch,
+            loss,
+            seconds,
+        });
+    }
+    bar.finish_and_clear();
+    Ok((model.valid().fork(device), report))
+}
+
+/// Each epoch shuffles differently, every run the same way.
+fn shuffle_seed(seed: u64, epoch: usize) -> u64 {
+    seed.wrapping_mul(0x9E37_79B9_7F4A_7C15)
+        .wrapping_add(epoch as u64)
+}
+
+fn progress_bar(show: bool, steps: u64) -> ProgressBar {
+    if !show {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(steps);
+    if let Ok(style) =
+        ProgressStyle::with_template("{bar:40} {pos}/{len} {elapsed_precise} eta {eta} {msg}")
+    {
+        bar.set_style(style);
+    }
+    bar
+}
+
+/// Accuracy and loss of a model on a split.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct EvalReport {
+    /// Images evaluated.
+    pub samples: usize,
+    /// Misclassified images.
+    pub errors: usize,
+    /// Correct predictions in percent.
+    pub accuracy: f64,
+    /// Mean cross-entropy.
+    pub loss: f64,
+}
+
+/// Evaluate `model` (on a plain device, as [`train`] returns it) on `data`.
+pub fn evaluate<M: Classifier>(
+    model: &M,
+    data: &Split,
+    batch_size: usize,
+    device: &Device,
+) -> Result<EvalReport> {
+    if data.is_empty() {
+        return Err(Error::InvalidConfig {
+            field: "data",
+            value: "0 samples".into(),
+            reason: "nothing to evaluate",
+        });
+    }
+    let loss_fn = CrossEntropyLossConfig::new().init(device);
+    let mut correct = Tensor::<1>::zeros([1], device);
+    let mut loss_sum = Tensor::<1>::zeros([1], device);
+    for indices in data.batches_in_order(batch_size) {
+        let (images, labels) = data.batch(&indices, device);
+        let logits = model.forward(images);
+        let loss = loss_fn.forward(logits.clone(), labels.clone());
+        loss_sum = loss_sum + loss.mul_scalar(indices.len() as f64);
+        let predicted = logits.argmax(1).squeeze_dim::<1>(1);
+        correct = correct + predicted.equal(labels).int().sum().float();
+    }
+    let correct = correct.into_scalar::<f32>() as usize;
+    let samples = data.len();
+    Ok(EvalReport {
+        samples,
+        errors: samples - correct,
+        accuracy: 100.0 * correct as f64 / samples as f64,
+        loss: loss_sum.into_scalar::<f32>() as f64 / samples as f64,
+    })
+}

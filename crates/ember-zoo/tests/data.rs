@@ -1,0 +1,172 @@
+//! Loading datasets in IDX layout: the vendored MNIST with its checksums, and every way a
+//! dataset directory can be broken, each a typed error.
+
+use std::io::Write;
+use std::path::Path;
+
+use ember_zoo::idx::{IdxArray, encode_idx};
+use ember_zoo::{Dataset, Error};
+use flate2::Compression;
+use flate2::write::GzEncoder;
+
+#[test]
+fn vendored_mnist_loads_with_verified_checksums() {
+    let data = Dataset::mnist().expect("vendored MNIST");
+    assert!(data.checksums_verified);
+    assert_eq!((data.train.len(), data.test.len()), (60_000, 10_000));
+    assert_eq!(
+        (data.train.rows, data.train.cols, data.classes),
+        (28, 28, 10)
+    );
+    // The first training label of MNIST is a 5, the first test label a 7.
+    assert_eq!((data.train.labels[0], data.test.labels[0]), (5, 7));
+}
+
+/// A small dataset of `n` 4x5 images in `dir`, gzipped or not.
+fn write_dataset(dir: &Path, train: usize, train_labels: usize, gzip: bool) {
+    let write = |name: &str, array: IdxArray| {
+        let bytes = encode_idx(&array);
+        if gzip {
+            let mut encoder = GzEncoder::new(Vec::new(), Compression::fast());
+            encoder.write_all(&bytes).unwrap();
+            std::fs::write(dir.join(format!("{name}.gz")), encoder.finish().unwrap()).unwrap();
+        } else {
+            std::fs::write(dir.join(name), bytes).unwrap();
+        }
+    };
+    let images = |n: usize| IdxArray {
+        dims: vec![n, 4, 5],
+        data: (0..n * 20).map(|i| i as u8).collect(),
+    };
+    let labels = |n: usize| IdxArray {
+        dims: vec![n],
+        data: (0..n).map(|i| (i % 3) as u8).collect(),
+    };
+    write("train-images-idx3-ubyte", images(train));
+    write("train-labels-idx1-ubyte", labels(train_labels));
+    write("t10k-images-idx3-ubyte", images(2));
+    write("t10k-labels-idx1-ubyte", labels(2));
+}
+
+#[test]
+fn any_idx_directory_loads_gzipped_or_not() {
+    for gzip in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        write_dataset(dir.path(), 6, 6, gzip);
+        let data = Dataset::load_idx_dir(dir.path()).unwrap();
+        assert!(!data.checksums_verified);
+        assert_eq!(
+            (data.train.len(), data.train.rows, data.train.cols),
+            (6, 4, 5)
+        );
+        assert_eq!(data.classes, 3, "class count comes from the labels");
+        assert_eq!(&data.train.pixels[..3], &[0, 1, 2]);
+    }
+}
+
+#[test]
+fn images_and_labels_of_different_counts() {
+    let dir = tempfile::tempdir().unwrap();
+    write_dataset(dir.path(), 6, 5, false);
+    assert!(matches!(
+        Dataset::load_idx_dir(dir.path()),
+        Err(Error::CountMismatch {
+            split: "train",
+            images: 6,
+            labels: 5
+        })
+    ));
+}
+
+#[test]
+fn missing_file() {
+    let dir = tempfile::tempdir().unwrap();
+    write_dataset(dir.path(), 6, 6, false);
+    std::fs::remove_file(dir.path().join("t10k-labels-idx1-ubyte")).unwrap();
+    let err = Dataset::load_idx_dir(dir.path()).unwrap_err();
+    assert!(matches!(err, Error::MissingFile { ref stem, .. } if stem == "t10k-labels-idx1-ubyte"));
+}
+
+#[test]
+fn truncated_file() {
+    let dir = tempfile::tempdir().unwrap();
+    write_dataset(dir.path(), 6, 6, false);
+    let path = dir.path().join("train-images-idx3-ubyte");
+    let bytes = std::fs::read(&path).unwrap();
+    std::fs::write(&path, &bytes[..bytes.len() - 7]).unwrap();
+    assert!(matches!(
+        Dataset::load_idx_dir(dir.path()),
+        Err(Error::Truncated {
+            expected: 120,
+            got: 113,
+            ..
+        })
+    ));
+}
+
+#[test]
+fn corrupt_gzip_stream() {
+    let dir = tempfile::tempdir().unwrap();
+    write_dataset(dir.path(), 6, 6, true);
+    let path = dir.path().join("train-images-idx3-ubyte.gz");
+    let mut bytes = std::fs::read(&path).unwrap();
+    let middle = bytes.len() / 2;
+    bytes.truncate(middle);
+    std::fs::write(&path, &bytes).unwrap();
+    assert!(matches!(
+        Dataset::load_idx_dir(dir.path()),
+        Err(Error::Gzip { .. })
+    ));
+}
+
+#[test]
+fn not_an_idx_file() {
+    let dir = tempfile::tempdir().unwrap();
+    write_dataset(dir.path(), 6, 6, false);
+    std::fs::write(dir.path().join("train-labels-idx1-ubyte"), b"hello, world").unwrap();
+    assert!(matches!(
+        Dataset::load_idx_dir(dir.path()),
+        Err(Error::BadHeader { .. })
+    ));
+}
+
+#[test]
+fn checksum_mismatch_names_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let source = ember_zoo::data::vendored_mnist_dir();
+    for entry in std::fs::read_dir(&source).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), dir.path().join(entry.file_name())).unwrap();
+    }
+    // Flip one byte of the smallest file: the gzip stream may still decode, the checksum not.
+    let path = dir.path().join("t10k-labels-idx1-ubyte.gz");
+    let mut bytes = std::fs::read(&path).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0xff;
+    std::fs::write(&path, &bytes).unwrap();
+    let err = Dataset::load_idx_dir(dir.path()).unwrap_err();
+    assert!(
+        matches!(err, Error::ChecksumMismatch { ref path, .. } if path.ends_with("t10k-labels-idx1-ubyte.gz"))
+    );
+
+    std::fs::write(dir.path().join("SHA256SUMS"), "not a checksum line\n").unwrap();
+    assert!(matches!(
+        Dataset::load_idx_dir(dir.path()),
+        Err(Error::BadChecksumList { line: 1, .. })
+    ));
+}
+
+#[test]
+fn train_and_test_of_different_image_sizes() {
+    let dir = tempfile::tempdir().unwrap();
+    write_dataset(dir.path(), 6, 6, false);
+    let odd = IdxArray {
+        dims: vec![2, 5, 4],
+        data: vec![0; 40],
+    };
+    std::fs::write(dir.path().join("t10k-images-idx3-ubyte"), encode_idx(&odd)).unwrap();
+    assert!(matches!(
+        Dataset::load_idx_dir(dir.path()),
+        Err(Error::Inconsistent { .. })
+    ));
+}

@@ -1,0 +1,41 @@
+//! `cargo xtask`: Ember's developer tasks as plain Rust.
+//!
+//! - `cargo xtask ci`: format check, clippy with warnings denied, the tests (wgpu's too when a
+//!   Vulkan driver is installed), and the docs.
+//! - `cargo xtask repro baseline [--backend flex|ndarray|wgpu] [--data DIR] [--quick]`: train the
+//!   reference models and write `target/repro/baseline/{report.md,metrics.json}`.
+
+mod ci;
+mod repro;
+
+use clap::{Parser, Subcommand};
+
+// glibc returns every freed buffer the size of a weight gradient to the OS and faults it in
+// again on the next step, which costs about 40 % of a CPU training epoch (see BURN-0.22.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+#[derive(Parser)]
+#[command(name = "cargo xtask", about = "Ember's developer tasks")]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Format check, clippy, tests and docs, as CI runs them.
+    Ci(ci::CiArgs),
+    /// Reproduce a published result and write target/repro/<name>/{report.md,metrics.json}.
+    Repro {
+        #[command(subcommand)]
+        experiment: repro::Experiment,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    match Cli::parse().task {
+        Task::Ci(args) => ci::run(&args),
+        Task::Repro { experiment } => repro::run(experiment),
+    }
+}

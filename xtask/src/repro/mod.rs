@@ -1,0 +1,120 @@
+//! `cargo xtask repro <experiment>`: each experiment writes `target/repro/<name>/report.md`
+//! (tables, the machine, the resolved config) and `metrics.json` (a flat object of named
+//! figures: accuracies in percent, drops in percentage points `_pp`, times in seconds, ratios
+//! as plain numbers).
+
+mod baseline;
+mod machine;
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use clap::Subcommand;
+use ember_tensor::BackendKind;
+
+/// The experiments.
+#[derive(Subcommand)]
+pub enum Experiment {
+    /// Train LeNet-300-100 and LeNet-5 on MNIST: the dense baselines every other run compares to.
+    Baseline(baseline::Args),
+}
+
+pub fn run(experiment: Experiment) -> anyhow::Result<()> {
+    match experiment {
+        Experiment::Baseline(args) => baseline::run(&args),
+    }
+}
+
+/// Options every experiment takes.
+#[derive(clap::Args, Debug, Clone, serde::Serialize)]
+pub struct CommonArgs {
+    /// Backend to run on: flex, ndarray or wgpu.
+    #[arg(long, default_value = "flex", value_parser = parse_backend)]
+    pub backend: BackendKind,
+    /// Directory with the dataset in IDX layout (default: the vendored MNIST).
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// A short run on a subset, for CI and smoke tests: its figures are not the published ones.
+    #[arg(long)]
+    pub quick: bool,
+    /// Where reports go (default: target/repro).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
+fn parse_backend(name: &str) -> Result<BackendKind, String> {
+    name.parse().map_err(|e: ember_tensor::Error| e.to_string())
+}
+
+impl CommonArgs {
+    pub fn out_dir(&self, experiment: &str) -> PathBuf {
+        self.out
+            .clone()
+            .unwrap_or_else(|| workspace_root().join("target/repro"))
+            .join(experiment)
+    }
+}
+
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default()
+}
+
+/// A report under construction: markdown sections and flat metrics.
+pub struct Report {
+    title: String,
+    markdown: String,
+    metrics: BTreeMap<String, f64>,
+}
+
+impl Report {
+    pub fn new(title: &str) -> Self {
+        Self {
+            title: title.to_string(),
+            markdown: String::new(),
+            metrics: BTreeMap::new(),
+        }
+    }
+
+    pub fn metric(&mut self, key: &str, value: f64) {
+        self.metrics.insert(key.to_string(), value);
+    }
+
+    pub fn section(&mut self, heading: &str, body: &str) {
+        let _ = write!(self.markdown, "\n## {heading}\n\n{}\n", body.trim_end());
+    }
+
+    /// A markdown table.
+    pub fn table(&mut self, heading: &str, header: &[&str], rows: &[Vec<String>]) {
+        let mut body = format!(
+            "| {} |\n|{}|\n",
+            header.join(" | "),
+            vec!["---"; header.len()].join("|")
+        );
+        for row in rows {
+            let _ = writeln!(body, "| {} |", row.join(" | "));
+        }
+        self.section(heading, &body);
+    }
+
+    /// Write `report.md` and `metrics.json` into `dir`, with the machine and the resolved
+    /// config appended to the report.
+    pub fn write(mut self, dir: &Path, config: &impl serde::Serialize) -> anyhow::Result<()> {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        self.section("Machine", &machine::describe());
+        let config = serde_json::to_string_pretty(config)?;
+        self.section("Resolved config", &format!("```json\n{config}\n```"));
+        let report = format!("# {}\n{}", self.title, self.markdown);
+        std::fs::write(dir.join("report.md"), report)?;
+        std::fs::write(
+            dir.join("metrics.json"),
+            serde_json::to_string_pretty(&self.metrics)? + "\n",
+        )?;
+        eprintln!("wrote {}/report.md and metrics.json", dir.display());
+        Ok(())
+    }
+}
