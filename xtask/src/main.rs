@@ -26,7 +26,7 @@ struct Cli {
 enum Task {
     /// Format check, clippy, tests and docs, as CI runs them.
     Ci(ci::CiArgs),
-    /// Reproduce a published result and write target/repro/<name>/{report.md,metrics.json}.
+    /// Reproduce a published result and write `target/repro/<name>/{report.md,metrics.json}`.
     Repro {
         #[command(subcommand)]
         experiment: repro::Experiment,

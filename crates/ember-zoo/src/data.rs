@@ -19,7 +19,8 @@ pub const MNIST_STD: f32 = 0.3081;
 
 /// The vendored MNIST, relative to the workspace root.
 pub fn vendored_mnist_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/mnist")
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/mnist");
+    dir.canonicalize().unwrap_or(dir)
 }
 
 /// One split of a dataset: grey-level images and their class labels.

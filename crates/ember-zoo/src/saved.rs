@@ -37,6 +37,8 @@ impl ModelConfig {
 }
 
 /// Any reference model, as [`ModelConfig::init`] builds it.
+// A model is built once and moved rarely: the size of the enum does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Module, Debug)]
 pub enum Model {
     /// A multi-layer perceptron.
@@ -131,6 +133,15 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
     let mut temp = tempfile::NamedTempFile::new_in(dir).map_err(io_error)?;
     temp.write_all(bytes).map_err(io_error)?;
     temp.as_file().sync_all().map_err(io_error)?;
+    // A temporary file is private (0600); a saved model is an ordinary file.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let permissions = std::fs::Permissions::from_mode(0o644);
+        temp.as_file()
+            .set_permissions(permissions)
+            .map_err(io_error)?;
+    }
     temp.persist(path).map_err(|e| io_error(e.error))?;
     Ok(())
 }

@@ -2,6 +2,8 @@
 //! one training step on every enabled backend (flex, ndarray, and wgpu with `--features wgpu`),
 //! and seeded training is bit-for-bit reproducible on the CPU backends.
 
+#![allow(clippy::unwrap_used)] // a test fails loudly, which is what it is for
+
 mod common;
 
 use burn::module::Module;

@@ -1,6 +1,8 @@
 //! Loading datasets in IDX layout: the vendored MNIST with its checksums, and every way a
 //! dataset directory can be broken, each a typed error.
 
+#![allow(clippy::unwrap_used)] // a test fails loudly, which is what it is for
+
 use std::io::Write;
 use std::path::Path;
 

@@ -1,5 +1,7 @@
 //! Training, evaluation, and saving a trained model with its config.
 
+#![allow(clippy::unwrap_used)] // a test fails loudly, which is what it is for
+
 mod common;
 
 use common::{flex_device, synthetic_split, weights};
