@@ -29,7 +29,12 @@ pub fn run(args: &CiArgs) -> anyhow::Result<()> {
     let wgpu = !args.no_wgpu && vulkan_driver_installed();
     if wgpu {
         // One build with every backend: the backend tests then run on flex, ndarray and wgpu.
-        cargo(&["test", "--workspace", "--features", "ember-zoo/wgpu"])?;
+        cargo(&[
+            "test",
+            "--workspace",
+            "--features",
+            "ember-zoo/wgpu,ember-distill/wgpu",
+        ])?;
     } else {
         if std::env::var_os("EMBER_REQUIRE_WGPU").is_some() {
             bail!(

@@ -72,6 +72,26 @@ pub enum Error {
         /// What was empty.
         what: String,
     },
+    /// A config value that cannot work.
+    #[error("invalid config: `{field}` = {value}: {reason}")]
+    InvalidConfig {
+        /// The field.
+        field: &'static str,
+        /// Its value.
+        value: String,
+        /// Why it cannot be used.
+        reason: &'static str,
+    },
+    /// Training produced a non-finite loss.
+    #[error("training diverged: loss is {loss} at epoch {epoch}, step {step}")]
+    Diverged {
+        /// The loss.
+        loss: f32,
+        /// The 1-based epoch.
+        epoch: usize,
+        /// The step within the epoch.
+        step: usize,
+    },
     /// A tensor whose data could not be read back as f32.
     #[error("cannot read tensor data: {reason}")]
     Data {

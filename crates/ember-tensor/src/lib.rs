@@ -4,7 +4,9 @@
 //!   the kind of layer that holds it and its value;
 //! - [`select`]: include / exclude patterns over those paths;
 //! - [`stats`]: per-tensor and per-axis min, max, abs-max, L1 / L2 norms and k-th values;
-//! - [`device`]: backends by name, device sync and dtype support.
+//! - [`device`]: backends by name, device sync and dtype support;
+//! - [`train`]: the training loop every pass shares (Adam, cosine schedule, seeded shuffling,
+//!   pluggable loss) and evaluation of a [`Classifier`].
 //!
 //! ```
 //! use burn::nn::LinearConfig;
@@ -24,9 +26,13 @@ mod error;
 pub mod select;
 pub mod stats;
 pub mod testing;
+pub mod train;
 pub mod walk;
 
 pub use device::BackendKind;
 pub use error::{Error, Result};
 pub use select::{Matcher, Selector};
-pub use walk::{ParamInfo, ParamValue, param_values, params};
+pub use train::{
+    Batch, Classifier, EvalReport, LabeledData, TrainConfig, TrainReport, evaluate, fit, train,
+};
+pub use walk::{ParamInfo, ParamValue, init_now, param_values, params};

@@ -61,6 +61,23 @@ pub fn param_values<M: Module>(module: &M) -> Vec<ParamValue> {
     walker.found
 }
 
+/// Initialize every parameter of `module` now. burn initializes parameters lazily, on first
+/// use, drawing from the device RNG as it is *then*; forcing it right after construction makes
+/// `device.seed(s)` followed by building the model decide the initial values, whatever runs in
+/// between.
+pub fn init_now<M: Module>(module: M) -> M {
+    module.visit(&mut InitNow);
+    module
+}
+
+struct InitNow;
+
+impl ModuleVisitor for InitNow {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        let _ = param.val();
+    }
+}
+
 /// Tracks the path while burn's derive walks the module tree: `enter_module(name, container)`
 /// names the field and the type of the struct that holds it, so the kind of a parameter is the
 /// container of its own field.
@@ -154,6 +171,26 @@ mod tests {
         ]
         .map(|(p, k, s)| (p.to_string(), k.to_string(), s));
         assert_eq!(found, expected);
+    }
+
+    #[test]
+    fn init_now_makes_the_seed_decide_the_values() {
+        let device = Device::flex();
+        let build = |seed| {
+            device.seed(seed);
+            init_now(LinearConfig::new(5, 4).init(&device))
+        };
+        let (a, b) = (build(3), build(3));
+        // Random draws in between must not change an already initialized model.
+        let _ = Tensor::<1>::random([100], burn::tensor::Distribution::Default, &device);
+        a.weight
+            .val()
+            .into_data()
+            .assert_eq(&b.weight.val().into_data(), true);
+        assert_ne!(
+            a.weight.val().into_data(),
+            build(4).weight.val().into_data()
+        );
     }
 
     #[test]

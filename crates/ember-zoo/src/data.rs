@@ -4,9 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use burn::tensor::{Device, Int, Tensor, TensorData};
-use rand::SeedableRng;
-use rand::rngs::StdRng;
-use rand::seq::SliceRandom;
+use ember_tensor::LabeledData;
 use sha2::{Digest, Sha256};
 
 use crate::idx::{IdxArray, find_idx, read_idx};
@@ -37,16 +35,6 @@ pub struct Split {
 }
 
 impl Split {
-    /// Number of images.
-    pub fn len(&self) -> usize {
-        self.labels.len()
-    }
-
-    /// Whether there are no images.
-    pub fn is_empty(&self) -> bool {
-        self.labels.is_empty()
-    }
-
     /// The first `n` images (all of them if there are fewer).
     pub fn take(&self, n: usize) -> Split {
         let n = n.min(self.len());
@@ -57,9 +45,15 @@ impl Split {
             cols: self.cols,
         }
     }
+}
+
+impl LabeledData for Split {
+    fn len(&self) -> usize {
+        self.labels.len()
+    }
 
     /// Images `indices` as a normalized `[batch, 1, rows, cols]` tensor and their labels.
-    pub fn batch(&self, indices: &[usize], device: &Device) -> (Tensor<4>, Tensor<1, Int>) {
+    fn batch(&self, indices: &[usize], device: &Device) -> (Tensor<4>, Tensor<1, Int>) {
         let pixels_per_image = self.rows * self.cols;
         let mut images = Vec::with_capacity(indices.len() * pixels_per_image);
         for &i in indices {
@@ -76,25 +70,6 @@ impl Split {
             Tensor::from_data(TensorData::new(images, shape), device),
             Tensor::from_data(TensorData::new(labels, [indices.len()]), device),
         )
-    }
-
-    /// Batches of indices in order, the last one possibly short.
-    pub fn batches_in_order(&self, batch_size: usize) -> Vec<Vec<usize>> {
-        (0..self.len())
-            .collect::<Vec<_>>()
-            .chunks(batch_size.max(1))
-            .map(<[usize]>::to_vec)
-            .collect()
-    }
-
-    /// Batches of a shuffled order, reproducible from `seed`.
-    pub fn batches_shuffled(&self, batch_size: usize, seed: u64) -> Vec<Vec<usize>> {
-        let mut order: Vec<usize> = (0..self.len()).collect();
-        order.shuffle(&mut StdRng::seed_from_u64(seed));
-        order
-            .chunks(batch_size.max(1))
-            .map(<[usize]>::to_vec)
-            .collect()
     }
 }
 

@@ -102,16 +102,6 @@ pub enum Error {
         /// Why it cannot be used.
         reason: &'static str,
     },
-    /// Training produced a non-finite loss.
-    #[error("training diverged: loss is {loss} at epoch {epoch}, step {step}")]
-    Diverged {
-        /// The loss.
-        loss: f32,
-        /// The 1-based epoch.
-        epoch: usize,
-        /// The step within the epoch.
-        step: usize,
-    },
     /// A saved model that could not be written or read back.
     #[error("model file {path}: {reason}")]
     ModelFile {

@@ -1,7 +1,7 @@
 //! Reference models and datasets for Ember, used by the reproduction runs, the tests and the
 //! benches: an IDX loader (MNIST's format, gzipped or not) with checksum verification, the
-//! vendored MNIST, LeNet-300-100 and LeNet-5 sized from the data, a seeded training loop
-//! (Adam, cosine schedule, progress bar), evaluation, and saving with the model's config.
+//! vendored MNIST, LeNet-300-100 and LeNet-5 sized from the data, and saving with the model's
+//! config. The training loop and evaluation are ember-tensor's, re-exported here.
 //!
 //! ```no_run
 //! use ember_zoo::{Dataset, MlpConfig, TrainConfig, evaluate, train};
@@ -13,7 +13,7 @@
 //! let model = MlpConfig::lenet_300_100(rows * cols, data.classes).init(&device)?;
 //! let (model, _) = train(model, &data.train, &TrainConfig::default(), &device)?;
 //! println!("{:.2} %", evaluate(&model, &data.test, 1000, &device)?.accuracy);
-//! # Ok::<(), ember_zoo::Error>(())
+//! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
 pub mod data;
@@ -21,10 +21,11 @@ mod error;
 pub mod idx;
 pub mod models;
 pub mod saved;
-pub mod train;
 
 pub use data::{Dataset, Split};
+pub use ember_tensor::train::{
+    Classifier, EvalReport, LabeledData, TrainConfig, TrainReport, evaluate, train,
+};
 pub use error::{Error, Result};
-pub use models::{Classifier, LeNet5, LeNet5Config, Mlp, MlpConfig};
+pub use models::{LeNet5, LeNet5Config, Mlp, MlpConfig};
 pub use saved::{Model, ModelConfig, load_model, save_model};
-pub use train::{EvalReport, TrainConfig, TrainReport, evaluate, train};

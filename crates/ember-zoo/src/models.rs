@@ -8,14 +8,9 @@ use burn::nn::{Dropout, DropoutConfig, Linear, LinearConfig, PaddingConfig2d, Re
 use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
-use crate::{Error, Result};
+use ember_tensor::{Classifier, init_now};
 
-/// A model that maps a batch of images `[batch, channels, rows, cols]` to class logits
-/// `[batch, classes]`.
-pub trait Classifier: Module {
-    /// Class logits for a batch of images.
-    fn forward(&self, images: Tensor<4>) -> Tensor<2>;
-}
+use crate::{Error, Result};
 
 /// A fully connected network: `input -> hidden... -> classes` with ReLU between layers.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -43,7 +38,8 @@ impl MlpConfig {
         }
     }
 
-    /// Check the config and build the model on `device`.
+    /// Check the config and build the model on `device`, its parameters drawn from the
+    /// device RNG now (seed it first with `device.seed`).
     pub fn init(&self, device: &Device) -> Result<Mlp> {
         positive("input", self.input)?;
         positive("classes", self.classes)?;
@@ -61,14 +57,14 @@ impl MlpConfig {
             .chain(self.hidden.iter().copied())
             .chain(std::iter::once(self.classes))
             .collect();
-        Ok(Mlp {
+        Ok(init_now(Mlp {
             layers: widths
                 .windows(2)
                 .map(|w| LinearConfig::new(w[0], w[1]).init(device))
                 .collect(),
             dropout: DropoutConfig::new(self.dropout).init(),
             activation: Relu::new(),
-        })
+        }))
     }
 }
 
@@ -135,12 +131,13 @@ impl LeNet5Config {
         ])
     }
 
-    /// Check the config and build the model on `device`.
+    /// Check the config and build the model on `device`, its parameters drawn from the
+    /// device RNG now (seed it first with `device.seed`).
     pub fn init(&self, device: &Device) -> Result<LeNet5> {
         positive("channels", self.channels)?;
         positive("classes", self.classes)?;
         let [h, w] = self.features_size()?;
-        Ok(LeNet5 {
+        Ok(init_now(LeNet5 {
             conv1: Conv2dConfig::new([self.channels, 6], [5, 5])
                 .with_padding(PaddingConfig2d::Explicit(2, 2, 2, 2))
                 .init(device),
@@ -150,7 +147,7 @@ impl LeNet5Config {
             fc3: LinearConfig::new(84, self.classes).init(device),
             pool: MaxPool2dConfig::new([2, 2]).with_strides([2, 2]).init(),
             activation: Relu::new(),
-        })
+        }))
     }
 }
 

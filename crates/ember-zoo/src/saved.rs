@@ -12,7 +12,9 @@ use burn::store::ModuleRecord;
 use burn::tensor::{Bytes, Device, Tensor};
 use serde::{Deserialize, Serialize};
 
-use crate::models::{Classifier, LeNet5, LeNet5Config, Mlp, MlpConfig};
+use ember_tensor::Classifier;
+
+use crate::models::{LeNet5, LeNet5Config, Mlp, MlpConfig};
 use crate::{Error, Result};
 
 /// The architecture of any reference model.

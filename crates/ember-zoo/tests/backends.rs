@@ -9,7 +9,7 @@ mod common;
 use burn::module::Module;
 use burn::tensor::{Device, Tensor};
 use common::{flex_device, max_abs_diff, synthetic_split, weights};
-use ember_zoo::{Classifier, Mlp, MlpConfig, TrainConfig, train};
+use ember_zoo::{Classifier, LabeledData, Mlp, MlpConfig, TrainConfig, train};
 
 /// Logits of a 3-layer MLP computed by different kernels differ by float rounding only.
 const FORWARD_TOLERANCE: f32 = 1e-4;

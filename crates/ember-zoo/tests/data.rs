@@ -7,7 +7,7 @@ use std::io::Write;
 use std::path::Path;
 
 use ember_zoo::idx::{IdxArray, encode_idx};
-use ember_zoo::{Dataset, Error};
+use ember_zoo::{Dataset, Error, LabeledData};
 use flate2::Compression;
 use flate2::write::GzEncoder;
 

@@ -6,8 +6,8 @@ mod common;
 
 use common::{flex_device, synthetic_split, weights};
 use ember_zoo::{
-    Classifier, Error, LeNet5Config, MlpConfig, ModelConfig, TrainConfig, evaluate, load_model,
-    save_model, train,
+    Classifier, Error, LabeledData, LeNet5Config, MlpConfig, ModelConfig, TrainConfig, evaluate,
+    load_model, save_model, train,
 };
 
 fn quick(epochs: usize) -> TrainConfig {
@@ -162,14 +162,14 @@ fn bad_training_configs_are_typed_errors() {
     ] {
         let err = train(model(), &data, &config, &device).unwrap_err();
         assert!(
-            matches!(err, Error::InvalidConfig { field: f, .. } if f == field),
+            matches!(err, ember_tensor::Error::InvalidConfig { field: f, .. } if f == field),
             "{err}"
         );
     }
     let empty = data.take(0);
     assert!(matches!(
         train(model(), &empty, &quick(1), &device),
-        Err(Error::InvalidConfig { .. })
+        Err(ember_tensor::Error::InvalidConfig { .. })
     ));
 }
 

@@ -6,8 +6,8 @@ use std::time::Instant;
 
 use anyhow::Context;
 use ember_zoo::{
-    Dataset, EvalReport, LeNet5Config, MlpConfig, ModelConfig, TrainConfig, TrainReport, evaluate,
-    save_model, train,
+    Dataset, EvalReport, LabeledData, LeNet5Config, MlpConfig, ModelConfig, TrainConfig,
+    TrainReport, evaluate, save_model, train,
 };
 use serde::Serialize;
 

@@ -4,7 +4,9 @@
 //! as plain numbers).
 
 mod baseline;
+mod distill;
 mod machine;
+mod plot;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -19,11 +21,14 @@ use ember_tensor::BackendKind;
 pub enum Experiment {
     /// Train LeNet-300-100 and LeNet-5 on MNIST: the dense baselines every other run compares to.
     Baseline(baseline::Args),
+    /// Hinton's distillation on MNIST and the capacity gap, over several seeds.
+    Distill(distill::Args),
 }
 
 pub fn run(experiment: Experiment) -> anyhow::Result<()> {
     match experiment {
         Experiment::Baseline(args) => baseline::run(&args),
+        Experiment::Distill(args) => distill::run(&args),
     }
 }
 

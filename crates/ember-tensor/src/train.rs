@@ -1,18 +1,73 @@
-//! Training (Adam with a cosine learning-rate schedule, seeded shuffling, a progress bar) and
-//! evaluation of a [`Classifier`].
+//! The training loop every pass shares (plain training, fine-tuning after pruning,
+//! distillation, quantization-aware training): Adam with a cosine learning-rate schedule,
+//! seeded shuffling, a progress bar, and a pluggable loss; and evaluation of a [`Classifier`].
 
 use std::time::Instant;
 
 use burn::lr_scheduler::cosine::CosineAnnealingLrSchedulerConfig;
+use burn::module::Module;
 use burn::nn::loss::CrossEntropyLossConfig;
 use burn::optim::{AdamConfig, GradientsParams, decay::WeightDecayConfig};
-use burn::tensor::{Device, Tensor};
+use burn::tensor::{Device, Int, Tensor};
 use indicatif::{ProgressBar, ProgressStyle};
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
 use serde::{Deserialize, Serialize};
 
-use crate::data::Split;
-use crate::models::Classifier;
 use crate::{Error, Result};
+
+/// A model that maps a batch of images `[batch, channels, rows, cols]` to class logits
+/// `[batch, classes]`.
+pub trait Classifier: Module {
+    /// Class logits for a batch of images.
+    fn forward(&self, images: Tensor<4>) -> Tensor<2>;
+}
+
+/// A labelled dataset that can hand out batches by index.
+pub trait LabeledData {
+    /// Number of samples.
+    fn len(&self) -> usize;
+
+    /// Whether there are no samples.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Samples `indices` as an input tensor on `device` and their class labels.
+    fn batch(&self, indices: &[usize], device: &Device) -> (Tensor<4>, Tensor<1, Int>);
+}
+
+/// One training step's inputs, on the autodiff device.
+#[derive(Debug, Clone)]
+pub struct Batch {
+    /// The inputs.
+    pub images: Tensor<4>,
+    /// Their labels.
+    pub labels: Tensor<1, Int>,
+    /// Their indices in the dataset (to look up cached per-sample values such as teacher
+    /// logits).
+    pub indices: Vec<usize>,
+}
+
+/// Batches of `0..len` in order, the last one possibly short.
+pub fn ordered_batches(len: usize, batch_size: usize) -> Vec<Vec<usize>> {
+    (0..len)
+        .collect::<Vec<_>>()
+        .chunks(batch_size.max(1))
+        .map(<[usize]>::to_vec)
+        .collect()
+}
+
+/// Batches of a shuffled `0..len`, reproducible from `seed`.
+pub fn shuffled_batches(len: usize, batch_size: usize, seed: u64) -> Vec<Vec<usize>> {
+    let mut order: Vec<usize> = (0..len).collect();
+    order.shuffle(&mut StdRng::seed_from_u64(seed));
+    order
+        .chunks(batch_size.max(1))
+        .map(<[usize]>::to_vec)
+        .collect()
+}
 
 /// How to train: Adam, learning rate annealed to zero along a cosine over all steps.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -110,14 +165,30 @@ impl TrainReport {
     }
 }
 
-/// Train `model` on `data` on `device` (autodiff is enabled here); returns the trained model
-/// on the plain device.
+/// Train `model` on `data` with cross-entropy on the labels, on `device` (autodiff is enabled
+/// here); returns the trained model on the plain device.
 pub fn train<M: Classifier>(
     model: M,
-    data: &Split,
+    data: &(impl LabeledData + ?Sized),
     config: &TrainConfig,
     device: &Device,
 ) -> Result<(M, TrainReport)> {
+    let cross_entropy = CrossEntropyLossConfig::new().init(&device.clone().autodiff());
+    fit(model, data, config, device, |model: &M, batch: Batch| {
+        Ok::<_, Error>(cross_entropy.forward(model.forward(batch.images), batch.labels))
+    })
+}
+
+/// Train `model` on `data` minimizing `loss(model, batch)`, a scalar (`[1]`) tensor on the
+/// autodiff device; returns the trained model on the plain device. An error from `loss` stops
+/// training and is returned; the loop's own errors convert into the caller's error type `E`.
+pub fn fit<M: Module, E: From<Error>>(
+    model: M,
+    data: &(impl LabeledData + ?Sized),
+    config: &TrainConfig,
+    device: &Device,
+    mut loss: impl FnMut(&M, Batch) -> Result<Tensor<1>, E>,
+) -> Result<(M, TrainReport), E> {
     config.validate(data.len())?;
     device.seed(config.seed);
     let autodiff = device.clone().autodiff();
@@ -137,7 +208,6 @@ pub fn train<M: Classifier>(
             value: format!("{} ({reason})", config.learning_rate),
             reason: "rejected by the cosine schedule",
         })?;
-    let loss_fn = CrossEntropyLossConfig::new().init(&autodiff);
 
     let bar = progress_bar(config.progress, total_steps as u64);
     let mut report = TrainReport::default();
@@ -145,17 +215,26 @@ pub fn train<M: Classifier>(
         let started = Instant::now();
         // Reading the loss back every step would stall a GPU queue: sum it on the device.
         let mut loss_sum = Tensor::<1>::zeros([1], device);
-        let batches = data.batches_shuffled(config.batch_size, shuffle_seed(config.seed, epoch));
+        let batches = shuffled_batches(
+            data.len(),
+            config.batch_size,
+            shuffle_seed(config.seed, epoch),
+        );
         for indices in &batches {
             let (images, labels) = data.batch(indices, &autodiff);
-            let loss = loss_fn.forward(model.forward(images), labels);
+            let batch = Batch {
+                images,
+                labels,
+                indices: indices.clone(),
+            };
+            let loss = loss(&model, batch)?;
             loss_sum = loss_sum + loss.clone().detach().without_autodiff();
             let grads = GradientsParams::from_grads(loss.backward(), &model);
             model = optimizer.step(schedule.step(), model, grads);
             bar.inc(1);
         }
         let loss = loss_sum.into_scalar::<f32>() / batches.len() as f32;
-        ember_tensor::device::sync(device)?;
+        crate::device::sync(device)?;
         let seconds = started.elapsed().as_secs_f64();
         if !loss.is_finite() {
             bar.abandon();
@@ -163,7 +242,8 @@ pub fn train<M: Classifier>(
                 loss,
                 epoch,
                 step: batches.len(),
-            });
+            }
+            .into());
         }
         bar.set_message(format!("epoch {epoch}/{} loss {loss:.4}", config.epochs));
         report.epochs.push(EpochReport {
@@ -211,7 +291,7 @@ pub struct EvalReport {
 /// Evaluate `model` (on a plain device, as [`train`] returns it) on `data`.
 pub fn evaluate<M: Classifier>(
     model: &M,
-    data: &Split,
+    data: &(impl LabeledData + ?Sized),
     batch_size: usize,
     device: &Device,
 ) -> Result<EvalReport> {
@@ -225,7 +305,7 @@ pub fn evaluate<M: Classifier>(
     let loss_fn = CrossEntropyLossConfig::new().init(device);
     let mut correct = Tensor::<1>::zeros([1], device);
     let mut loss_sum = Tensor::<1>::zeros([1], device);
-    for indices in data.batches_in_order(batch_size) {
+    for indices in ordered_batches(data.len(), batch_size) {
         let (images, labels) = data.batch(&indices, device);
         let logits = model.forward(images);
         let loss = loss_fn.forward(logits.clone(), labels.clone());

@@ -1,0 +1,235 @@
+//! How teacher and student meet: offline (a frozen teacher, its logits optionally computed
+//! once and cached), online (two students teaching each other, deep mutual learning) and
+//! self-distillation (a trained model distilled into a fresh copy of itself, born-again
+//! networks). All of them run on ember-tensor's shared training loop.
+
+use burn::tensor::{Device, Int, Tensor, TensorData};
+use ember_tensor::train::ordered_batches;
+use ember_tensor::{Batch, Classifier, LabeledData, TrainConfig, TrainReport, fit};
+use serde::{Deserialize, Serialize};
+
+use crate::loss::SoftTargetConfig;
+use crate::{Error, Result};
+
+/// Where the teacher's logits come from during offline distillation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TeacherOutputs {
+    /// Run the teacher on every batch.
+    #[default]
+    OnTheFly,
+    /// Run the teacher once over the whole dataset and keep its logits on the device: one
+    /// teacher pass instead of one per epoch, valid because the inputs do not change between
+    /// epochs.
+    Cached,
+}
+
+/// Batch size of the teacher's pass when caching its logits.
+const CACHE_BATCH: usize = 1_000;
+
+/// What a distillation run did.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct DistillReport {
+    /// The training loop's report (per-epoch total loss and time).
+    pub train: TrainReport,
+    /// Mean over all steps of the soft-target term (`T^2 * KL`, before weighting).
+    pub mean_soft_loss: f32,
+    /// Mean over all steps of the label cross-entropy (before weighting).
+    pub mean_hard_loss: f32,
+}
+
+/// Distil a frozen `teacher` into `student` on `data` with Hinton's soft-target loss.
+/// The teacher runs on `device` without autodiff; the student trains on its autodiff twin.
+pub fn distill<S: Classifier, T: Classifier>(
+    student: S,
+    teacher: &T,
+    data: &(impl LabeledData + ?Sized),
+    train: &TrainConfig,
+    soft_targets: &SoftTargetConfig,
+    teacher_outputs: TeacherOutputs,
+    device: &Device,
+) -> Result<(S, DistillReport)> {
+    let loss = soft_targets.init()?;
+    let teacher = teacher.valid();
+    check_class_counts(&student, &teacher, data, device)?;
+    let cache = match teacher_outputs {
+        TeacherOutputs::Cached => Some(teacher_logits(&teacher, data, device)),
+        TeacherOutputs::OnTheFly => None,
+    };
+    let mut terms = TermSums::new(device);
+    let (student, report) = fit(student, data, train, device, |student: &S, batch: Batch| {
+        let teacher_logits = match &cache {
+            Some(all) => all
+                .clone()
+                .select(0, indices_tensor(&batch.indices, device)),
+            None => teacher.forward(batch.images.clone().without_autodiff()),
+        };
+        let parts = loss.forward(
+            student.forward(batch.images),
+            teacher_logits.autodiff(),
+            batch.labels,
+        )?;
+        terms.add(&parts.soft, &parts.hard);
+        Ok::<_, Error>(parts.total)
+    })?;
+    let (mean_soft_loss, mean_hard_loss) = terms.means();
+    Ok((
+        student,
+        DistillReport {
+            train: report,
+            mean_soft_loss,
+            mean_hard_loss,
+        },
+    ))
+}
+
+/// Deep mutual learning (Zhang et al. 2018): two students trained together, each on the labels
+/// and on the other's current predictions, `CE(a) + KL(p_b || p_a) + CE(b) + KL(p_a || p_b)` at
+/// `temperature`. The other's predictions are constants in each term, so one optimizer over both
+/// models takes the same steps as two.
+pub fn mutual_learning<A: Classifier, B: Classifier>(
+    a: A,
+    b: B,
+    data: &(impl LabeledData + ?Sized),
+    train: &TrainConfig,
+    temperature: f64,
+    device: &Device,
+) -> Result<((A, B), TrainReport)> {
+    let peer = SoftTargetConfig {
+        temperature,
+        alpha: 0.5,
+    }
+    .init()?;
+    check_class_counts(&a, &b, data, device)?;
+    let ((a, b), report) = fit(
+        (a, b),
+        data,
+        train,
+        device,
+        |(a, b): &(A, B), batch: Batch| {
+            let (logits_a, logits_b) = (a.forward(batch.images.clone()), b.forward(batch.images));
+            // alpha 0.5 weighs CE and KL equally; the factor 2 restores DML's unit weights.
+            let loss_a = peer.forward(logits_a.clone(), logits_b.clone(), batch.labels.clone())?;
+            let loss_b = peer.forward(logits_b, logits_a, batch.labels)?;
+            Ok::<_, Error>((loss_a.total + loss_b.total).mul_scalar(2.0))
+        },
+    )?;
+    Ok(((a, b), report))
+}
+
+/// Born-again networks (Furlanello et al. 2018): `generations` rounds in which the last model
+/// teaches a fresh one of the same architecture made by `fresh(generation)`. Returns every
+/// generation's student and report, the last one last.
+pub fn born_again<M: Classifier>(
+    trained: M,
+    mut fresh: impl FnMut(usize) -> Result<M>,
+    generations: usize,
+    data: &(impl LabeledData + ?Sized),
+    train: &TrainConfig,
+    soft_targets: &SoftTargetConfig,
+    device: &Device,
+) -> Result<Vec<(M, DistillReport)>> {
+    if generations == 0 {
+        return Err(Error::InvalidConfig {
+            field: "generations",
+            value: "0".into(),
+            reason: "must be at least 1",
+        });
+    }
+    let mut teacher = trained;
+    let mut out = Vec::with_capacity(generations);
+    for generation in 1..=generations {
+        let (student, report) = distill(
+            fresh(generation)?,
+            &teacher,
+            data,
+            train,
+            soft_targets,
+            TeacherOutputs::Cached,
+            device,
+        )?;
+        teacher = student.clone();
+        out.push((student, report));
+    }
+    Ok(out)
+}
+
+/// The teacher's logits for every sample of `data`, in order, on `device`.
+pub fn teacher_logits<T: Classifier>(
+    teacher: &T,
+    data: &(impl LabeledData + ?Sized),
+    device: &Device,
+) -> Tensor<2> {
+    let batches: Vec<Tensor<2>> = ordered_batches(data.len(), CACHE_BATCH)
+        .iter()
+        .map(|indices| teacher.forward(data.batch(indices, device).0))
+        .collect();
+    Tensor::cat(batches, 0)
+}
+
+/// Teacher and student must predict the same classes: checked on one sample before training.
+fn check_class_counts<S: Classifier, T: Classifier>(
+    student: &S,
+    teacher: &T,
+    data: &(impl LabeledData + ?Sized),
+    device: &Device,
+) -> Result<()> {
+    if data.is_empty() {
+        return Err(ember_tensor::Error::InvalidConfig {
+            field: "data",
+            value: "0 samples".into(),
+            reason: "nothing to distil on",
+        }
+        .into());
+    }
+    let (images, _) = data.batch(&[0], device);
+    let (s, t) = (
+        student.valid().forward(images.clone()),
+        teacher.forward(images),
+    );
+    if s.dims() != t.dims() {
+        return Err(Error::ShapeMismatch {
+            what: "class logits (teacher and student must predict the same classes)",
+            student: s.dims().to_vec(),
+            teacher: t.dims().to_vec(),
+        });
+    }
+    Ok(())
+}
+
+fn indices_tensor(indices: &[usize], device: &Device) -> Tensor<1, Int> {
+    let indices: Vec<i64> = indices.iter().map(|&i| i as i64).collect();
+    let len = indices.len();
+    Tensor::from_data(TensorData::new(indices, [len]), device)
+}
+
+/// Sums of the loss terms, kept on the device so that logging does not stall it.
+struct TermSums {
+    soft: Tensor<1>,
+    hard: Tensor<1>,
+    steps: usize,
+}
+
+impl TermSums {
+    fn new(device: &Device) -> Self {
+        Self {
+            soft: Tensor::zeros([1], device),
+            hard: Tensor::zeros([1], device),
+            steps: 0,
+        }
+    }
+
+    fn add(&mut self, soft: &Tensor<1>, hard: &Tensor<1>) {
+        self.soft = self.soft.clone() + soft.clone().detach().without_autodiff();
+        self.hard = self.hard.clone() + hard.clone().detach().without_autodiff();
+        self.steps += 1;
+    }
+
+    fn means(self) -> (f32, f32) {
+        let steps = self.steps.max(1) as f32;
+        (
+            self.soft.into_scalar::<f32>() / steps,
+            self.hard.into_scalar::<f32>() / steps,
+        )
+    }
+}
