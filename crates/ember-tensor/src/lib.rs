@@ -5,7 +5,7 @@
 //! - [`select`]: include / exclude patterns over those paths;
 //! - [`stats`]: per-tensor and per-axis min, max, abs-max, L1 / L2 norms and k-th values;
 //! - [`device`]: backends by name, device sync and dtype support;
-//! - [`train`]: the training loop every pass shares (Adam, cosine schedule, seeded shuffling,
+//! - [`mod@train`]: the training loop every pass shares (Adam, cosine schedule, seeded shuffling,
 //!   pluggable loss) and evaluation of a [`Classifier`].
 //!
 //! ```
