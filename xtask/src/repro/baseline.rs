@@ -4,14 +4,13 @@
 
 use std::time::Instant;
 
-use anyhow::Context;
 use ember_zoo::{
     Dataset, EvalReport, LabeledData, LeNet5Config, MlpConfig, ModelConfig, TrainConfig,
     TrainReport, evaluate, save_model, train,
 };
 use serde::Serialize;
 
-use super::{CommonArgs, Report};
+use super::{CommonArgs, QUICK_TEST, QUICK_TRAIN, Report};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -29,9 +28,6 @@ const PYTORCH_MLP_EPOCH_SECONDS: f64 = 1.5;
 const TARGET_MLP_ACCURACY: f64 = 98.0;
 const TARGET_CNN_ACCURACY: f64 = 99.0;
 const TARGET_EPOCH_RATIO: f64 = 1.5;
-/// Subset sizes of `--quick`.
-const QUICK_TRAIN: usize = 6_000;
-const QUICK_TEST: usize = 2_000;
 const EVAL_BATCH: usize = 1_000;
 
 #[derive(Serialize)]
@@ -50,16 +46,7 @@ struct Resolved<'a> {
 pub fn run(args: &Args) -> anyhow::Result<()> {
     let common = &args.common;
     let device = common.backend.device()?;
-    let data_dir = common
-        .data
-        .clone()
-        .unwrap_or_else(ember_zoo::data::vendored_mnist_dir);
-    let mut data = Dataset::load_idx_dir(&data_dir)
-        .with_context(|| format!("loading {}", data_dir.display()))?;
-    if common.quick {
-        data.train = data.train.take(QUICK_TRAIN);
-        data.test = data.test.take(QUICK_TEST);
-    }
+    let (data, data_dir) = common.load_data()?;
     let (rows, cols) = (data.train.rows, data.train.cols);
     let mlp_config = ModelConfig::Mlp(MlpConfig::lenet_300_100(rows * cols, data.classes));
     let cnn_config = ModelConfig::LeNet5(LeNet5Config::new(1, [rows, cols], data.classes));

@@ -3,13 +3,12 @@
 //! capacity gap of Cho & Hariharan 2019 (a tiny student gains little), every row as mean and
 //! standard deviation over seeds.
 
-use anyhow::Context;
 use ember_distill::loss::SoftTargetConfig;
 use ember_distill::{TeacherOutputs, distill};
-use ember_zoo::{Dataset, EvalReport, LabeledData, MlpConfig, TrainConfig, evaluate, train};
+use ember_zoo::{EvalReport, LabeledData, MlpConfig, TrainConfig, evaluate, train};
 use serde::Serialize;
 
-use super::{CommonArgs, Report};
+use super::{CommonArgs, QUICK_TEST, QUICK_TRAIN, Report};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -18,6 +17,13 @@ pub struct Args {
     /// Number of seeds per row (at least 3 for the published table).
     #[arg(long, default_value_t = 3)]
     seeds: u64,
+    /// Epochs of every student run.
+    #[arg(long, default_value_t = 10)]
+    epochs: usize,
+    /// Epochs of the teacher (a dropout-regularized teacher keeps improving long after the
+    /// students stop).
+    #[arg(long, default_value_t = 10)]
+    teacher_epochs: usize,
 }
 
 /// Hinton et al. 2015, section 3 (test errors on MNIST's 10,000 test images).
@@ -31,18 +37,18 @@ const HINTON_TEMPERATURE: f64 = 20.0;
 /// Weight of the soft term: Hinton et al. found a considerably lower weight on the hard
 /// targets best.
 const ALPHA: f64 = 0.9;
-const QUICK_TRAIN: usize = 6_000;
-const QUICK_TEST: usize = 2_000;
 const EVAL_BATCH: usize = 1_000;
 
 #[derive(Serialize)]
 struct Resolved<'a> {
     common: &'a CommonArgs,
+    data_dir: String,
     seeds: u64,
     teacher: &'a MlpConfig,
     student: &'a MlpConfig,
     tiny: &'a MlpConfig,
     training: &'a TrainConfig,
+    teacher_training: &'a TrainConfig,
     alpha: f64,
     big_student_temperatures: &'a [f64],
     tiny_student_temperatures: &'a [f64],
@@ -100,16 +106,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     let common = &args.common;
     anyhow::ensure!(args.seeds >= 1, "--seeds must be at least 1");
     let device = common.backend.device()?;
-    let data_dir = common
-        .data
-        .clone()
-        .unwrap_or_else(ember_zoo::data::vendored_mnist_dir);
-    let mut data = Dataset::load_idx_dir(&data_dir)
-        .with_context(|| format!("loading {}", data_dir.display()))?;
-    if common.quick {
-        data.train = data.train.take(QUICK_TRAIN);
-        data.test = data.test.take(QUICK_TEST);
-    }
+    let (data, data_dir) = common.load_data()?;
     let input = data.train.rows * data.train.cols;
     let mlp = |hidden: Vec<usize>, dropout: f64| MlpConfig {
         input,
@@ -120,9 +117,17 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     let teacher_config = mlp(vec![1200, 1200], 0.3);
     let student_config = mlp(vec![800, 800], 0.0);
     let tiny_config = mlp(vec![30], 0.0);
+    anyhow::ensure!(
+        args.epochs >= 1 && args.teacher_epochs >= 1,
+        "--epochs and --teacher-epochs must be at least 1"
+    );
     let training = TrainConfig {
-        epochs: if common.quick { 1 } else { 10 },
+        epochs: if common.quick { 1 } else { args.epochs },
         ..TrainConfig::default()
+    };
+    let teacher_training = TrainConfig {
+        epochs: if common.quick { 1 } else { args.teacher_epochs },
+        ..training.clone()
     };
     let big_temperatures: &[f64] = if common.quick {
         &[HINTON_TEMPERATURE]
@@ -161,7 +166,16 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
             "seed {seed}: teacher 784-1200-1200-10 (dropout {})",
             teacher_config.dropout
         );
-        let (teacher, _) = train(fresh(&teacher_config)?, &data.train, &training, &device)?;
+        let teacher_training = TrainConfig {
+            seed,
+            ..teacher_training.clone()
+        };
+        let (teacher, _) = train(
+            fresh(&teacher_config)?,
+            &data.train,
+            &teacher_training,
+            &device,
+        )?;
         teachers.push(eval(&teacher)?);
         eprintln!("seed {seed}: students alone");
         student_alone.evals.push(eval(
@@ -333,11 +347,13 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
 
     let resolved = Resolved {
         common,
+        data_dir: data_dir.display().to_string(),
         seeds: args.seeds,
         teacher: &teacher_config,
         student: &student_config,
         tiny: &tiny_config,
         training: &training,
+        teacher_training: &teacher_training,
         alpha: ALPHA,
         big_student_temperatures: big_temperatures,
         tiny_student_temperatures: tiny_temperatures,

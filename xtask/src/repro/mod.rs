@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use clap::Subcommand;
 use ember_tensor::BackendKind;
+use ember_zoo::Dataset;
 
 /// The experiments.
 #[derive(Subcommand)]
@@ -53,7 +54,27 @@ fn parse_backend(name: &str) -> Result<BackendKind, String> {
     name.parse().map_err(|e: ember_tensor::Error| e.to_string())
 }
 
+/// Subset sizes of `--quick`.
+pub const QUICK_TRAIN: usize = 6_000;
+pub const QUICK_TEST: usize = 2_000;
+
 impl CommonArgs {
+    /// The dataset (`--data`, or the vendored MNIST), cut to the quick subset with `--quick`,
+    /// and the directory it came from.
+    pub fn load_data(&self) -> anyhow::Result<(Dataset, PathBuf)> {
+        let dir = self
+            .data
+            .clone()
+            .unwrap_or_else(ember_zoo::data::vendored_mnist_dir);
+        let mut data =
+            Dataset::load_idx_dir(&dir).with_context(|| format!("loading {}", dir.display()))?;
+        if self.quick {
+            data.train = data.train.take(QUICK_TRAIN);
+            data.test = data.test.take(QUICK_TEST);
+        }
+        Ok((data, dir))
+    }
+
     pub fn out_dir(&self, experiment: &str) -> PathBuf {
         self.out
             .clone()
