@@ -13,6 +13,16 @@ use ember_distill::{
 };
 use ember_tensor::{Classifier, LabeledData, TrainConfig, evaluate, train};
 
+/// burn's RNG is one per device and process: tests that seed it run one at a time, or a test
+/// running beside them draws from the stream between a seed and its use.
+static SEEDED: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn seeded() -> std::sync::MutexGuard<'static, ()> {
+    SEEDED
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 /// Points in 8 dimensions whose class is the index of their largest coordinate among the
 /// first `classes`: learnable, and not linearly trivial for a tiny hidden layer.
 struct Blobs {
@@ -113,6 +123,7 @@ fn agreement(a: &Net, b: &Net, data: &Blobs, device: &Device) -> f64 {
 
 #[test]
 fn soft_targets_alone_transfer_the_teachers_function() {
+    let _seeded = seeded();
     let device = Device::flex();
     let (data, test) = (Blobs::new(1024, 4, 1), Blobs::new(512, 4, 2));
     let teacher = teacher(&device, &data);
@@ -145,6 +156,7 @@ fn soft_targets_alone_transfer_the_teachers_function() {
 
 #[test]
 fn cached_teacher_logits_train_like_logits_on_the_fly() {
+    let _seeded = seeded();
     let device = Device::flex();
     let data = Blobs::new(256, 4, 3);
     let teacher = teacher(&device, &data);
@@ -177,6 +189,7 @@ fn cached_teacher_logits_train_like_logits_on_the_fly() {
 
 #[test]
 fn mutual_learning_trains_both_peers() {
+    let _seeded = seeded();
     let device = Device::flex();
     let (data, test) = (Blobs::new(1024, 4, 4), Blobs::new(512, 4, 5));
     let ((a, b), report) = mutual_learning(
@@ -198,6 +211,7 @@ fn mutual_learning_trains_both_peers() {
 
 #[test]
 fn born_again_runs_each_generation_from_the_last() {
+    let _seeded = seeded();
     let device = Device::flex();
     let data = Blobs::new(256, 4, 6);
     let soft = SoftTargetConfig {
@@ -241,6 +255,7 @@ fn born_again_runs_each_generation_from_the_last() {
 
 #[test]
 fn pipeline_runs_its_stages_in_order() {
+    let _seeded = seeded();
     let device = Device::flex();
     let (generic, task) = (Blobs::new(256, 4, 7), Blobs::new(256, 4, 8));
     let teacher = teacher(&device, &task);
@@ -277,6 +292,7 @@ fn pipeline_runs_its_stages_in_order() {
 
 #[test]
 fn teacher_and_student_with_different_class_counts_are_a_typed_error() {
+    let _seeded = seeded();
     let device = Device::flex();
     let data = Blobs::new(64, 4, 9);
     let soft = SoftTargetConfig {

@@ -8,7 +8,7 @@ mod common;
 
 use burn::module::Module;
 use burn::tensor::{Device, Tensor};
-use common::{flex_device, max_abs_diff, synthetic_split, weights};
+use common::{flex_device, max_abs_diff, seeded, synthetic_split, weights};
 use ember_zoo::{Classifier, LabeledData, Mlp, MlpConfig, TrainConfig, train};
 
 /// Logits of a 3-layer MLP computed by different kernels differ by float rounding only.
@@ -43,6 +43,7 @@ fn one_step() -> TrainConfig {
 
 ember_tensor::backend_tests! {
     fn forward_and_one_training_step_match_flex(device) {
+        let _seeded = seeded();
         let data = synthetic_split(BATCH, 1);
         let indices: Vec<usize> = (0..BATCH).collect();
         let reference = seeded_mlp(&flex_device());
@@ -63,6 +64,7 @@ ember_tensor::backend_tests! {
     }
 
     fn model_moves_between_devices_unchanged(device) {
+        let _seeded = seeded();
         let model = seeded_mlp(&flex_device());
         let back = model.clone().to_device(&device).to_device(&flex_device());
         assert_eq!(weights(&model), weights(&back));
@@ -71,6 +73,7 @@ ember_tensor::backend_tests! {
 
 /// Seeded runs are bit-for-bit reproducible on the CPU backends.
 fn assert_reproducible(device: Device) {
+    let _seeded = seeded();
     let data = synthetic_split(256, 3);
     let config = TrainConfig {
         epochs: 2,
@@ -128,6 +131,7 @@ fn seeded_training_is_bit_identical_on_ndarray() {
 
 #[test]
 fn forward_shape_is_batch_by_classes() {
+    let _seeded = seeded();
     let model = seeded_mlp(&flex_device());
     assert_eq!(
         model
