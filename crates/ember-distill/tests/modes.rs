@@ -11,17 +11,8 @@ use ember_distill::{
     Error, Stage, TeacherOutputs, born_again, distill, mutual_learning, run_pipeline,
     teacher_logits,
 };
+use ember_tensor::testing::seeded_lock as seeded;
 use ember_tensor::{Classifier, LabeledData, TrainConfig, evaluate, train};
-
-/// burn's RNG is one per device and process: tests that seed it run one at a time, or a test
-/// running beside them draws from the stream between a seed and its use.
-static SEEDED: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn seeded() -> std::sync::MutexGuard<'static, ()> {
-    SEEDED
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
 
 /// Points in 8 dimensions whose class is the index of their largest coordinate among the
 /// first `classes`: learnable, and not linearly trivial for a tiny hidden layer.

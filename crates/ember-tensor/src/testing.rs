@@ -47,3 +47,13 @@ macro_rules! backend_tests {
         )*
     };
 }
+
+/// Hold this while seeding a device and drawing from it in a test. burn's RNG is one per device
+/// and process, and the test harness runs tests on parallel threads: without the lock, another
+/// test can draw from the stream between a seed and its use, and a seeded result changes.
+pub fn seeded_lock() -> std::sync::MutexGuard<'static, ()> {
+    static SEEDED: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    SEEDED
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}

@@ -150,9 +150,7 @@ mod tests {
 
     #[test]
     fn paths_kinds_and_shapes_of_a_nested_model() {
-        let _seeded = SEEDED
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let _seeded = crate::testing::seeded_lock();
         let device = Device::flex();
         let net = Net {
             fc1: LinearConfig::new(4, 3).init(&device),
@@ -176,15 +174,9 @@ mod tests {
         assert_eq!(found, expected);
     }
 
-    /// burn's RNG is one per device and process: the other tests of this crate that build
-    /// layers draw from it too, so this one holds them off while it seeds.
-    static SEEDED: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
     #[test]
     fn init_now_makes_the_seed_decide_the_values() {
-        let _seeded = SEEDED
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let _seeded = crate::testing::seeded_lock();
         let device = Device::flex();
         let build = |seed| {
             device.seed(seed);
@@ -205,9 +197,7 @@ mod tests {
 
     #[test]
     fn values_come_back_in_their_own_shape() {
-        let _seeded = SEEDED
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let _seeded = crate::testing::seeded_lock();
         let device = Device::flex();
         let linear = LinearConfig::new(4, 3).init(&device);
         let values = param_values(&linear);

@@ -8,7 +8,8 @@ mod common;
 
 use burn::module::Module;
 use burn::tensor::{Device, Tensor};
-use common::{flex_device, max_abs_diff, seeded, synthetic_split, weights};
+use common::{flex_device, max_abs_diff, synthetic_split, weights};
+use ember_tensor::testing::seeded_lock as seeded;
 use ember_zoo::{Classifier, LabeledData, Mlp, MlpConfig, TrainConfig, train};
 
 /// Logits of a 3-layer MLP computed by different kernels differ by float rounding only.

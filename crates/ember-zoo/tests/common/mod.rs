@@ -5,15 +5,6 @@
 use burn::tensor::{Device, TensorData};
 use ember_zoo::Split;
 
-/// burn's RNG is one per device and process: tests that seed it take this lock, or a test
-/// running beside them draws from the stream between a seed and its use.
-pub fn seeded() -> std::sync::MutexGuard<'static, ()> {
-    static SEEDED: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    SEEDED
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
 /// A synthetic split of `n` 28x28 images whose pixel values follow their label, so a model can
 /// learn it; reproducible from `seed`.
 pub fn synthetic_split(n: usize, seed: u64) -> Split {
