@@ -5,59 +5,16 @@
 
 use burn::module::Module;
 use burn::nn::{Linear, LinearConfig, Relu};
-use burn::tensor::{Device, Int, Tensor, TensorData};
+use burn::tensor::{Device, Tensor};
 use ember_distill::loss::SoftTargetConfig;
 use ember_distill::{
     Error, Stage, TeacherOutputs, born_again, distill, mutual_learning, run_pipeline,
     teacher_logits,
 };
-use ember_tensor::testing::seeded_lock as seeded;
+use ember_tensor::testing::{Blobs, seeded_lock as seeded};
 use ember_tensor::{Classifier, LabeledData, TrainConfig, evaluate, train};
 
-/// Points in 8 dimensions whose class is the index of their largest coordinate among the
-/// first `classes`: learnable, and not linearly trivial for a tiny hidden layer.
-struct Blobs {
-    points: Vec<f32>,
-    labels: Vec<i64>,
-}
-
-const DIM: usize = 8;
-
-impl Blobs {
-    fn new(n: usize, classes: usize, seed: u64) -> Self {
-        let mut state = seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut uniform = move || {
-            state = state
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            ((state >> 40) as f32) / ((1u64 << 24) as f32) * 2.0 - 1.0
-        };
-        let points: Vec<f32> = (0..n * DIM).map(|_| uniform()).collect();
-        let labels = points
-            .chunks(DIM)
-            .map(|p| (0..classes).max_by(|&a, &b| p[a].total_cmp(&p[b])).unwrap() as i64)
-            .collect();
-        Self { points, labels }
-    }
-}
-
-impl LabeledData for Blobs {
-    fn len(&self) -> usize {
-        self.labels.len()
-    }
-
-    fn batch(&self, indices: &[usize], device: &Device) -> (Tensor<4>, Tensor<1, Int>) {
-        let points: Vec<f32> = indices
-            .iter()
-            .flat_map(|&i| self.points[i * DIM..(i + 1) * DIM].to_vec())
-            .collect();
-        let labels: Vec<i64> = indices.iter().map(|&i| self.labels[i]).collect();
-        (
-            Tensor::from_data(TensorData::new(points, [indices.len(), 1, 1, DIM]), device),
-            Tensor::from_data(TensorData::new(labels, [indices.len()]), device),
-        )
-    }
-}
+const DIM: usize = Blobs::DIM;
 
 #[derive(Module, Debug)]
 struct Net {

@@ -82,6 +82,16 @@ pub enum Error {
         /// Why it cannot be used.
         reason: &'static str,
     },
+    /// A keep mask whose length does not match its parameter.
+    #[error("mask for `{path}` has {actual} elements, the parameter has shape {expected:?}")]
+    MaskShape {
+        /// The parameter's path.
+        path: String,
+        /// The parameter's shape.
+        expected: Vec<usize>,
+        /// Elements in the mask.
+        actual: usize,
+    },
     /// Training produced a non-finite loss.
     #[error("training diverged: loss is {loss} at epoch {epoch}, step {step}")]
     Diverged {

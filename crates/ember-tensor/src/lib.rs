@@ -2,6 +2,8 @@
 //!
 //! - [`walk`]: every float parameter of any burn module, with its dotted path (`fc1.weight`),
 //!   the kind of layer that holds it and its value;
+//! - [`mask`]: keep masks attached as burn reparameterizations, which survive training and
+//!   saving, and `strip` to fold them into plain weights;
 //! - [`select`]: include / exclude patterns over those paths;
 //! - [`stats`]: per-tensor and per-axis min, max, abs-max, L1 / L2 norms and k-th values;
 //! - [`device`]: backends by name, device sync and dtype support;
@@ -23,6 +25,8 @@
 
 pub mod device;
 mod error;
+pub mod fs;
+pub mod mask;
 pub mod select;
 pub mod stats;
 pub mod testing;
@@ -31,8 +35,10 @@ pub mod walk;
 
 pub use device::BackendKind;
 pub use error::{Error, Result};
+pub use mask::{Masks, WeightReparam, check_masks, masks, set_masks, strip};
 pub use select::{Matcher, Selector};
 pub use train::{
-    Batch, Classifier, EvalReport, LabeledData, TrainConfig, TrainReport, evaluate, fit, train,
+    Batch, Classifier, EvalReport, LabeledData, LrSchedule, TrainConfig, TrainReport, evaluate,
+    fit, fit_with_hook, train, train_with_hook,
 };
 pub use walk::{ParamInfo, ParamValue, init_now, param_values, params};

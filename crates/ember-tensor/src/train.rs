@@ -82,11 +82,44 @@ pub struct TrainConfig {
     /// L2 weight decay added to the gradients (0 for none).
     #[serde(default)]
     pub weight_decay: f64,
+    /// How the learning rate moves over the run.
+    #[serde(default)]
+    pub schedule: LrSchedule,
     /// Seed of the device RNG (dropout) and of the shuffling.
     pub seed: u64,
     /// Show a progress bar on the terminal.
     #[serde(default)]
     pub progress: bool,
+}
+
+/// How the learning rate moves over a run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LrSchedule {
+    /// Cosine annealing from `learning_rate` to zero over the whole run.
+    #[default]
+    Cosine,
+    /// `learning_rate` at every step: plain fine-tuning at a small rate.
+    Constant,
+    /// The last `epochs` epochs of a cosine schedule from `learning_rate` over `of_epochs`
+    /// epochs: learning-rate rewinding (Renda et al. 2020) replays the tail of the original
+    /// training schedule when retraining a pruned network.
+    CosineTail {
+        /// Epochs of the original schedule this run replays the end of.
+        of_epochs: usize,
+    },
+}
+
+impl LrSchedule {
+    /// The rate at `step` (0-based) of a run of `total_steps` steps over `epochs` epochs,
+    /// for the schedules burn has no scheduler for.
+    fn tail_rate(of_epochs: usize, epochs: usize, lr: f64, step: usize, total_steps: usize) -> f64 {
+        let steps_per_epoch = total_steps / epochs.max(1);
+        let full = (of_epochs * steps_per_epoch).max(1);
+        let offset = of_epochs.saturating_sub(epochs) * steps_per_epoch;
+        let t = (offset + step) as f64 / full as f64;
+        0.5 * lr * (1.0 + (std::f64::consts::PI * t.min(1.0)).cos())
+    }
 }
 
 impl Default for TrainConfig {
@@ -96,6 +129,7 @@ impl Default for TrainConfig {
             batch_size: 128,
             learning_rate: 1e-3,
             weight_decay: 0.0,
+            schedule: LrSchedule::Cosine,
             seed: 42,
             progress: true,
         }
@@ -111,6 +145,15 @@ impl TrainConfig {
         };
         if self.epochs == 0 {
             return Err(invalid("epochs", "0".into(), "must be at least 1"));
+        }
+        if let LrSchedule::CosineTail { of_epochs } = self.schedule
+            && of_epochs < self.epochs
+        {
+            return Err(invalid(
+                "schedule.of_epochs",
+                of_epochs.to_string(),
+                "the replayed schedule must be at least as long as the run",
+            ));
         }
         if self.batch_size == 0 {
             return Err(invalid("batch_size", "0".into(), "must be at least 1"));
@@ -173,10 +216,22 @@ pub fn train<M: Classifier>(
     config: &TrainConfig,
     device: &Device,
 ) -> Result<(M, TrainReport)> {
+    train_with_hook(model, data, config, device, |_, model| Ok(model))
+}
+
+/// [`train`] with [`fit_with_hook`]'s hook after every optimizer step.
+pub fn train_with_hook<M: Classifier, E: From<Error>>(
+    model: M,
+    data: &(impl LabeledData + ?Sized),
+    config: &TrainConfig,
+    device: &Device,
+    after_step: impl FnMut(usize, M) -> Result<M, E>,
+) -> Result<(M, TrainReport), E> {
     let cross_entropy = CrossEntropyLossConfig::new().init(&device.clone().autodiff());
-    fit(model, data, config, device, |model: &M, batch: Batch| {
-        Ok::<_, Error>(cross_entropy.forward(model.forward(batch.images), batch.labels))
-    })
+    let loss = |model: &M, batch: Batch| {
+        Ok::<_, E>(cross_entropy.forward(model.forward(batch.images), batch.labels))
+    };
+    fit_with_hook(model, data, config, device, loss, after_step)
 }
 
 /// Train `model` on `data` minimizing `loss(model, batch)`, a scalar (`[1]`) tensor on the
@@ -187,7 +242,21 @@ pub fn fit<M: Module, E: From<Error>>(
     data: &(impl LabeledData + ?Sized),
     config: &TrainConfig,
     device: &Device,
+    loss: impl FnMut(&M, Batch) -> Result<Tensor<1>, E>,
+) -> Result<(M, TrainReport), E> {
+    fit_with_hook(model, data, config, device, loss, |_, model| Ok(model))
+}
+
+/// [`fit`] with a hook called after every optimizer step with the 1-based step count and the
+/// model (on the autodiff device); the model it returns trains on. Gradual pruning updates its
+/// masks there, weight rewinding takes its snapshot there.
+pub fn fit_with_hook<M: Module, E: From<Error>>(
+    model: M,
+    data: &(impl LabeledData + ?Sized),
+    config: &TrainConfig,
+    device: &Device,
     mut loss: impl FnMut(&M, Batch) -> Result<Tensor<1>, E>,
+    mut after_step: impl FnMut(usize, M) -> Result<M, E>,
 ) -> Result<(M, TrainReport), E> {
     config.validate(data.len())?;
     device.seed(config.seed);
@@ -201,13 +270,14 @@ pub fn fit<M: Module, E: From<Error>>(
         adam = adam.with_weight_decay(Some(WeightDecayConfig::new(config.weight_decay as f32)));
     }
     let mut optimizer = adam.init();
-    let mut schedule = CosineAnnealingLrSchedulerConfig::new(config.learning_rate, total_steps)
+    let mut cosine = CosineAnnealingLrSchedulerConfig::new(config.learning_rate, total_steps)
         .init()
         .map_err(|reason| Error::InvalidConfig {
             field: "learning_rate",
             value: format!("{} ({reason})", config.learning_rate),
             reason: "rejected by the cosine schedule",
         })?;
+    let mut step = 0;
 
     let bar = progress_bar(config.progress, total_steps as u64);
     let mut report = TrainReport::default();
@@ -230,7 +300,21 @@ pub fn fit<M: Module, E: From<Error>>(
             let loss = loss(&model, batch)?;
             loss_sum = loss_sum + loss.clone().detach().without_autodiff();
             let grads = GradientsParams::from_grads(loss.backward(), &model);
-            model = optimizer.step(schedule.step(), model, grads);
+            let lr = match config.schedule {
+                LrSchedule::Cosine => cosine.step(),
+                LrSchedule::Constant => config.learning_rate.into(),
+                LrSchedule::CosineTail { of_epochs } => LrSchedule::tail_rate(
+                    of_epochs,
+                    config.epochs,
+                    config.learning_rate,
+                    step,
+                    total_steps,
+                )
+                .into(),
+            };
+            model = optimizer.step(lr, model, grads);
+            step += 1;
+            model = after_step(step, model)?;
             bar.inc(1);
         }
         let loss = loss_sum.into_scalar::<f32>() / batches.len() as f32;
@@ -321,4 +405,21 @@ pub fn evaluate<M: Classifier>(
         accuracy: 100.0 * correct as f64 / samples as f64,
         loss: loss_sum.into_scalar::<f32>() as f64 / samples as f64,
     })
+}
+
+#[cfg(test)]
+mod schedule_tests {
+    use super::LrSchedule;
+
+    #[test]
+    fn a_cosine_tail_replays_the_end_of_the_full_schedule() {
+        // 10 steps per epoch; the last 3 of 10 epochs start where the full schedule is at 70 %.
+        let start = LrSchedule::tail_rate(10, 3, 1.0, 0, 30);
+        let expected = 0.5 * (1.0 + (0.7 * std::f64::consts::PI).cos());
+        assert!((start - expected).abs() < 1e-12);
+        let last = LrSchedule::tail_rate(10, 3, 1.0, 29, 30);
+        assert!(last > 0.0 && last < 1e-2);
+        // Replaying all of it is the full schedule.
+        assert_eq!(LrSchedule::tail_rate(10, 10, 1.0, 0, 100), 1.0);
+    }
 }

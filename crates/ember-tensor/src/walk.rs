@@ -51,13 +51,19 @@ impl ParamValue {
 
 /// Every float parameter of `module`, in declaration order.
 pub fn params<M: Module>(module: &M) -> Vec<ParamInfo> {
-    param_values(module).into_iter().map(|p| p.info).collect()
+    // A reparameterization keeps its parameter's shape: the stored bases tell everything, and
+    // nothing is evaluated (a broken mask is reported by `check_masks`, not hit here).
+    let mut walker = Walker::default();
+    module.visit(&mut walker);
+    walker.found.into_iter().map(|p| p.info).collect()
 }
 
 /// Every float parameter of `module` with its value, in declaration order.
 pub fn param_values<M: Module>(module: &M) -> Vec<ParamValue> {
     let mut walker = Walker::default();
-    module.visit(&mut walker);
+    // burn visits a reparameterized parameter through its stored base; folding the
+    // reparameterizations first gives the effective values (a masked weight's zeros).
+    module.clone().materialize().visit(&mut walker);
     walker.found
 }
 

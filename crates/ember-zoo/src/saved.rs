@@ -4,12 +4,11 @@
 //! rebuilds the architecture). Both are written to a temporary file and renamed into place, so
 //! a crash never leaves a half-written model behind.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use burn::module::Module;
 use burn::store::ModuleRecord;
-use burn::tensor::{Bytes, Device, Tensor};
+use burn::tensor::{Bool, Bytes, Device, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
 use ember_tensor::Classifier;
@@ -64,6 +63,10 @@ impl Classifier for Model {
 struct Sidecar {
     format: u32,
     config: ModelConfig,
+    /// Parameters that carry a keep mask (`ember_tensor::mask`): the model is rebuilt with
+    /// placeholder masks there before its record, masks included, is loaded.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    masked: Vec<String>,
 }
 
 const FORMAT: u32 = 1;
@@ -80,6 +83,7 @@ pub fn save_model<M: Module>(model: M, config: &ModelConfig, path: &Path) -> Res
         path: path.to_path_buf(),
         reason,
     };
+    let masked = ember_tensor::masks(&model).into_keys().collect();
     let bytes = model
         .into_record()
         .into_bytes()
@@ -87,6 +91,7 @@ pub fn save_model<M: Module>(model: M, config: &ModelConfig, path: &Path) -> Res
     let sidecar = serde_json::to_vec_pretty(&Sidecar {
         format: FORMAT,
         config: config.clone(),
+        masked,
     })
     .map_err(|e| file_error(e.to_string()))?;
     write_atomically(path, &bytes)?;
@@ -111,39 +116,44 @@ pub fn load_model(path: &Path, device: &Device) -> Result<(Model, ModelConfig)> 
             format!("format {} is not {FORMAT}", sidecar.format),
         ));
     }
-    let model = sidecar.config.init(device)?;
+    let model = with_placeholder_masks(sidecar.config.init(device)?, &sidecar.masked, device)?;
     let bytes = std::fs::read(path).map_err(|e| file_error(path, e.to_string()))?;
     let record = ModuleRecord::from_bytes(Bytes::from_bytes_vec(bytes))
         .map_err(|e| file_error(path, format!("corrupt weights: {e:?}")))?;
     let model = model
         .try_load_record(record)
         .map_err(|e| file_error(path, format!("weights do not fit the config: {e:?}")))?;
+    ember_tensor::check_masks(&model)
+        .map_err(|e| file_error(path, format!("masks do not fit the config: {e}")))?;
     Ok((model, sidecar.config))
+}
+
+/// `model` with an all-keep mask on each parameter in `masked`, for a record with masks to
+/// load into.
+fn with_placeholder_masks(model: Model, masked: &[String], device: &Device) -> Result<Model> {
+    if masked.is_empty() {
+        return Ok(model);
+    }
+    let infos = ember_tensor::params(&model);
+    let mut masks = ember_tensor::Masks::new();
+    for path in masked {
+        let numel = infos
+            .iter()
+            .find(|p| &p.path == path)
+            .map(|p| p.numel())
+            .unwrap_or(0);
+        masks.insert(
+            path.clone(),
+            Tensor::<1, Bool>::from_data(TensorData::from(vec![true; numel].as_slice()), device),
+        );
+    }
+    Ok(ember_tensor::set_masks(model, &masks)?)
 }
 
 /// Write to a temporary file in the same directory, then rename over `path`.
 fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
-    let io_error = |source| Error::Io {
+    ember_tensor::fs::write_atomically(path, bytes).map_err(|source| Error::Io {
         path: path.to_path_buf(),
         source,
-    };
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).map_err(io_error)?;
-    let mut temp = tempfile::NamedTempFile::new_in(dir).map_err(io_error)?;
-    temp.write_all(bytes).map_err(io_error)?;
-    temp.as_file().sync_all().map_err(io_error)?;
-    // A temporary file is private (0600); a saved model is an ordinary file.
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        let permissions = std::fs::Permissions::from_mode(0o644);
-        temp.as_file()
-            .set_permissions(permissions)
-            .map_err(io_error)?;
-    }
-    temp.persist(path).map_err(|e| io_error(e.error))?;
-    Ok(())
+    })
 }

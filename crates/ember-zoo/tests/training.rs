@@ -92,6 +92,48 @@ fn a_saved_model_reloads_with_identical_outputs() {
 }
 
 #[test]
+fn a_masked_model_reloads_with_its_masks() {
+    use burn::tensor::{Bool, Tensor, TensorData};
+    let device = flex_device();
+    let dir = tempfile::tempdir().unwrap();
+    let config = ModelConfig::Mlp(MlpConfig {
+        hidden: vec![16],
+        ..MlpConfig::lenet_300_100(784, 10)
+    });
+    let model = config.init(&device).unwrap();
+    // Keep every third weight of the first layer (the `Model` enum's variant is the first
+    // path segment).
+    let keep: Vec<bool> = (0..784 * 16).map(|i| i % 3 == 0).collect();
+    let masks = ember_tensor::Masks::from([(
+        "Mlp.layers.0.weight".to_string(),
+        Tensor::<1, Bool>::from_data(TensorData::from(keep.as_slice()), &device),
+    )]);
+    let model = ember_tensor::set_masks(model, &masks).unwrap();
+    let path = dir.path().join("pruned.bpk");
+    save_model(model.clone(), &config, &path).unwrap();
+
+    let (loaded, _) = load_model(&path, &device).unwrap();
+    let reloaded = ember_tensor::masks(&loaded);
+    assert_eq!(
+        reloaded.keys().collect::<Vec<_>>(),
+        vec!["Mlp.layers.0.weight"]
+    );
+    let flags = ember_tensor::mask::read_flags(reloaded["Mlp.layers.0.weight"].clone()).unwrap();
+    assert_eq!(flags, keep);
+    assert_eq!(weights(&loaded), weights(&model));
+
+    // The sidecar names a parameter the model does not have.
+    let sidecar = ember_zoo::saved::config_path(&path);
+    let text = std::fs::read_to_string(&sidecar).unwrap();
+    std::fs::write(
+        &sidecar,
+        text.replace("Mlp.layers.0.weight", "Mlp.layers.9.weight"),
+    )
+    .unwrap();
+    assert!(load_model(&path, &device).is_err());
+}
+
+#[test]
 fn a_corrupt_model_file_is_a_typed_error() {
     let device = flex_device();
     let dir = tempfile::tempdir().unwrap();

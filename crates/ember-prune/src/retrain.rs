@@ -1,0 +1,98 @@
+//! Pruning interleaved with training: gradual pruning, iterative prune-and-retrain, weight
+//! rewinding and lottery tickets.
+//!
+//! Recovery after pruning is a [`TrainConfig`]: plain fine-tuning is a few epochs at a small
+//! constant rate ([`LrSchedule::Constant`](ember_tensor::LrSchedule)), learning-rate rewinding
+//! (Renda et al. 2020) retrains with the original schedule's rates, and weight rewinding also
+//! resets the surviving weights to their values at an earlier step ([`rewind`]) before that.
+
+use burn::tensor::Device;
+use ember_tensor::{
+    Classifier, LabeledData, TrainConfig, TrainReport, masks, set_masks, strip, train_with_hook,
+};
+
+use crate::prune::{PruneConfig, prune};
+use crate::schedule::Gradual;
+use crate::{Error, Result};
+
+/// `pruned`'s masks on `snapshot`'s weights: the surviving weights go back to their values at
+/// the snapshot (the initialization for a lottery ticket, step k for weight rewinding), the
+/// pruned ones stay pruned.
+pub fn rewind<M: Classifier>(pruned: &M, snapshot: M) -> Result<M> {
+    Ok(set_masks(strip(snapshot), &masks(pruned))?)
+}
+
+/// Train with pruning on Zhu & Gupta's cubic schedule: every `schedule.every` steps the masks
+/// are tightened to `schedule.sparsity_at(step)` with `prune`'s criterion, scope and layers
+/// (its own `sparsity` is ignored).
+pub fn train_gradual<M: Classifier>(
+    model: M,
+    data: &(impl LabeledData + ?Sized),
+    training: &TrainConfig,
+    prune_config: &PruneConfig,
+    schedule: &Gradual,
+    device: &Device,
+) -> Result<(M, TrainReport)> {
+    schedule.validate()?;
+    prune_config.validate()?;
+    train_with_hook(model, data, training, device, |step, model| {
+        if !schedule.prunes_at(step) {
+            return Ok::<_, Error>(model);
+        }
+        let config = PruneConfig {
+            sparsity: schedule.sparsity_at(step),
+            ..prune_config.clone()
+        };
+        Ok(prune(model, &config)?.0)
+    })
+}
+
+/// One round of [`iterative_prune`], as its callback sees it.
+pub struct Round<'a, M> {
+    /// 1-based round.
+    pub round: usize,
+    /// The sparsity this round pruned to.
+    pub sparsity: f64,
+    /// The model after the round's retraining.
+    pub model: &'a M,
+}
+
+/// Iterative pruning: for each level of `levels`, prune the model to that sparsity, rewind the
+/// surviving weights to `rewind_to` if given, and retrain with `retrain`; `after_round` sees
+/// each retrained model (to evaluate or save it).
+///
+/// Without rewinding this is Han et al.'s prune-retrain loop; rewinding to the initial weights
+/// with `model` trained dense is Frankle & Carbin's iterative magnitude pruning.
+#[allow(clippy::too_many_arguments)]
+pub fn iterative_prune<M: Classifier>(
+    model: M,
+    data: &(impl LabeledData + ?Sized),
+    levels: &[f64],
+    prune_config: &PruneConfig,
+    retrain: &TrainConfig,
+    rewind_to: Option<&M>,
+    device: &Device,
+    mut after_round: impl FnMut(Round<'_, M>) -> Result<()>,
+) -> Result<M> {
+    prune_config.validate()?;
+    let mut model = model;
+    for (i, &sparsity) in levels.iter().enumerate() {
+        let config = PruneConfig {
+            sparsity,
+            ..prune_config.clone()
+        };
+        let (pruned, _) = prune(model, &config)?;
+        let start = match rewind_to {
+            Some(snapshot) => rewind(&pruned, snapshot.clone())?,
+            None => pruned,
+        };
+        let (trained, _) = train_with_hook(start, data, retrain, device, |_, m| Ok::<_, Error>(m))?;
+        after_round(Round {
+            round: i + 1,
+            sparsity,
+            model: &trained,
+        })?;
+        model = trained;
+    }
+    Ok(model)
+}
