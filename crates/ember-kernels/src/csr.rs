@@ -103,11 +103,25 @@ impl Csr {
         if n == 0 {
             return Ok(out);
         }
+        let b_row = |c: u32| &b[c as usize * n..(c as usize + 1) * n];
         for (r, out_row) in out.chunks_exact_mut(n).enumerate() {
             let (cols, values) = self.row(r);
-            for (&c, &v) in cols.iter().zip(values) {
-                let b_row = &b[c as usize * n..(c as usize + 1) * n];
-                for (o, &x) in out_row.iter_mut().zip(b_row) {
+            // Four stored values per pass over the output row: a quarter of the loads and
+            // stores of one at a time, which is what bounds this loop.
+            let (cols4, values4) = (cols.chunks_exact(4), values.chunks_exact(4));
+            let (cols_rest, values_rest) = (cols4.remainder(), values4.remainder());
+            for (c, v) in cols4.zip(values4) {
+                let rows = b_row(c[0])
+                    .iter()
+                    .zip(b_row(c[1]))
+                    .zip(b_row(c[2]))
+                    .zip(b_row(c[3]));
+                for (o, (((x0, x1), x2), x3)) in out_row.iter_mut().zip(rows) {
+                    *o += v[0] * x0 + v[1] * x1 + v[2] * x2 + v[3] * x3;
+                }
+            }
+            for (&c, &v) in cols_rest.iter().zip(values_rest) {
+                for (o, &x) in out_row.iter_mut().zip(b_row(c)) {
                     *o += v * x;
                 }
             }

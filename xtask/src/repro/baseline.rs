@@ -10,7 +10,7 @@ use ember_zoo::{
 };
 use serde::Serialize;
 
-use super::{CommonArgs, QUICK_TEST, QUICK_TRAIN, Report};
+use super::{CommonArgs, EVAL_BATCH, QUICK_TEST, QUICK_TRAIN, Report, verdict};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -28,7 +28,6 @@ const PYTORCH_MLP_EPOCH_SECONDS: f64 = 1.5;
 const TARGET_MLP_ACCURACY: f64 = 98.0;
 const TARGET_CNN_ACCURACY: f64 = 99.0;
 const TARGET_EPOCH_RATIO: f64 = 1.5;
-const EVAL_BATCH: usize = 1_000;
 
 #[derive(Serialize)]
 struct Resolved<'a> {
@@ -97,15 +96,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
             ),
         );
     }
-    let verdict = |ok: bool| {
-        if common.quick {
-            "n/a (quick)"
-        } else if ok {
-            "yes"
-        } else {
-            "NO"
-        }
-    };
+    let verdict = |ok: bool| verdict(common.quick, ok);
     let rows = [
         (
             "LeNet-300-100",

@@ -8,7 +8,7 @@ use ember_distill::{TeacherOutputs, distill};
 use ember_zoo::{EvalReport, LabeledData, MlpConfig, TrainConfig, evaluate, train};
 use serde::Serialize;
 
-use super::{CommonArgs, QUICK_TEST, QUICK_TRAIN, Report};
+use super::{CommonArgs, EVAL_BATCH, QUICK_TEST, QUICK_TRAIN, Report};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -37,7 +37,6 @@ const HINTON_TEMPERATURE: f64 = 20.0;
 /// Weight of the soft term: Hinton et al. found a considerably lower weight on the hard
 /// targets best.
 const ALPHA: f64 = 0.9;
-const EVAL_BATCH: usize = 1_000;
 
 #[derive(Serialize)]
 struct Resolved<'a> {

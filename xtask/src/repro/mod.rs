@@ -5,8 +5,10 @@
 
 mod baseline;
 mod distill;
+mod lottery;
 mod machine;
 mod plot;
+mod prune;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -24,12 +26,19 @@ pub enum Experiment {
     Baseline(baseline::Args),
     /// Hinton's distillation on MNIST and the capacity gap, over several seeds.
     Distill(distill::Args),
+    /// Magnitude pruning of LeNet-300-100 and LeNet-5, Han et al.'s iterative pruning,
+    /// rewinding, ablations, sparse sizes and the sparse kernel.
+    Prune(prune::Args),
+    /// Frankle & Carbin's lottery tickets on LeNet-300-100, with the random-reinit control.
+    Lottery(lottery::Args),
 }
 
 pub fn run(experiment: Experiment) -> anyhow::Result<()> {
     match experiment {
         Experiment::Baseline(args) => baseline::run(&args),
         Experiment::Distill(args) => distill::run(&args),
+        Experiment::Prune(args) => prune::run(&args),
+        Experiment::Lottery(args) => lottery::run(&args),
     }
 }
 
@@ -52,6 +61,27 @@ pub struct CommonArgs {
 
 fn parse_backend(name: &str) -> Result<BackendKind, String> {
     name.parse().map_err(|e: ember_tensor::Error| e.to_string())
+}
+
+/// Images per evaluation batch.
+pub const EVAL_BATCH: usize = 1_000;
+
+/// Test accuracy (percent) of a model on the dataset's test split.
+pub fn test_accuracy(
+    model: &impl ember_tensor::Classifier,
+    data: &Dataset,
+    device: &burn::tensor::Device,
+) -> anyhow::Result<f64> {
+    Ok(ember_tensor::evaluate(model, &data.test, EVAL_BATCH, device)?.accuracy)
+}
+
+/// How a report marks a target: met or not, or not judged on a quick run.
+pub fn verdict(quick: bool, ok: bool) -> &'static str {
+    match (quick, ok) {
+        (true, _) => "n/a (quick)",
+        (false, true) => "yes",
+        (false, false) => "NO",
+    }
 }
 
 /// Subset sizes of `--quick`.

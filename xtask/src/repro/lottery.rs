@@ -1,0 +1,262 @@
+//! `cargo xtask repro lottery`: Frankle & Carbin 2019 on LeNet-300-100. Iterative magnitude
+//! pruning, layer by layer (20 % of the remaining hidden weights and 10 % of the output layer's
+//! per round), rewinding the survivors to their initial values before each retraining; the
+//! control trains the same masks from a fresh random initialization.
+
+use ember_prune::{PruneConfig, Scope, prune, rewind, sparsity_report};
+use ember_tensor::{LrSchedule, masks, set_masks};
+use ember_zoo::{MlpConfig, ModelConfig, TrainConfig, train};
+use serde::Serialize;
+
+use super::plot::{Series, line_chart};
+use super::{CommonArgs, QUICK_TEST, QUICK_TRAIN, Report, test_accuracy as accuracy, verdict};
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    #[command(flatten)]
+    common: CommonArgs,
+    /// Seed of the ticket's initialization, dropout and shuffling.
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Pruning rounds: 15 reaches 3.6 % of the weights.
+    #[arg(long, default_value_t = 15)]
+    rounds: usize,
+    /// Epochs of each training run (the paper trains 50,000 iterations of batch 60, about 50
+    /// epochs, and reports the early-stopping iteration).
+    #[arg(long, default_value_t = 10)]
+    epochs: usize,
+}
+
+/// The paper's per-round pruning rates: hidden layers and the output layer.
+const HIDDEN_RATE: f64 = 0.2;
+const OUTPUT_RATE: f64 = 0.1;
+/// Frankle & Carbin's LeNet recipe: Adam at 1.2e-3, batch 60.
+const LEARNING_RATE: f64 = 1.2e-3;
+const BATCH: usize = 60;
+/// The levels the claims are checked at (percent of weights remaining).
+const AT_21: f64 = 21.1;
+const AT_3_6: f64 = 3.6;
+const TARGET_AT_3_6_PP: f64 = 0.5;
+
+#[derive(Serialize)]
+struct Resolved<'a> {
+    common: &'a CommonArgs,
+    data_dir: String,
+    model: &'a ModelConfig,
+    training: &'a TrainConfig,
+    rounds: usize,
+    hidden_rate: f64,
+    output_rate: f64,
+    output_layer: &'a str,
+}
+
+struct Round {
+    remaining: f64,
+    ticket: f64,
+    reinit: Option<f64>,
+}
+
+pub fn run(args: &Args) -> anyhow::Result<()> {
+    let common = &args.common;
+    let device = common.backend.device()?;
+    let (data, data_dir) = common.load_data()?;
+    let out = common.out_dir("lottery");
+    let (rows, cols) = (data.train.rows, data.train.cols);
+    let mlp = MlpConfig::lenet_300_100(rows * cols, data.classes);
+    let output_layer = format!("Mlp.layers.{}.weight", mlp.hidden.len());
+    let config = ModelConfig::Mlp(mlp);
+    let (epochs, rounds) = if common.quick {
+        (1, args.rounds.min(8))
+    } else {
+        (args.epochs, args.rounds)
+    };
+    let training = TrainConfig {
+        epochs,
+        batch_size: BATCH,
+        learning_rate: LEARNING_RATE,
+        schedule: LrSchedule::Constant,
+        seed: args.seed,
+        ..TrainConfig::default()
+    };
+
+    device.seed(args.seed);
+    let init = config.init(&device)?;
+    eprintln!("lottery: dense LeNet-300-100, {epochs} epochs per run, {rounds} rounds");
+    let (dense, _) = train(init.clone(), &data.train, &training, &device)?;
+    let dense_acc = accuracy(&dense, &data, &device)?;
+    eprintln!("dense: {dense_acc:.2} %");
+
+    let base = PruneConfig::global_magnitude(0.0).with_scope(Scope::Layer);
+    let mut trained = dense;
+    let mut results = vec![];
+    for round in 1..=rounds {
+        let r = round as i32;
+        let prune_config = PruneConfig {
+            sparsity: 1.0 - (1.0 - HIDDEN_RATE).powi(r),
+            layer_sparsity: [(output_layer.clone(), 1.0 - (1.0 - OUTPUT_RATE).powi(r))].into(),
+            ..base.clone()
+        };
+        let (pruned, report) = prune(trained, &prune_config)?;
+        let remaining = report.remaining() * 100.0;
+        let ticket_start = rewind(&pruned, init.clone())?;
+        let (ticket, _) = train(ticket_start, &data.train, &training, &device)?;
+        let ticket_acc = accuracy(&ticket, &data, &device)?;
+        // The control: the same masks on a fresh initialization, at the levels the claims
+        // are about.
+        let reinit = if remaining <= AT_21 + 0.05 {
+            device.seed(args.seed + 1_000 + round as u64);
+            let fresh = set_masks(config.init(&device)?, &masks(&pruned))?;
+            let (control, _) = train(fresh, &data.train, &training, &device)?;
+            Some(accuracy(&control, &data, &device)?)
+        } else {
+            None
+        };
+        eprintln!(
+            "round {round}: {remaining:.1} % remaining, ticket {ticket_acc:.2} %{}",
+            reinit.map_or(String::new(), |a| format!(", random reinit {a:.2} %"))
+        );
+        debug_assert!(
+            (sparsity_report(&ticket, &base.layers)?.remaining() * 100.0 - remaining).abs() < 0.01
+        );
+        results.push(Round {
+            remaining,
+            ticket: ticket_acc,
+            reinit,
+        });
+        trained = ticket;
+    }
+
+    let near = |level: f64| {
+        results.iter().min_by(|a, b| {
+            (a.remaining - level)
+                .abs()
+                .total_cmp(&(b.remaining - level).abs())
+        })
+    };
+    let mut report = Report::new("Lottery tickets: LeNet-300-100 on MNIST (Frankle & Carbin 2019)");
+    if common.quick {
+        report.section(
+            "Quick run",
+            &format!(
+                "`--quick`: {QUICK_TRAIN} training images, {QUICK_TEST} test images, 1 epoch per run, \
+                 at most 8 rounds. A smoke test, not the published figures."
+            ),
+        );
+    }
+    let mut rows = vec![vec![
+        "0".into(),
+        "100.0".into(),
+        format!("{dense_acc:.2}"),
+        "-".into(),
+    ]];
+    rows.extend(results.iter().enumerate().map(|(i, r)| {
+        vec![
+            (i + 1).to_string(),
+            format!("{:.1}", r.remaining),
+            format!("{:.2}", r.ticket),
+            r.reinit.map_or("-".into(), |a| format!("{a:.2}")),
+        ]
+    }));
+    report.table(
+        "Winning tickets against random reinitialization",
+        &[
+            "round",
+            "weights remaining %",
+            "ticket accuracy %",
+            "random reinit accuracy %",
+        ],
+        &rows,
+    );
+    let controlled: Vec<&Round> = results.iter().filter(|r| r.reinit.is_some()).collect();
+    let tickets_win = controlled
+        .iter()
+        .all(|r| r.reinit.is_some_and(|a| a < r.ticket));
+    let tickets_match = controlled
+        .iter()
+        .filter(|r| r.remaining >= AT_21 - 5.0)
+        .all(|r| r.ticket >= dense_acc);
+    let mut claims = String::new();
+    report.metric("dense_acc", dense_acc);
+    if let Some(r) = near(AT_21) {
+        report.metric("ticket_acc_at_21pct", r.ticket);
+        if let Some(a) = r.reinit {
+            report.metric("reinit_acc_at_21pct", a);
+        }
+        claims += &format!(
+            "- At {:.1} % of the weights the ticket reaches {:.2} % against the dense {dense_acc:.2} % \
+             (match or beat: {}).\n",
+            r.remaining,
+            r.ticket,
+            verdict(common.quick, r.ticket >= dense_acc)
+        );
+    }
+    claims += &format!(
+        "- Random reinitialization below the ticket at every level at or below {AT_21} %: {} \
+         ({} levels).\n- Tickets down to about 16 % at or above dense: {}.\n",
+        verdict(common.quick, tickets_win && !controlled.is_empty()),
+        controlled.len(),
+        verdict(common.quick, tickets_match),
+    );
+    if let Some(r) = near(AT_3_6) {
+        report.metric("ticket_acc_at_3_6pct", r.ticket);
+        let gap = dense_acc - r.ticket;
+        claims += &format!(
+            "- At {:.1} % of the weights the ticket is {gap:+.2} pp below dense (target within \
+             {TARGET_AT_3_6_PP} pp: {}; the paper: back to the dense network's accuracy there).\n",
+            r.remaining,
+            verdict(common.quick, gap <= TARGET_AT_3_6_PP)
+        );
+    }
+    report.section("Claims", &claims);
+    report.section(
+        "Recipe",
+        &format!(
+            "Adam at a constant {LEARNING_RATE}, batch {BATCH}, {epochs} epochs per run, accuracy at the \
+             end of training (the paper reports the early-stopping iteration). Each round prunes \
+             {:.0} % of the remaining weights of each hidden layer and {:.0} % of the output layer's \
+             by magnitude, rewinds the survivors to the initialization and retrains. The control \
+             draws a new initialization (another seed) for the same masks. Plot: `lottery.svg`.",
+            HIDDEN_RATE * 100.0,
+            OUTPUT_RATE * 100.0
+        ),
+    );
+    std::fs::create_dir_all(&out)?;
+    let xs: Vec<f64> = results.iter().map(|r| r.remaining.log10()).collect();
+    let ys: Vec<f64> = results.iter().map(|r| r.ticket).collect();
+    let (cx, cy): (Vec<f64>, Vec<f64>) = results
+        .iter()
+        .filter_map(|r| r.reinit.map(|a| (r.remaining.log10(), a)))
+        .unzip();
+    let svg = line_chart(
+        "LeNet-300-100: winning tickets and random reinitialization",
+        "log10(weights remaining %)",
+        "test accuracy (%)",
+        &[
+            Series::new("winning ticket", &xs, &ys).with_baseline(dense_acc),
+            Series::new("random reinit", &cx, &cy),
+        ],
+    );
+    std::fs::write(out.join("lottery.svg"), svg)?;
+    report.write(
+        &out,
+        &Resolved {
+            common,
+            data_dir: data_dir.display().to_string(),
+            model: &config,
+            training: &training,
+            rounds,
+            hidden_rate: HIDDEN_RATE,
+            output_rate: OUTPUT_RATE,
+            output_layer: &output_layer,
+        },
+    )?;
+    println!(
+        "dense {dense_acc:.2} %; {}",
+        results
+            .iter()
+            .map(|r| format!("{:.1}%: {:.2}", r.remaining, r.ticket))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    Ok(())
+}
