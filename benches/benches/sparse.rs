@@ -1,7 +1,8 @@
 //! Sparse x dense against dense matmul for a pruned linear layer, across sparsities: the
-//! sparsity from which `ember_kernels::Csr::linear` beats dense is where the
-//! `host/sparse_linear/...` line drops under `host/dense_sgemm/...` (single-threaded, like the
-//! sparse kernel) and `flex/dense_matmul/...` (burn's own, on every core).
+//! sparsity from which `ember_kernels::Csr::linear` beats dense is where
+//! `host/sparse_linear_1thread/...` drops under `host/dense_sgemm/...` (matrixmultiply's
+//! SGEMM, single-threaded) and `host/sparse_linear/...` (every core) under
+//! `flex/dense_matmul/...` (burn's own, every core).
 //!
 //! Shapes: LeNet-300-100's first layer (784 -> 300) and a square 1024 layer, batch 64.
 
@@ -61,6 +62,10 @@ fn dense_sgemm(x: &[f32], w: &[f32], batch: usize, d_in: usize, d_out: usize) ->
 
 fn sparse(c: &mut Criterion) {
     let flex = BackendKind::Flex.device().ok();
+    let single_thread = rayon::ThreadPoolBuilder::new()
+        .num_threads(1)
+        .build()
+        .expect("a one-thread pool");
     for (d_in, d_out) in [(784usize, 300usize), (1024, 1024)] {
         let mut group = c.benchmark_group(format!("linear_{d_in}x{d_out}_batch{BATCH}"));
         let x = weights(BATCH * d_in, 0.0);
@@ -72,6 +77,15 @@ fn sparse(c: &mut Criterion) {
                 BenchmarkId::new("host/sparse_linear", &id),
                 &csr,
                 |b, csr| b.iter(|| csr.linear(black_box(&x), BATCH).expect("shapes agree")),
+            );
+            group.bench_with_input(
+                BenchmarkId::new("host/sparse_linear_1thread", &id),
+                &csr,
+                |b, csr| {
+                    single_thread.install(|| {
+                        b.iter(|| csr.linear(black_box(&x), BATCH).expect("shapes agree"))
+                    })
+                },
             );
             group.bench_with_input(BenchmarkId::new("host/dense_sgemm", &id), &w, |b, w| {
                 b.iter(|| dense_sgemm(black_box(&x), w, BATCH, d_in, d_out))

@@ -1,6 +1,12 @@
 //! Compressed sparse rows and the sparse x dense product.
 
+use rayon::prelude::*;
+
+use crate::simd::{Isa, sparse_axpy};
 use crate::{KernelError, Result, check_len};
+
+/// Multiply-adds from which [`Csr::matmul`] splits its rows across threads.
+const PARALLEL_MIN_MACS: usize = 8 << 20;
 
 /// A sparse `rows x cols` matrix in compressed sparse row form: row `r` holds the values
 /// `values[row_ptr[r]..row_ptr[r + 1]]` at columns `col_idx[..]` of the same range, in
@@ -96,35 +102,27 @@ impl Csr {
     /// `self · b` for a dense row-major `b` of shape `cols x n`: a dense row-major `rows x n`.
     ///
     /// Each stored value scales one contiguous row of `b` into one row of the result, so the
-    /// inner loop is a vectorizable axpy over `n` and the work is proportional to `nnz · n`.
+    /// inner loop is a vectorized axpy over `n` (AVX2 and FMA where the CPU has them) and the
+    /// work is proportional to `nnz · n`; large products split their rows across rayon's pool.
     pub fn matmul(&self, b: &[f32], n: usize) -> Result<Vec<f32>> {
         check_len("right-hand matrix", self.cols * n, b.len())?;
         let mut out = vec![0.0; self.rows * n];
         if n == 0 {
             return Ok(out);
         }
-        let b_row = |c: u32| &b[c as usize * n..(c as usize + 1) * n];
-        for (r, out_row) in out.chunks_exact_mut(n).enumerate() {
+        let isa = Isa::detect();
+        let row = |(r, out_row): (usize, &mut [f32])| {
             let (cols, values) = self.row(r);
-            // Four stored values per pass over the output row: a quarter of the loads and
-            // stores of one at a time, which is what bounds this loop.
-            let (cols4, values4) = (cols.chunks_exact(4), values.chunks_exact(4));
-            let (cols_rest, values_rest) = (cols4.remainder(), values4.remainder());
-            for (c, v) in cols4.zip(values4) {
-                let rows = b_row(c[0])
-                    .iter()
-                    .zip(b_row(c[1]))
-                    .zip(b_row(c[2]))
-                    .zip(b_row(c[3]));
-                for (o, (((x0, x1), x2), x3)) in out_row.iter_mut().zip(rows) {
-                    *o += v[0] * x0 + v[1] * x1 + v[2] * x2 + v[3] * x3;
-                }
-            }
-            for (&c, &v) in cols_rest.iter().zip(values_rest) {
-                for (o, &x) in out_row.iter_mut().zip(b_row(c)) {
-                    *o += v * x;
-                }
-            }
+            sparse_axpy(isa, out_row, cols, values, b);
+        };
+        // Output rows are independent and each row's sum runs in the same order on any thread,
+        // so results do not depend on the thread count. Waking the pool costs about 100 µs on
+        // the 2-core development machine: below PARALLEL_MIN_MACS one thread is faster
+        // (`cargo bench -p ember-benches --bench sparse`).
+        if self.nnz() * n >= PARALLEL_MIN_MACS {
+            out.par_chunks_mut(n).enumerate().for_each(row);
+        } else {
+            out.chunks_mut(n).enumerate().for_each(row);
         }
         Ok(out)
     }

@@ -18,6 +18,7 @@
 
 mod bitmap;
 mod csr;
+pub mod simd;
 
 pub use bitmap::Bitmap;
 pub use csr::Csr;
