@@ -126,13 +126,9 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         trained = ticket;
     }
 
-    let near = |level: f64| {
-        results.iter().min_by(|a, b| {
-            (a.remaining - level)
-                .abs()
-                .total_cmp(&(b.remaining - level).abs())
-        })
-    };
+    // The round whose remaining weights round to `level` (the paper's levels are rounded to
+    // a tenth of a percent); none when the run stopped before it.
+    let at = |level: f64| results.iter().find(|r| (r.remaining - level).abs() < 0.05);
     let mut report = Report::new("Lottery tickets: LeNet-300-100 on MNIST (Frankle & Carbin 2019)");
     if common.quick {
         report.section(
@@ -171,13 +167,10 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     let tickets_win = controlled
         .iter()
         .all(|r| r.reinit.is_some_and(|a| a < r.ticket));
-    let tickets_match = controlled
-        .iter()
-        .filter(|r| r.remaining >= AT_21 - 5.0)
-        .all(|r| r.ticket >= dense_acc);
+    let matching = controlled.iter().filter(|r| r.ticket >= dense_acc).count();
     let mut claims = String::new();
     report.metric("dense_acc", dense_acc);
-    if let Some(r) = near(AT_21) {
+    if let Some(r) = at(AT_21) {
         report.metric("ticket_acc_at_21pct", r.ticket);
         if let Some(a) = r.reinit {
             report.metric("reinit_acc_at_21pct", a);
@@ -192,19 +185,19 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     }
     claims += &format!(
         "- Random reinitialization below the ticket at every level at or below {AT_21} %: {} \
-         ({} levels).\n- Tickets down to about 16 % at or above dense: {}.\n",
+         ({} levels); the ticket matches or beats dense at {matching} of them.\n",
         verdict(common.quick, tickets_win && !controlled.is_empty()),
         controlled.len(),
-        verdict(common.quick, tickets_match),
     );
-    if let Some(r) = near(AT_3_6) {
+    if let Some(r) = at(AT_3_6) {
         report.metric("ticket_acc_at_3_6pct", r.ticket);
-        let gap = dense_acc - r.ticket;
+        let gap = r.ticket - dense_acc;
         claims += &format!(
-            "- At {:.1} % of the weights the ticket is {gap:+.2} pp below dense (target within \
-             {TARGET_AT_3_6_PP} pp: {}; the paper: back to the dense network's accuracy there).\n",
+            "- At {:.1} % of the weights the ticket minus dense is {gap:+.2} pp (target: no more \
+             than {TARGET_AT_3_6_PP} pp below: {}; the paper: back to the dense network's accuracy \
+             there).\n",
             r.remaining,
-            verdict(common.quick, gap <= TARGET_AT_3_6_PP)
+            verdict(common.quick, gap >= -TARGET_AT_3_6_PP)
         );
     }
     report.section("Claims", &claims);
