@@ -42,11 +42,16 @@ impl Reparameterization for WeightReparam {
 
 /// A mask's flags, read back to the host.
 pub fn read_flags(mask: Tensor<1, Bool>) -> Result<Vec<bool>> {
-    mask.into_data()
-        .try_into_vec::<bool>()
+    // Backends store booleans differently (wgpu as u32, flex natively): read them as integers.
+    let ints = mask
+        .int()
+        .into_data()
+        .convert::<i32>()
+        .try_into_vec::<i32>()
         .map_err(|e| Error::Data {
             reason: format!("{e:?}"),
-        })
+        })?;
+    Ok(ints.into_iter().map(|v| v != 0).collect())
 }
 
 /// Keep masks by parameter path (`layers.0.weight`), each flattened in row-major order.

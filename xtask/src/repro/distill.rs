@@ -8,7 +8,7 @@ use ember_distill::{TeacherOutputs, distill};
 use ember_zoo::{EvalReport, LabeledData, MlpConfig, TrainConfig, evaluate, train};
 use serde::Serialize;
 
-use super::{CommonArgs, EVAL_BATCH, QUICK_TEST, QUICK_TRAIN, Report};
+use super::{CommonArgs, EVAL_BATCH, QUICK_TEST, QUICK_TRAIN, Report, Spread};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -52,33 +52,6 @@ struct Resolved<'a> {
     big_student_temperatures: &'a [f64],
     tiny_student_temperatures: &'a [f64],
     teacher_outputs: TeacherOutputs,
-}
-
-/// Mean and sample standard deviation.
-#[derive(Debug, Clone, Copy)]
-struct Spread {
-    mean: f64,
-    std: f64,
-}
-
-impl Spread {
-    fn of(values: &[f64]) -> Spread {
-        let n = values.len() as f64;
-        let mean = values.iter().sum::<f64>() / n;
-        let var = if values.len() > 1 {
-            values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1.0)
-        } else {
-            0.0
-        };
-        Spread {
-            mean,
-            std: var.sqrt(),
-        }
-    }
-
-    fn show(self, decimals: usize) -> String {
-        format!("{:.*} ± {:.*}", decimals, self.mean, decimals, self.std)
-    }
 }
 
 /// One row: the test evaluations of every seed.

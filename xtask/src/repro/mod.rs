@@ -84,6 +84,33 @@ pub fn verdict(quick: bool, ok: bool) -> &'static str {
     }
 }
 
+/// Mean and sample standard deviation.
+#[derive(Debug, Clone, Copy)]
+pub struct Spread {
+    pub mean: f64,
+    pub std: f64,
+}
+
+impl Spread {
+    pub fn of(values: &[f64]) -> Spread {
+        let n = values.len() as f64;
+        let mean = values.iter().sum::<f64>() / n;
+        let var = if values.len() > 1 {
+            values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1.0)
+        } else {
+            0.0
+        };
+        Spread {
+            mean,
+            std: var.sqrt(),
+        }
+    }
+
+    pub fn show(self, decimals: usize) -> String {
+        format!("{:.*} ± {:.*}", decimals, self.mean, decimals, self.std)
+    }
+}
+
 /// Subset sizes of `--quick`.
 pub const QUICK_TRAIN: usize = 6_000;
 pub const QUICK_TEST: usize = 2_000;

@@ -21,7 +21,8 @@ use serde::Serialize;
 
 use super::plot::{Series, line_chart};
 use super::{
-    CommonArgs, EVAL_BATCH, QUICK_TEST, QUICK_TRAIN, Report, test_accuracy as accuracy, verdict,
+    CommonArgs, EVAL_BATCH, QUICK_TEST, QUICK_TRAIN, Report, Spread, test_accuracy as accuracy,
+    verdict,
 };
 
 #[derive(clap::Args, Debug)]
@@ -55,6 +56,8 @@ const HAN_ROUNDS: usize = 4;
 const PAPER_HAN_ERRORS: (f64, f64) = (1.64, 1.59);
 const TARGET_HAN_DROP_PP: f64 = 0.1;
 const REWIND_SPARSITY: f64 = 0.9;
+/// Seeds of the rewinding comparison.
+const REWIND_SEEDS: u64 = 3;
 /// Kernel timing: the batch a forward pass of the test set uses, and repetitions (median).
 const KERNEL_BATCH: usize = 1_000;
 const KERNEL_REPEATS: usize = 15;
@@ -186,24 +189,40 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
             ..global.clone()
         },
     )?;
-    let ft90 = level_at(&mlp_sweep, REWIND_SPARSITY).map_or(f64::NAN, |l| l.finetune);
-    let lr_rewound = accuracy(
-        &train(pruned90.clone(), &data.train, &lr_rewind, &device)?.0,
-        &data,
-        &device,
-    )?;
-    let weights_rewound = rewind(&pruned90, snapshot)?;
-    let weight_rewound = accuracy(
-        &train(weights_rewound, &data.train, &lr_rewind, &device)?.0,
-        &data,
-        &device,
-    )?;
+    // One run each is within a test image or two of the others: compare over seeds.
+    let mut recovery: [Vec<f64>; 3] = Default::default();
+    for seed in args.seed..args.seed + REWIND_SEEDS {
+        let finetune = TrainConfig {
+            seed,
+            ..finetune.clone()
+        };
+        let lr_rewind = TrainConfig {
+            seed,
+            ..lr_rewind.clone()
+        };
+        let starts = [
+            (&finetune, pruned90.clone()),
+            (&lr_rewind, pruned90.clone()),
+            (&lr_rewind, rewind(&pruned90, snapshot.clone())?),
+        ];
+        for (results, (config, start)) in recovery.iter_mut().zip(starts) {
+            let (tuned, _) = train(start, &data.train, config, &device)?;
+            results.push(accuracy(&tuned, &data, &device)?);
+        }
+    }
+    let [ft90, lr_rewound, weight_rewound] = recovery.each_ref().map(|r| Spread::of(r));
+    let differences: Vec<f64> = recovery[1]
+        .iter()
+        .zip(&recovery[0])
+        .map(|(lr, ft)| lr - ft)
+        .collect();
 
     eprintln!("prune: ablations at {REWIND_SPARSITY} (fine-tuned)");
     let mut ablations = vec![];
-    for (name, config) in [
+    for (name, key, config) in [
         (
             "global magnitude (reference)",
+            "global_magnitude",
             PruneConfig {
                 sparsity: REWIND_SPARSITY,
                 ..global.clone()
@@ -211,6 +230,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         ),
         (
             "per-layer magnitude",
+            "layer_magnitude",
             PruneConfig {
                 sparsity: REWIND_SPARSITY,
                 ..global.clone()
@@ -219,6 +239,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         ),
         (
             "global random",
+            "global_random",
             PruneConfig {
                 sparsity: REWIND_SPARSITY,
                 seed: args.seed,
@@ -228,6 +249,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         ),
         (
             "2:4 (50 %)",
+            "nm_2_4",
             PruneConfig {
                 nm: Some(NmPattern { n: 2, m: 4 }),
                 ..global.clone()
@@ -241,7 +263,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
             &data,
             &device,
         )?;
-        ablations.push((name, report.sparsity(), before, after));
+        ablations.push((name, key, report.sparsity(), before, after));
     }
 
     let total_steps = epochs * steps_per_epoch;
@@ -353,7 +375,9 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     );
 
     let dense_acc = mlp_sweep.dense;
-    let han_drop = dense_acc - han_acc;
+    // Accuracies are whole test images (hundredths of a percent): round the differences to
+    // that, so that a difference of ten images reads 0.10, not 0.1000000000000085.
+    let han_drop = pp(dense_acc - han_acc);
     let han_rows: Vec<Vec<String>> = han_rounds
         .iter()
         .enumerate()
@@ -385,8 +409,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
             100.0 - han_acc,
             han_sparsity * 100.0,
             han_drop,
-            // Accuracies are whole test images: compare with a tolerance, not bit for bit.
-            verdict(common.quick, han_drop <= TARGET_HAN_DROP_PP + 1e-9),
+            verdict(common.quick, han_drop <= TARGET_HAN_DROP_PP),
             PAPER_HAN_ERRORS.0,
             PAPER_HAN_ERRORS.1,
         ),
@@ -395,46 +418,58 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     report.metric("han_acc", han_acc);
     report.metric("han_acc_drop_pp", han_drop);
 
-    let lr_minus_ft = lr_rewound - ft90;
+    let lr_minus_ft = pp(Spread::of(&differences).mean);
+    let per_seed = |r: &[f64]| {
+        r.iter()
+            .map(|a| format!("{a:.2}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
     report.table(
         &format!(
-            "Recovery at {:.0} % sparsity, LeNet-300-100 ({ft_epochs} epochs each)",
+            "Recovery at {:.0} % sparsity, LeNet-300-100 ({ft_epochs} epochs each, {REWIND_SEEDS} seeds)",
             REWIND_SPARSITY * 100.0
         ),
-        &["recovery", "accuracy %"],
+        &["recovery", "accuracy %, mean ± std", "per seed"],
         &[
             vec![
                 format!("fine-tuning (constant lr {})", args.finetune_lr),
-                format!("{ft90:.2}"),
+                ft90.show(2),
+                per_seed(&recovery[0]),
             ],
             vec![
                 "learning-rate rewinding (last epochs of the original cosine)".into(),
-                format!("{lr_rewound:.2}"),
+                lr_rewound.show(2),
+                per_seed(&recovery[1]),
             ],
             vec![
                 format!(
                     "weight rewinding to epoch {} + the same rates",
                     epochs - ft_epochs.min(epochs)
                 ),
-                format!("{weight_rewound:.2}"),
+                weight_rewound.show(2),
+                per_seed(&recovery[2]),
             ],
         ],
     );
     report.section(
         "Rewinding against fine-tuning",
         &format!(
-            "Learning-rate rewinding minus fine-tuning: {lr_minus_ft:+.2} pp (target >= 0: {}).",
+            "Learning-rate rewinding minus fine-tuning, mean over seeds: {lr_minus_ft:+.2} pp \
+             (per seed: {}; target >= 0: {}). The seed changes the order of the batches; the \
+             pruned network is the same.",
+            per_seed(&differences),
             verdict(common.quick, lr_minus_ft >= 0.0)
         ),
     );
-    report.metric("finetune_acc_at_90", ft90);
-    report.metric("lr_rewind_acc_at_90", lr_rewound);
-    report.metric("weight_rewind_acc_at_90", weight_rewound);
+    report.metric("finetune_acc_at_90", ft90.mean);
+    report.metric("lr_rewind_acc_at_90", lr_rewound.mean);
+    report.metric("weight_rewind_acc_at_90", weight_rewound.mean);
     report.metric("lr_rewind_minus_finetune_pp", lr_minus_ft);
 
     let mut ablation_rows: Vec<Vec<String>> = ablations
         .iter()
-        .map(|(name, s, before, after)| {
+        .map(|(name, _, s, before, after)| {
             vec![
                 name.to_string(),
                 format!("{:.1}", s * 100.0),
@@ -462,13 +497,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         ],
         &ablation_rows,
     );
-    for (name, _, _, after) in &ablations {
-        let key = name
-            .split(' ')
-            .take(2)
-            .collect::<Vec<_>>()
-            .join("_")
-            .replace([':', '(', ')'], "");
+    for (_, key, _, _, after) in &ablations {
         report.metric(&format!("ablation_{key}_ft_acc"), *after);
     }
     report.metric("gradual_acc_at_90", gradual_acc);
@@ -561,20 +590,20 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     };
     report.write(&out, &resolved)?;
     println!(
-        "MLP dense {:.2} %, 90 % fine-tuned {ft90:.2} %; Han {:.1} % sparse {han_acc:.2} % ({han_drop:+.2} pp); \
+        "MLP dense {:.2} %, 90 % fine-tuned {:.2} %; Han {:.1} % sparse {han_acc:.2} % ({han_drop:+.2} pp); \
          LR rewinding - fine-tuning {lr_minus_ft:+.2} pp; CNN dense {:.2} %",
         mlp_sweep.dense,
+        ft90.mean,
         han_sparsity * 100.0,
         cnn_sweep.dense
     );
     Ok(())
 }
 
-fn level_at(sweep: &Sweep, sparsity: f64) -> Option<&Level> {
-    sweep
-        .levels
-        .iter()
-        .find(|l| (l.sparsity - sparsity).abs() < 1e-9)
+/// A difference of accuracies in percentage points, rounded to hundredths (one test image in
+/// 10,000).
+fn pp(difference: f64) -> f64 {
+    (difference * 100.0).round() / 100.0
 }
 
 /// One-shot global magnitude pruning of `dense` at every level, with and without fine-tuning.
