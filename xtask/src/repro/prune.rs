@@ -455,9 +455,9 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     report.section(
         "Rewinding against fine-tuning",
         &format!(
-            "Learning-rate rewinding minus fine-tuning, mean over seeds: {lr_minus_ft:+.2} pp \
-             (per seed: {}; target >= 0: {}). The seed changes the order of the batches; the \
-             pruned network is the same.",
+            "Learning-rate rewinding minus fine-tuning, mean over seeds, to a hundredth of a \
+             point (one test image): {lr_minus_ft:+.2} pp (per seed: {}; target >= 0: {}). The \
+             seed changes the order of the batches; the pruned network is the same.",
             per_seed(&differences),
             verdict(common.quick, lr_minus_ft >= 0.0)
         ),
@@ -603,7 +603,8 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
 /// A difference of accuracies in percentage points, rounded to hundredths (one test image in
 /// 10,000).
 fn pp(difference: f64) -> f64 {
-    (difference * 100.0).round() / 100.0
+    // `+ 0.0` turns a rounded -0.0 into 0.0.
+    (difference * 100.0).round() / 100.0 + 0.0
 }
 
 /// One-shot global magnitude pruning of `dense` at every level, with and without fine-tuning.
