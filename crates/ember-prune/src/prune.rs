@@ -120,6 +120,14 @@ impl PruneConfig {
         {
             return Err(Error::NmPattern { n, m });
         }
+        if self.scope == Scope::Global && !self.layer_sparsity.is_empty() {
+            return Err(ember_tensor::Error::InvalidConfig {
+                field: "layer_sparsity",
+                value: format!("{:?}", self.layer_sparsity.keys().collect::<Vec<_>>()),
+                reason: "a global ranking has one target: per-layer sparsities need scope = layer",
+            }
+            .into());
+        }
         Ok(())
     }
 }
@@ -151,6 +159,18 @@ pub fn compute_masks<M: Module>(model: &M, config: &PruneConfig) -> Result<Masks
     let values = param_values(model);
     let infos: Vec<_> = values.iter().map(|v| v.info.clone()).collect();
     let selected = config.layers.select(&infos)?;
+    if let Some(path) = config
+        .layer_sparsity
+        .keys()
+        .find(|path| !selected.iter().any(|p| &p.path == *path))
+    {
+        return Err(ember_tensor::Error::InvalidConfig {
+            field: "layer_sparsity",
+            value: path.clone(),
+            reason: "names no selected parameter",
+        }
+        .into());
+    }
     let current = masks(model);
     let mut rng = StdRng::seed_from_u64(config.seed);
 
@@ -358,6 +378,14 @@ mod tests {
         assert!(matches!(
             nm.validate(),
             Err(Error::NmPattern { n: 3, m: 2 })
+        ));
+        let global_with_layers = PruneConfig {
+            layer_sparsity: [("fc.weight".to_string(), 0.5)].into(),
+            ..PruneConfig::global_magnitude(0.5)
+        };
+        assert!(matches!(
+            global_with_layers.validate(),
+            Err(Error::Tensor(ember_tensor::Error::InvalidConfig { .. }))
         ));
     }
 

@@ -204,6 +204,14 @@ fn bad_input_is_a_typed_error() {
             ember_tensor::Error::PatternMatchesNothing { .. }
         ))
     ));
+    let typo = PruneConfig {
+        layer_sparsity: [("hiden.weight".to_string(), 0.5)].into(),
+        ..PruneConfig::global_magnitude(0.5).with_scope(Scope::Layer)
+    };
+    assert!(matches!(
+        prune(model.clone(), &typo),
+        Err(Error::Tensor(ember_tensor::Error::InvalidConfig { .. }))
+    ));
     let three_of_two = PruneConfig {
         nm: Some(NmPattern { n: 3, m: 2 }),
         ..PruneConfig::global_magnitude(0.0)
