@@ -22,8 +22,9 @@ pub struct Args {
     #[arg(long, default_value_t = 15)]
     rounds: usize,
     /// Epochs of each training run (the paper trains 50,000 iterations of batch 60, about 50
-    /// epochs, and reports the early-stopping iteration).
-    #[arg(long, default_value_t = 10)]
+    /// epochs, and reports the early-stopping iteration; at 10 the random reinitialization
+    /// ties the ticket at one level).
+    #[arg(long, default_value_t = 20)]
     epochs: usize,
 }
 
