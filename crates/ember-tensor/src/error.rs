@@ -92,6 +92,16 @@ pub enum Error {
         /// Elements in the mask.
         actual: usize,
     },
+    /// New values for a parameter that do not fill its shape.
+    #[error("{actual} values for `{path}`, whose shape {expected:?} needs {}", expected.iter().product::<usize>())]
+    ValueShape {
+        /// The parameter's path.
+        path: String,
+        /// The parameter's shape.
+        expected: Vec<usize>,
+        /// Values given.
+        actual: usize,
+    },
     /// Training produced a non-finite loss.
     #[error("training diverged: loss is {loss} at epoch {epoch}, step {step}")]
     Diverged {

@@ -1,8 +1,12 @@
 //! Walking every float parameter of any burn module with its dotted path and layer kind.
 
-use burn::module::{Module, ModuleVisitor, Param, ParamId};
-use burn::tensor::Tensor;
+use std::collections::BTreeMap;
+
+use burn::module::{Module, ModuleMapper, ModuleVisitor, Param, ParamId};
+use burn::tensor::{Tensor, TensorData};
 use serde::Serialize;
+
+use crate::{Error, Result};
 
 /// One float parameter of a module, as a walk finds it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -74,6 +78,60 @@ pub fn param_values<M: Module>(module: &M) -> Vec<ParamValue> {
 pub fn init_now<M: Module>(module: M) -> M {
     module.visit(&mut InitNow);
     module
+}
+
+/// Replace the stored values of float parameters by path, keeping their ids and any attached
+/// mask (which still applies on top). Every path must name a parameter of `module` and every
+/// value must have as many elements as it; values are taken in row-major order and stored in
+/// the parameter's dtype.
+pub fn set_param_values<M: Module>(module: M, values: &BTreeMap<String, Vec<f32>>) -> Result<M> {
+    let infos = params(&module);
+    for (path, flat) in values {
+        let info = infos
+            .iter()
+            .find(|p| &p.path == path)
+            .ok_or_else(|| Error::InvalidConfig {
+                field: "parameter path",
+                value: path.clone(),
+                reason: "no float parameter of the model has this path",
+            })?;
+        if flat.len() != info.numel() {
+            return Err(Error::ValueShape {
+                path: path.clone(),
+                expected: info.shape.clone(),
+                actual: flat.len(),
+            });
+        }
+    }
+    Ok(module.map(&mut SetValues {
+        values,
+        path: Vec::new(),
+    }))
+}
+
+struct SetValues<'a> {
+    values: &'a BTreeMap<String, Vec<f32>>,
+    path: Vec<String>,
+}
+
+impl ModuleMapper for SetValues<'_> {
+    fn enter_module(&mut self, name: &str, _container_type: &str) {
+        self.path.push(name.to_string());
+    }
+
+    fn exit_module(&mut self, _name: &str, _container_type: &str) {
+        self.path.pop();
+    }
+
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+        match self.values.get(&self.path.join(".")) {
+            Some(flat) => param.map(|old| {
+                let data = TensorData::new(flat.clone(), old.shape());
+                Tensor::<D>::from_data(data, &old.device()).cast(old.dtype())
+            }),
+            None => param,
+        }
+    }
 }
 
 struct InitNow;

@@ -2,12 +2,13 @@
 //! LeNet-5. Input size and class count come from the data, not from constants.
 
 use burn::module::Module;
-use burn::nn::conv::{Conv2d, Conv2dConfig};
+use burn::nn::conv::Conv2dConfig;
 use burn::nn::pool::{MaxPool2d, MaxPool2dConfig};
-use burn::nn::{Dropout, DropoutConfig, Linear, LinearConfig, PaddingConfig2d, Relu};
+use burn::nn::{Dropout, DropoutConfig, LinearConfig, PaddingConfig2d, Relu};
 use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
+use ember_quant::nn::{Conv2d, Linear, QuantLayer, QuantLayers};
 use ember_tensor::{Classifier, init_now};
 
 use crate::{Error, Result};
@@ -60,7 +61,7 @@ impl MlpConfig {
         Ok(init_now(Mlp {
             layers: widths
                 .windows(2)
-                .map(|w| LinearConfig::new(w[0], w[1]).init(device))
+                .map(|w| Linear::new(&LinearConfig::new(w[0], w[1]), device))
                 .collect(),
             dropout: DropoutConfig::new(self.dropout).init(),
             activation: Relu::new(),
@@ -68,13 +69,25 @@ impl MlpConfig {
     }
 }
 
-/// See [`MlpConfig`]. Parameters are `layers.<i>.weight` / `layers.<i>.bias`.
+/// See [`MlpConfig`]. Parameters are `layers.<i>.weight` / `layers.<i>.bias`. The layers are
+/// ember-quant's drop-ins for burn's (same record), so the model can quantize its
+/// activations.
 #[derive(Module, Debug)]
 pub struct Mlp {
     /// The linear layers, input first.
     pub layers: Vec<Linear>,
     dropout: Dropout,
     activation: Relu,
+}
+
+impl QuantLayers for Mlp {
+    fn quant_layers(&mut self) -> Vec<(String, &mut dyn QuantLayer)> {
+        self.layers
+            .iter_mut()
+            .enumerate()
+            .map(|(i, layer)| (format!("layers.{i}"), layer as &mut dyn QuantLayer))
+            .collect()
+    }
 }
 
 impl Classifier for Mlp {
@@ -138,13 +151,15 @@ impl LeNet5Config {
         positive("classes", self.classes)?;
         let [h, w] = self.features_size()?;
         Ok(init_now(LeNet5 {
-            conv1: Conv2dConfig::new([self.channels, 6], [5, 5])
-                .with_padding(PaddingConfig2d::Explicit(2, 2, 2, 2))
-                .init(device),
-            conv2: Conv2dConfig::new([6, 16], [5, 5]).init(device),
-            fc1: LinearConfig::new(16 * h * w, 120).init(device),
-            fc2: LinearConfig::new(120, 84).init(device),
-            fc3: LinearConfig::new(84, self.classes).init(device),
+            conv1: Conv2d::new(
+                &Conv2dConfig::new([self.channels, 6], [5, 5])
+                    .with_padding(PaddingConfig2d::Explicit(2, 2, 2, 2)),
+                device,
+            ),
+            conv2: Conv2d::new(&Conv2dConfig::new([6, 16], [5, 5]), device),
+            fc1: Linear::new(&LinearConfig::new(16 * h * w, 120), device),
+            fc2: Linear::new(&LinearConfig::new(120, 84), device),
+            fc3: Linear::new(&LinearConfig::new(84, self.classes), device),
             pool: MaxPool2dConfig::new([2, 2]).with_strides([2, 2]).init(),
             activation: Relu::new(),
         }))
@@ -166,6 +181,18 @@ pub struct LeNet5 {
     pub fc3: Linear,
     pool: MaxPool2d,
     activation: Relu,
+}
+
+impl QuantLayers for LeNet5 {
+    fn quant_layers(&mut self) -> Vec<(String, &mut dyn QuantLayer)> {
+        vec![
+            ("conv1".into(), &mut self.conv1),
+            ("conv2".into(), &mut self.conv2),
+            ("fc1".into(), &mut self.fc1),
+            ("fc2".into(), &mut self.fc2),
+            ("fc3".into(), &mut self.fc3),
+        ]
+    }
 }
 
 impl Classifier for LeNet5 {

@@ -11,6 +11,7 @@ use burn::store::ModuleRecord;
 use burn::tensor::{Bool, Bytes, Device, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
+use ember_quant::{QuantLayer, QuantLayers};
 use ember_tensor::Classifier;
 
 use crate::models::{LeNet5, LeNet5Config, Mlp, MlpConfig};
@@ -46,6 +47,19 @@ pub enum Model {
     Mlp(Mlp),
     /// LeNet-5.
     LeNet5(LeNet5),
+}
+
+impl QuantLayers for Model {
+    fn quant_layers(&mut self) -> Vec<(String, &mut dyn QuantLayer)> {
+        let (prefix, layers) = match self {
+            Model::Mlp(m) => ("Mlp", m.quant_layers()),
+            Model::LeNet5(m) => ("LeNet5", m.quant_layers()),
+        };
+        layers
+            .into_iter()
+            .map(|(name, layer)| (format!("{prefix}.{name}"), layer))
+            .collect()
+    }
 }
 
 impl Classifier for Model {

@@ -1,0 +1,82 @@
+//! The calibration loop: run batches of a dataset through a model whose layers feed their
+//! observers, with a progress bar.
+
+use burn::tensor::{Device, Tensor};
+use indicatif::{ProgressBar, ProgressStyle};
+
+use ember_tensor::LabeledData;
+use ember_tensor::train::ordered_batches;
+
+use crate::{Error, Result};
+
+/// How much data calibration sees.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct CalibrationConfig {
+    /// Images per batch.
+    pub batch_size: usize,
+    /// Batches to run (from the start of the data, in order); `None` runs them all.
+    pub max_batches: Option<usize>,
+    /// Show a progress bar on the terminal.
+    pub progress: bool,
+}
+
+impl Default for CalibrationConfig {
+    /// 32 batches of 64 images, PyTorch's tutorial's order of magnitude (2048 images).
+    fn default() -> Self {
+        Self {
+            batch_size: 64,
+            max_batches: Some(32),
+            progress: false,
+        }
+    }
+}
+
+/// Run the first batches of `data` through `forward` (a model whose layers observe their
+/// inputs) and return how many images it saw. No data, a zero batch size or zero batches is
+/// an error: a range calibrated on nothing would be made up.
+pub fn calibrate(
+    data: &(impl LabeledData + ?Sized),
+    config: &CalibrationConfig,
+    device: &Device,
+    mut forward: impl FnMut(Tensor<4>),
+) -> Result<usize> {
+    if config.batch_size == 0 {
+        return Err(Error::InvalidConfig {
+            field: "batch_size",
+            value: "0".into(),
+            reason: "must be at least 1",
+        });
+    }
+    let batches: Vec<Vec<usize>> = ordered_batches(data.len(), config.batch_size)
+        .into_iter()
+        .take(config.max_batches.unwrap_or(usize::MAX))
+        .collect();
+    if batches.is_empty() {
+        return Err(Error::Empty {
+            what: format!(
+                "calibration set ({} samples, {:?} batches)",
+                data.len(),
+                config.max_batches
+            ),
+        });
+    }
+    let bar = if config.progress {
+        let bar = ProgressBar::new(batches.len() as u64);
+        if let Ok(style) = ProgressStyle::with_template("calibrating {bar:30} {pos}/{len} batches")
+        {
+            bar.set_style(style);
+        }
+        bar
+    } else {
+        ProgressBar::hidden()
+    };
+    let mut seen = 0;
+    for indices in &batches {
+        let (images, _) = data.batch(indices, device);
+        forward(images);
+        seen += indices.len();
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    Ok(seen)
+}

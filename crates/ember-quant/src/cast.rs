@@ -1,0 +1,53 @@
+//! Half-precision models: every float parameter cast to fp16 or bf16.
+
+use burn::module::{Module, ModuleMapper, Param};
+use burn::tensor::{DType, Device, Tensor};
+use serde::{Deserialize, Serialize};
+
+use crate::{Error, Result};
+
+/// A float storage type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum FloatType {
+    /// IEEE single precision.
+    F32,
+    /// IEEE half precision: 10 mantissa bits, range up to 65504.
+    F16,
+    /// bfloat16: f32's range with 7 mantissa bits.
+    BF16,
+}
+
+impl FloatType {
+    /// burn's dtype.
+    pub fn dtype(self) -> DType {
+        match self {
+            Self::F32 => DType::F32,
+            Self::F16 => DType::F16,
+            Self::BF16 => DType::BF16,
+        }
+    }
+}
+
+/// Cast every float parameter of `model` to `to`. A device that cannot hold the dtype
+/// (ndarray has no f16 or bf16) is a typed error, not the backend's panic. Layers from
+/// [`crate::nn`] cast their float inputs to match; other layers need inputs of the same dtype.
+pub fn cast<M: Module>(model: M, to: FloatType, device: &Device) -> Result<M> {
+    let dtype = to.dtype();
+    if !ember_tensor::device::supports_dtype(device, dtype) {
+        return Err(Error::UnsupportedDType {
+            device: format!("{device:?}"),
+            dtype,
+        });
+    }
+    Ok(model.map(&mut Cast { dtype }))
+}
+
+struct Cast {
+    dtype: DType,
+}
+
+impl ModuleMapper for Cast {
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+        param.map(|t| t.cast(self.dtype))
+    }
+}

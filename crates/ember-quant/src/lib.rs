@@ -1,0 +1,56 @@
+//! Post-training quantization for burn models.
+//!
+//! - [`scheme`]: int8, uint8, int4 and uint4 (packed two per byte); symmetric or affine; per
+//!   tensor, per channel on any axis of any size, or per group; `reduce_range`. Plain scalar
+//!   arithmetic, the reference the rest is tested against. [`QTensor`] stores the integers.
+//! - [`quantize_weights`]: weight-only quantization of any burn model, parameters chosen by
+//!   path pattern ([`WeightConfig`]).
+//! - [`quantize_dynamic`] and [`quantize_static`] (or [`prepare`], calibrate,
+//!   [`Prepared::convert`]): activations quantized per batch or with calibrated ranges, for
+//!   models built from the drop-in layers of [`nn`]; per-layer overrides keep chosen layers in
+//!   float; [`fuse_conv_bn`] folds batch normalization first.
+//! - [`cast`]: fp16 / bf16 models.
+//! - [`sensitivity`]: quantize one layer at a time and see what it costs.
+//! - [`save_quantized`] / [`load_quantized`]: the model on disk at its quantized size.
+//!
+//! A quantized model computes with its dequantized weights and fake-quantized activations
+//! (the values an integer kernel would see), so it runs on every backend. Observers come from
+//! `ember-observe`.
+//!
+//! ```
+//! use burn::nn::LinearConfig;
+//! use burn::tensor::Device;
+//! use ember_quant::{WeightConfig, quantize_weights};
+//!
+//! let device = Device::flex();
+//! let layer = LinearConfig::new(64, 8).init(&device);
+//! let q = quantize_weights(layer, &WeightConfig::int4_per_group(32))?;
+//! let weight = &q.weights["weight"];
+//! assert_eq!(weight.data().len(), 64 * 8 / 2); // two 4-bit values per byte
+//! assert_eq!(weight.params().scale.len(), 2 * 8); // 2 groups of 32 inputs per output
+//! # Ok::<(), ember_quant::Error>(())
+//! ```
+
+pub mod cast;
+mod error;
+pub mod fake;
+pub mod fuse;
+pub mod nn;
+pub mod qtensor;
+pub mod quantize;
+pub mod save;
+pub mod scheme;
+pub mod sensitivity;
+
+pub use cast::{FloatType, cast};
+pub use error::{Error, Result};
+pub use fuse::fuse_conv_bn;
+pub use nn::{InputQuant, QuantLayer, QuantLayers};
+pub use qtensor::QTensor;
+pub use quantize::{
+    DynamicConfig, Prepared, Quantized, StaticConfig, WeightConfig, WeightGranularity, prepare,
+    quantize_dynamic, quantize_static, quantize_weights,
+};
+pub use save::{load_quantized, save_quantized};
+pub use scheme::{Granularity, Mode, QParams, QScheme, QType};
+pub use sensitivity::{LayerSensitivity, sensitivity};

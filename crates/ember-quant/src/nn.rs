@@ -1,0 +1,262 @@
+//! Drop-in layers that can quantize their input: [`Linear`] and [`Conv2d`] have burn's fields
+//! and record layout (trained burn weights load unchanged) plus an [`InputQuant`] that is not
+//! part of the record.
+//!
+//! burn has no forward hooks, so activation quantization needs layers that do it themselves.
+//! A model built from these layers lists them through [`QuantLayers`] (a few lines, as the
+//! zoo's models show), and the passes of this crate set each layer's [`InputQuant`]: observe
+//! during calibration, quantize per batch (dynamic) or with calibrated parameters (static).
+//!
+//! Quantizing each layer's *input* covers PyTorch's linear+ReLU and conv+ReLU fusion: the
+//! ReLU's output is what the next layer quantizes, so no level is spent on negative values.
+
+use std::sync::{Arc, Mutex};
+
+use burn::module::{Module, Param};
+use burn::nn::PaddingConfig2d;
+use burn::tensor::module::{conv2d, linear};
+use burn::tensor::ops::ConvOptions;
+use burn::tensor::{Device, Tensor};
+use ember_observe::{Observer, Range};
+
+use crate::fake::{dynamic_params, fake_quantize};
+use crate::scheme::{QParams, QScheme};
+
+/// What a layer does to its input before its own computation.
+#[derive(Debug, Clone, Default)]
+pub enum InputQuant {
+    /// Nothing: the input stays float.
+    #[default]
+    Float,
+    /// Record the input's statistics (calibration); the input stays float.
+    Observe(Arc<Mutex<Calibration>>),
+    /// Quantize each batch with parameters from that batch's own min and max (dynamic
+    /// quantization), per tensor.
+    Dynamic(QScheme),
+    /// Quantize with calibrated per-tensor parameters (static quantization).
+    Static {
+        /// The scheme.
+        scheme: QScheme,
+        /// Its scale and zero point (one of each).
+        params: QParams,
+    },
+}
+
+/// An observer shared between a layer (which feeds it in `forward`) and the pass that reads it
+/// after calibration. `forward` cannot return an error, so the first one is kept here.
+#[derive(Debug)]
+pub struct Calibration {
+    /// The observer.
+    pub observer: Observer,
+    /// The first error observing raised (NaN activations, say).
+    pub error: Option<ember_observe::Error>,
+}
+
+impl InputQuant {
+    /// Apply to a layer's input.
+    pub fn apply<const D: usize>(&self, input: Tensor<D>) -> Tensor<D> {
+        match self {
+            Self::Float => input,
+            Self::Observe(calibration) => {
+                observe(calibration, &input);
+                input
+            }
+            Self::Dynamic(scheme) => match dynamic_params(&input, scheme) {
+                Some(params) => fake_quantize(input, scheme, &params),
+                // NaN or Inf stays visible in the output; an all-zero input is exact as is.
+                None => input,
+            },
+            Self::Static { scheme, params } => fake_quantize(input, scheme, params),
+        }
+    }
+
+    /// A short name for reports: `float`, `observe`, `dynamic`, `static`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Float => "float",
+            Self::Observe(_) => "observe",
+            Self::Dynamic(_) => "dynamic",
+            Self::Static { .. } => "static",
+        }
+    }
+}
+
+fn observe<const D: usize>(calibration: &Mutex<Calibration>, input: &Tensor<D>) {
+    let shape = input.shape().to_vec();
+    let values = ember_tensor::stats::read_f32(input.clone());
+    let mut state = calibration
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let result = values
+        .map_err(ember_observe::Error::from)
+        .and_then(|values| state.observer.observe(&values, &shape));
+    if let Err(e) = result {
+        state.error.get_or_insert(e);
+    }
+}
+
+/// The range an [`InputQuant::Static`] layer quantizes its input to.
+pub fn static_range(scheme: &QScheme, params: &QParams) -> Option<Range> {
+    let (qmin, qmax) = scheme.bounds();
+    let (scale, zp) = (*params.scale.first()?, *params.zero_point.first()?);
+    Some(Range {
+        min: (qmin - zp) as f32 * scale,
+        max: (qmax - zp) as f32 * scale,
+    })
+}
+
+/// A layer whose input can be quantized.
+pub trait QuantLayer {
+    /// What it does to its input now.
+    fn input_quant(&self) -> &InputQuant;
+    /// Change what it does to its input.
+    fn set_input_quant(&mut self, quant: InputQuant);
+    /// The axis of its weight that indexes output channels (1 for burn's `[in, out]` linear
+    /// weight, 0 for a convolution's `[out, in, h, w]`).
+    fn output_axis(&self) -> usize;
+}
+
+/// A model that lists its quantizable layers, by the path of the module (`fc1`,
+/// `layers.0`), whose weight is then `<path>.weight`.
+pub trait QuantLayers {
+    /// The quantizable layers, in forward order.
+    fn quant_layers(&mut self) -> Vec<(String, &mut dyn QuantLayer)>;
+}
+
+/// A fully connected layer: burn's `Linear` with an input quantizer. The weight is
+/// `[d_input, d_output]`, as in burn.
+#[derive(Module, Debug)]
+pub struct Linear {
+    /// `[d_input, d_output]`.
+    pub weight: Param<Tensor<2>>,
+    /// `[d_output]`.
+    pub bias: Option<Param<Tensor<1>>>,
+    /// What happens to the input; not saved with the record.
+    #[module(skip)]
+    pub input: InputQuant,
+}
+
+impl Linear {
+    /// Build from burn's config.
+    pub fn new(config: &burn::nn::LinearConfig, device: &Device) -> Self {
+        config.init(device).into()
+    }
+
+    /// `input · weight + bias`, the input first cast to the weight's dtype (a half-precision
+    /// model takes float inputs) and quantized as [`Linear::input`] says.
+    pub fn forward<const D: usize>(&self, input: Tensor<D>) -> Tensor<D> {
+        let weight = self.weight.val();
+        let input = self.input.apply(input.cast(weight.dtype()));
+        linear(input, weight, self.bias.as_ref().map(Param::val))
+    }
+}
+
+impl From<burn::nn::Linear> for Linear {
+    fn from(layer: burn::nn::Linear) -> Self {
+        Self {
+            weight: layer.weight,
+            bias: layer.bias,
+            input: InputQuant::Float,
+        }
+    }
+}
+
+impl QuantLayer for Linear {
+    fn input_quant(&self) -> &InputQuant {
+        &self.input
+    }
+    fn set_input_quant(&mut self, quant: InputQuant) {
+        self.input = quant;
+    }
+    fn output_axis(&self) -> usize {
+        1
+    }
+}
+
+/// A 2-D convolution: burn's `Conv2d` with an input quantizer.
+#[derive(Module, Debug)]
+pub struct Conv2d {
+    /// `[channels_out, channels_in / groups, kernel_h, kernel_w]`.
+    pub weight: Param<Tensor<4>>,
+    /// `[channels_out]`.
+    pub bias: Option<Param<Tensor<1>>>,
+    /// Stride.
+    pub stride: [usize; 2],
+    /// Kernel size.
+    pub kernel_size: [usize; 2],
+    /// Dilation.
+    pub dilation: [usize; 2],
+    /// Groups.
+    pub groups: usize,
+    /// Padding.
+    #[module(skip)]
+    pub padding: PaddingConfig2d,
+    /// What happens to the input; not saved with the record.
+    #[module(skip)]
+    pub input: InputQuant,
+}
+
+impl Conv2d {
+    /// Build from burn's config.
+    pub fn new(config: &burn::nn::conv::Conv2dConfig, device: &Device) -> Self {
+        config.init(device).into()
+    }
+
+    /// The convolution, the input first cast to the weight's dtype and quantized as
+    /// [`Conv2d::input`] says.
+    pub fn forward(&self, input: Tensor<4>) -> Tensor<4> {
+        let weight = self.weight.val();
+        let input = self.input.apply(input.cast(weight.dtype()));
+        let [_, _, height, width] = input.dims();
+        let (rows, cols) = match self.padding {
+            PaddingConfig2d::Valid => ((0, 0), (0, 0)),
+            PaddingConfig2d::Explicit(top, left, bottom, right) => ((top, bottom), (left, right)),
+            PaddingConfig2d::Same => (
+                same_padding(self.kernel_size[0], self.stride[0], self.dilation[0], height),
+                same_padding(self.kernel_size[1], self.stride[1], self.dilation[1], width),
+            ),
+        };
+        let options =
+            ConvOptions::new_with_padding(self.stride, [rows, cols], self.dilation, self.groups);
+        conv2d(input, weight, self.bias.as_ref().map(Param::val), options)
+    }
+}
+
+/// Padding before and after that keeps `ceil(size / stride)` outputs, as burn computes it.
+fn same_padding(kernel: usize, stride: usize, dilation: usize, size: usize) -> (usize, usize) {
+    let out = size.div_ceil(stride);
+    let span = (kernel - 1) * dilation + 1;
+    let total = if out > 0 {
+        ((out - 1) * stride + span).saturating_sub(size)
+    } else {
+        0
+    };
+    (total / 2, total - total / 2)
+}
+
+impl From<burn::nn::conv::Conv2d> for Conv2d {
+    fn from(layer: burn::nn::conv::Conv2d) -> Self {
+        Self {
+            weight: layer.weight,
+            bias: layer.bias,
+            stride: layer.stride,
+            kernel_size: layer.kernel_size,
+            dilation: layer.dilation,
+            groups: layer.groups,
+            padding: layer.padding,
+            input: InputQuant::Float,
+        }
+    }
+}
+
+impl QuantLayer for Conv2d {
+    fn input_quant(&self) -> &InputQuant {
+        &self.input
+    }
+    fn set_input_quant(&mut self, quant: InputQuant) {
+        self.input = quant;
+    }
+    fn output_axis(&self) -> usize {
+        0
+    }
+}

@@ -1,0 +1,331 @@
+//! The post-training passes: weight-only quantization of any burn model, dynamic quantization,
+//! and static quantization with calibration (prepare, calibrate, convert).
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use burn::module::Module;
+use burn::tensor::Device;
+use ember_observe::{CalibrationConfig, ObserverConfig, RangeMethod, calibrate};
+use ember_tensor::{Classifier, LabeledData, ParamInfo, Selector, param_values, params};
+use serde::{Deserialize, Serialize};
+
+use crate::nn::{Calibration, InputQuant, QuantLayers};
+use crate::qtensor::QTensor;
+use crate::scheme::{Mode, QScheme, QType};
+use crate::{Error, Result};
+
+/// A model whose weights (and, for models built from [`crate::nn`] layers, inputs) are
+/// quantized. The model computes with the dequantized weights, so it runs on every backend;
+/// [`Quantized::weights`] holds the integers that [`crate::save_quantized`] writes.
+#[derive(Debug, Clone)]
+pub struct Quantized<M> {
+    /// The model, its quantized parameters replaced by their dequantized values.
+    pub model: M,
+    /// The quantized parameters, by path.
+    pub weights: BTreeMap<String, QTensor>,
+    /// What each layer does to its input, by layer path, as the pass set it.
+    pub inputs: BTreeMap<String, InputQuant>,
+}
+
+/// How weights are grouped for their scales, resolved per layer kind (burn's linear weight is
+/// `[in, out]`, a convolution's `[out, in, h, w]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum WeightGranularity {
+    /// One scale per weight tensor.
+    PerTensor,
+    /// One scale per output channel.
+    PerOutputChannel,
+    /// One scale per run of this many input elements, for each output channel (int4
+    /// weight-only quantization uses 32 to 128).
+    PerInputGroup(usize),
+}
+
+/// Which parameters to quantize, and how.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WeightConfig {
+    /// The integer type.
+    pub qtype: QType,
+    /// Symmetric or affine.
+    pub mode: Mode,
+    /// Scale granularity.
+    pub granularity: WeightGranularity,
+    /// One bit less of range.
+    pub reduce_range: bool,
+    /// The parameters to quantize; by default every `weight` of a `Linear` or `Conv2d`.
+    pub layers: Selector,
+    /// Also quantize the bias next to each selected weight (per tensor); biases stay float by
+    /// default, as in PyTorch.
+    pub biases: bool,
+}
+
+impl WeightConfig {
+    /// int8, symmetric, one scale per tensor: PyTorch's dynamic-quantization default.
+    pub fn int8_per_tensor() -> Self {
+        Self {
+            qtype: QType::Int8,
+            mode: Mode::Symmetric,
+            granularity: WeightGranularity::PerTensor,
+            reduce_range: false,
+            layers: Selector::all()
+                .include("*weight")
+                .kind("Linear")
+                .kind("Conv2d"),
+            biases: false,
+        }
+    }
+
+    /// int8, symmetric, one scale per output channel: PyTorch's static-quantization default.
+    pub fn int8_per_channel() -> Self {
+        Self {
+            granularity: WeightGranularity::PerOutputChannel,
+            ..Self::int8_per_tensor()
+        }
+    }
+
+    /// int4, symmetric, one scale per `group` input elements of each output channel.
+    pub fn int4_per_group(group: usize) -> Self {
+        Self {
+            qtype: QType::Int4,
+            granularity: WeightGranularity::PerInputGroup(group),
+            ..Self::int8_per_tensor()
+        }
+    }
+
+    /// The same config with another mode.
+    pub fn with_mode(self, mode: Mode) -> Self {
+        Self { mode, ..self }
+    }
+
+    /// The scheme for one parameter.
+    pub fn scheme_for(&self, info: &ParamInfo) -> QScheme {
+        let linear = info.layer_kind == "Linear";
+        let (output_axis, input_axis) = if linear { (1, 0) } else { (0, 1) };
+        let base = QScheme {
+            qtype: self.qtype,
+            mode: self.mode,
+            granularity: crate::Granularity::PerTensor,
+            reduce_range: self.reduce_range,
+        };
+        if info.shape.len() < 2 {
+            return base;
+        }
+        match self.granularity {
+            WeightGranularity::PerTensor => base,
+            WeightGranularity::PerOutputChannel => base.per_channel(output_axis),
+            WeightGranularity::PerInputGroup(size) => base.per_group(input_axis, size),
+        }
+    }
+}
+
+impl Default for WeightConfig {
+    fn default() -> Self {
+        Self::int8_per_channel()
+    }
+}
+
+/// Quantize the parameters `config` selects, on any burn model: each is replaced by its
+/// dequantized value and returned in [`Quantized::weights`]. A masked (pruned) weight is
+/// quantized as its effective value, and its mask stays attached. NaN or Inf, an all-zero
+/// weight, or a pattern that matches nothing is an error and nothing is changed.
+pub fn quantize_weights<M: Module>(model: M, config: &WeightConfig) -> Result<Quantized<M>> {
+    let infos = params(&model);
+    let mut chosen: Vec<&ParamInfo> = config.layers.select(&infos)?;
+    if config.biases {
+        let biases: Vec<&ParamInfo> = chosen
+            .iter()
+            .filter_map(|w| {
+                let bias = format!("{}bias", w.path.strip_suffix("weight")?);
+                infos.iter().find(|p| p.path == bias)
+            })
+            .collect();
+        chosen.extend(biases);
+    }
+    let values = param_values(&model);
+    let mut weights = BTreeMap::new();
+    let mut dequantized = BTreeMap::new();
+    for info in chosen {
+        let Some(value) = values.iter().find(|v| v.info.path == info.path) else {
+            continue;
+        };
+        let host = ember_tensor::stats::read_f32(value.flat.clone())?;
+        let q = QTensor::quantize(&host, &info.shape, config.scheme_for(info), &info.path)?;
+        dequantized.insert(info.path.clone(), q.dequantize());
+        weights.insert(info.path.clone(), q);
+    }
+    let model = ember_tensor::set_param_values(model, &dequantized)?;
+    Ok(Quantized {
+        model,
+        weights,
+        inputs: BTreeMap::new(),
+    })
+}
+
+/// Dynamic quantization: weights quantized ahead, each quantized layer's input quantized per
+/// batch from that batch's range.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DynamicConfig {
+    /// The weights.
+    pub weights: WeightConfig,
+    /// The inputs' scheme (per tensor).
+    pub activations: QScheme,
+}
+
+impl Default for DynamicConfig {
+    /// int8 symmetric per-tensor weights and uint8 affine activations, PyTorch's
+    /// `quantize_dynamic` defaults.
+    fn default() -> Self {
+        Self {
+            weights: WeightConfig::int8_per_tensor(),
+            activations: QScheme::new(QType::UInt8, Mode::Affine),
+        }
+    }
+}
+
+/// Quantize `model` dynamically; see [`DynamicConfig`].
+pub fn quantize_dynamic<M: Module + QuantLayers>(
+    model: M,
+    config: &DynamicConfig,
+) -> Result<Quantized<M>> {
+    let mut q = quantize_weights(model, &config.weights)?;
+    for (name, layer) in q.model.quant_layers() {
+        if q.weights.contains_key(&format!("{name}.weight")) {
+            let input = InputQuant::Dynamic(config.activations);
+            layer.set_input_quant(input.clone());
+            q.inputs.insert(name, input);
+        }
+    }
+    Ok(q)
+}
+
+/// Static quantization: weights quantized ahead, inputs quantized with ranges calibrated on
+/// sample data.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StaticConfig {
+    /// The weights.
+    pub weights: WeightConfig,
+    /// The inputs' scheme (per tensor).
+    pub activations: QScheme,
+    /// The observer that calibrates each input.
+    pub observer: ObserverConfig,
+    /// How much data calibration sees.
+    pub calibration: CalibrationConfig,
+    /// Layers to keep in float (weights and input), by path pattern: `conv1`, `fc3`,
+    /// `layers.*`.
+    pub keep_float: Vec<String>,
+}
+
+impl Default for StaticConfig {
+    /// int8 per-channel weights, uint8 affine inputs calibrated by a histogram with the
+    /// least-squared-error range (PyTorch's `HistogramObserver` default), on 2048 images.
+    fn default() -> Self {
+        Self {
+            weights: WeightConfig::int8_per_channel(),
+            activations: QScheme::new(QType::UInt8, Mode::Affine),
+            observer: ObserverConfig::histogram(RangeMethod::Mse),
+            calibration: CalibrationConfig::default(),
+            keep_float: Vec::new(),
+        }
+    }
+}
+
+/// A model whose layers observe their inputs: run calibration data through `model`, then
+/// [`Prepared::convert`].
+#[derive(Debug)]
+pub struct Prepared<M> {
+    /// The model, its selected layers observing.
+    pub model: M,
+    config: StaticConfig,
+    observed: BTreeMap<String, Arc<Mutex<Calibration>>>,
+}
+
+/// Insert an observer on the input of every quantizable layer not kept in float.
+pub fn prepare<M: Module + QuantLayers>(mut model: M, config: &StaticConfig) -> Result<Prepared<M>> {
+    let kept = kept_float(&mut model, &config.keep_float)?;
+    let mut observed = BTreeMap::new();
+    for (name, layer) in model.quant_layers() {
+        if kept.contains(&name) {
+            layer.set_input_quant(InputQuant::Float);
+            continue;
+        }
+        let calibration = Arc::new(Mutex::new(Calibration {
+            observer: config.observer.build(format!("{name} input"))?,
+            error: None,
+        }));
+        layer.set_input_quant(InputQuant::Observe(calibration.clone()));
+        observed.insert(name, calibration);
+    }
+    Ok(Prepared {
+        model,
+        config: config.clone(),
+        observed,
+    })
+}
+
+impl<M: Module + QuantLayers> Prepared<M> {
+    /// Turn each observer's range into quantization parameters and quantize the weights of
+    /// the same layers. An error observing (NaN activations), an observer that saw no batch or
+    /// an input that was always zero is a typed error naming the layer.
+    pub fn convert(self) -> Result<Quantized<M>> {
+        let scheme = self.config.activations;
+        let mut inputs = BTreeMap::new();
+        for (name, calibration) in &self.observed {
+            let mut state = calibration
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            if let Some(e) = state.error.take() {
+                return Err(e.into());
+            }
+            let ranges = state.observer.ranges(scheme.levels())?;
+            let params = scheme.qparams(&ranges, &format!("{name} input"))?;
+            inputs.insert(name.clone(), InputQuant::Static { scheme, params });
+        }
+        let mut weights = self.config.weights.clone();
+        let mut model = self.model;
+        let kept = kept_float(&mut model, &self.config.keep_float)?;
+        for name in &kept {
+            weights.layers = weights.layers.exclude(format!("{name}.*"));
+        }
+        let mut q = quantize_weights(model, &weights)?;
+        for (name, layer) in q.model.quant_layers() {
+            let input = inputs.remove(&name).unwrap_or_default();
+            layer.set_input_quant(input.clone());
+            if !matches!(input, InputQuant::Float) {
+                q.inputs.insert(name, input);
+            }
+        }
+        Ok(q)
+    }
+}
+
+/// Prepare, calibrate on `data` and convert.
+pub fn quantize_static<M: Classifier + QuantLayers>(
+    model: M,
+    config: &StaticConfig,
+    data: &(impl LabeledData + ?Sized),
+    device: &Device,
+) -> Result<Quantized<M>> {
+    let prepared = prepare(model, config)?;
+    calibrate(data, &config.calibration, device, |images| {
+        let _ = prepared.model.forward(images);
+    })?;
+    prepared.convert()
+}
+
+/// The layers that `patterns` keep in float; a pattern that names no layer is an error.
+fn kept_float<M: QuantLayers>(model: &mut M, patterns: &[String]) -> Result<Vec<String>> {
+    let names: Vec<String> = model.quant_layers().into_iter().map(|(n, _)| n).collect();
+    let mut kept = Vec::new();
+    for pattern in patterns {
+        let matcher = Selector::all().include(pattern.clone()).compile()?;
+        let matched: Vec<&String> = names.iter().filter(|n| matcher.matches(n, "")).collect();
+        if matched.is_empty() {
+            return Err(Error::UnknownLayer {
+                pattern: pattern.clone(),
+                available: names.join(", "),
+            });
+        }
+        kept.extend(matched.into_iter().cloned());
+    }
+    Ok(kept)
+}
