@@ -1,0 +1,479 @@
+//! The quantization passes on real models, each checked against a host-side reference built
+//! from the scalar scheme arithmetic.
+
+use std::collections::BTreeMap;
+
+use burn::module::Module;
+use burn::nn::conv::Conv2dConfig;
+use burn::nn::{BatchNormConfig, LinearConfig};
+use burn::tensor::{Device, Distribution, Int, Tensor, TensorData};
+use ember_observe::{CalibrationConfig, ObserverConfig, RangeMethod};
+use ember_quant::nn::{Conv2d, InputQuant, Linear, QuantLayers};
+use ember_quant::scheme::{dequantize_value, quantize_value};
+use ember_quant::{
+    DynamicConfig, Error, FloatType, Mode, QScheme, QType, StaticConfig, WeightConfig, cast,
+    fuse_conv_bn, load_quantized, quantize_dynamic, quantize_static, quantize_weights,
+    save_quantized,
+};
+use ember_tensor::stats::read_f32;
+use ember_tensor::testing::{Blobs, seeded_lock};
+use ember_tensor::{Classifier, LabeledData, Masks, param_values, set_masks};
+use ember_zoo::{LeNet5, LeNet5Config, Mlp, MlpConfig};
+
+/// Random grey images of 12x12 with random labels: enough to calibrate and compare outputs.
+struct Noise {
+    images: Vec<f32>,
+    n: usize,
+}
+
+impl Noise {
+    const SIDE: usize = 12;
+
+    fn new(n: usize, seed: u64) -> Self {
+        let mut state = seed;
+        let images = (0..n * Self::SIDE * Self::SIDE)
+            .map(|_| {
+                state = state
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                (state >> 40) as f32 / (1u64 << 24) as f32
+            })
+            .collect();
+        Self { images, n }
+    }
+}
+
+impl LabeledData for Noise {
+    fn len(&self) -> usize {
+        self.n
+    }
+
+    fn batch(&self, indices: &[usize], device: &Device) -> (Tensor<4>, Tensor<1, Int>) {
+        let px = Self::SIDE * Self::SIDE;
+        let images: Vec<f32> = indices
+            .iter()
+            .flat_map(|&i| self.images[i * px..(i + 1) * px].to_vec())
+            .collect();
+        let labels: Vec<i64> = indices.iter().map(|&i| (i % 3) as i64).collect();
+        (
+            Tensor::from_data(
+                TensorData::new(images, [indices.len(), 1, Self::SIDE, Self::SIDE]),
+                device,
+            ),
+            Tensor::from_data(TensorData::new(labels, [indices.len()]), device),
+        )
+    }
+}
+
+fn mlp(device: &Device, seed: u64) -> Mlp {
+    device.seed(seed);
+    MlpConfig {
+        input: Blobs::DIM,
+        hidden: vec![16, 12],
+        classes: 3,
+        dropout: 0.0,
+    }
+    .init(device)
+    .unwrap()
+}
+
+fn lenet(device: &Device, seed: u64) -> LeNet5 {
+    device.seed(seed);
+    LeNet5Config::new(1, [Noise::SIDE, Noise::SIDE], 3)
+        .init(device)
+        .unwrap()
+}
+
+fn host<const D: usize>(t: Tensor<D>) -> Vec<f32> {
+    read_f32(t).unwrap()
+}
+
+fn assert_close(actual: &[f32], expected: &[f32], tolerance: f32) {
+    assert_eq!(actual.len(), expected.len());
+    for (i, (a, e)) in actual.iter().zip(expected).enumerate() {
+        assert!(
+            (a - e).abs() <= tolerance * (1.0 + e.abs()),
+            "element {i}: {a} against {e}"
+        );
+    }
+}
+
+/// Per-tensor fake quantization on the host, from the scalar reference.
+fn fake_quantize_host(x: &[f32], scheme: QScheme) -> Vec<f32> {
+    let min = x.iter().copied().fold(f32::INFINITY, f32::min);
+    let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let p = scheme
+        .qparams(&[ember_observe::Range { min, max }], "x")
+        .unwrap();
+    x.iter()
+        .map(|&v| {
+            let q = quantize_value(v, p.scale[0], p.zero_point[0], scheme.bounds());
+            dequantize_value(q, p.scale[0], p.zero_point[0])
+        })
+        .collect()
+}
+
+/// `x · w + b` for row-major `x` `[n, k]` and `w` `[k, m]`.
+fn matmul_bias(x: &[f32], w: &[f32], b: &[f32], k: usize) -> Vec<f32> {
+    let m = b.len();
+    let n = x.len() / k;
+    let mut y = vec![0.0; n * m];
+    for r in 0..n {
+        for c in 0..m {
+            y[r * m + c] = b[c] + (0..k).map(|i| x[r * k + i] * w[i * m + c]).sum::<f32>();
+        }
+    }
+    y
+}
+
+ember_tensor::backend_tests! {
+    fn dynamic_quantization_matches_the_scalar_reference(device) {
+        let _seeded = seeded_lock();
+        let model = mlp(&device, 7);
+        let config = DynamicConfig::default();
+        let q = quantize_dynamic(model, &config).unwrap();
+        assert_eq!(q.weights.len(), 3);
+        assert_eq!(q.inputs.len(), 3);
+
+        let data = Blobs::new(20, 3, 1);
+        let (images, _) = data.batch(&(0..20).collect::<Vec<_>>(), &device);
+        let mut x = host(images.clone());
+        let mut k = Blobs::DIM;
+        for (i, layer) in q.model.layers.iter().enumerate() {
+            let w = q.weights[&format!("layers.{i}.weight")].dequantize();
+            let b = host(layer.bias.as_ref().unwrap().val());
+            x = matmul_bias(&fake_quantize_host(&x, config.activations), &w, &b, k);
+            if i < 2 {
+                x.iter_mut().for_each(|v| *v = v.max(0.0));
+            }
+            k = b.len();
+        }
+        assert_close(&host(q.model.forward(images)), &x, 1e-4);
+    }
+
+    fn a_saved_quantized_model_reloads_with_identical_outputs(device) {
+        let _seeded = seeded_lock();
+        let data = Noise::new(64, 3);
+        let config = StaticConfig {
+            weights: WeightConfig::int4_per_group(8).with_mode(Mode::Affine),
+            ..StaticConfig::default()
+        };
+        let q = quantize_static(lenet(&device, 5), &config, &data, &device).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("lenet.q");
+        let bytes = save_quantized(&q, &path).unwrap();
+        assert_eq!(bytes, std::fs::metadata(&path).unwrap().len());
+
+        let loaded = load_quantized(lenet(&device, 99), &path, &device).unwrap();
+        assert_eq!(loaded.weights, q.weights);
+        let (images, _) = data.batch(&(0..16).collect::<Vec<_>>(), &device);
+        assert_eq!(
+            host(loaded.model.forward(images.clone())),
+            host(q.model.forward(images))
+        );
+        // The file holds the packed integers, scales, zero points and float biases, plus a
+        // header: 4-bit values with a scale and zero point per 8 take 1.5 bytes a weight.
+        let quantized: usize = q.weights.values().map(|w| w.storage_bytes()).sum();
+        let numel: usize = q.weights.values().map(|w| w.numel()).sum();
+        let float_rest = 4 * (q.model.num_params() - numel);
+        let payload = (quantized + float_rest) as u64;
+        assert!(bytes >= payload && bytes < payload + 8192, "{bytes} against {payload}");
+        for w in q.weights.values() {
+            let sets = w.params().scale.len();
+            assert_eq!(w.storage_bytes(), w.numel().div_ceil(2) + 8 * sets);
+        }
+        // Groups of 8 along fc1's 16 inputs: 2 per output.
+        assert_eq!(q.weights["fc1.weight"].params().scale.len(), 2 * 120);
+    }
+}
+
+#[test]
+fn static_ranges_come_from_the_calibration_data() {
+    let _seeded = seeded_lock();
+    let device = Device::flex();
+    let data = Noise::new(50, 1);
+    let config = StaticConfig {
+        observer: ObserverConfig::min_max(),
+        calibration: CalibrationConfig {
+            batch_size: 16,
+            max_batches: Some(2),
+            progress: false,
+        },
+        ..StaticConfig::default()
+    };
+    let mut q = quantize_static(lenet(&device, 2), &config, &data, &device).unwrap();
+    // conv1 sees the first 32 images, uint8 affine over [min(min, 0), max].
+    let seen = host(data.batch(&(0..32).collect::<Vec<_>>(), &device).0);
+    let max = seen.iter().copied().fold(0.0f32, f32::max);
+    let layers = q.model.quant_layers();
+    let (name, conv1) = &layers[0];
+    assert_eq!(name, "conv1");
+    let InputQuant::Static { scheme, params } = conv1.input_quant() else {
+        panic!("conv1 is {}", conv1.input_quant().name());
+    };
+    assert_eq!(*scheme, QScheme::new(QType::UInt8, Mode::Affine));
+    assert_eq!(params.scale, vec![max / 255.0]);
+    assert_eq!(params.zero_point, vec![0]);
+    // Every layer quantized, weights per output channel.
+    assert_eq!(q.inputs.len(), 5);
+    assert_eq!(q.weights["conv2.weight"].params().scale.len(), 16);
+    assert_eq!(q.weights["fc1.weight"].params().scale.len(), 120);
+}
+
+#[test]
+fn layers_kept_in_float_are_untouched() {
+    let _seeded = seeded_lock();
+    let device = Device::flex();
+    let data = Noise::new(32, 1);
+    let model = lenet(&device, 4);
+    let conv1_before = host(model.conv1.weight.val());
+    let config = StaticConfig {
+        keep_float: vec!["conv1".into(), "fc3".into()],
+        ..StaticConfig::default()
+    };
+    let mut q = quantize_static(model, &config, &data, &device).unwrap();
+    assert_eq!(host(q.model.conv1.weight.val()), conv1_before);
+    assert!(!q.weights.contains_key("conv1.weight"));
+    assert!(!q.weights.contains_key("fc3.weight"));
+    assert!(q.weights.contains_key("fc2.weight"));
+    let modes: Vec<&str> = q
+        .model
+        .quant_layers()
+        .iter()
+        .map(|(_, l)| l.input_quant().name())
+        .collect();
+    assert_eq!(modes, ["float", "static", "static", "static", "float"]);
+
+    let unknown = StaticConfig {
+        keep_float: vec!["conv9".into()],
+        ..StaticConfig::default()
+    };
+    let err = quantize_static(lenet(&device, 4), &unknown, &data, &device).unwrap_err();
+    assert!(
+        matches!(&err, Error::UnknownLayer { pattern, available } if pattern == "conv9" && available.contains("fc2")),
+        "{err}"
+    );
+}
+
+#[test]
+fn bad_calibration_is_a_typed_error() {
+    let _seeded = seeded_lock();
+    let device = Device::flex();
+    let empty = Noise::new(0, 1);
+    let err = quantize_static(lenet(&device, 1), &StaticConfig::default(), &empty, &device)
+        .unwrap_err();
+    assert!(matches!(err, Error::Observe(ember_observe::Error::Empty { .. })), "{err}");
+
+    // NaN activations: an image with a NaN pixel.
+    let mut poisoned = Noise::new(8, 1);
+    poisoned.images[5] = f32::NAN;
+    let err = quantize_static(lenet(&device, 1), &StaticConfig::default(), &poisoned, &device)
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::Observe(ember_observe::Error::NonFinite { what, .. }) if what == "conv1 input"),
+        "{err}"
+    );
+
+    // An input that is always zero has no range.
+    let black = Noise {
+        images: vec![0.0; 8 * 144],
+        n: 8,
+    };
+    let err = quantize_static(lenet(&device, 1), &StaticConfig::default(), &black, &device)
+        .unwrap_err();
+    assert!(matches!(&err, Error::ZeroRange { what } if what == "conv1 input"), "{err}");
+}
+
+#[test]
+fn weight_only_works_on_any_burn_model_and_refuses_bad_weights() {
+    let device = Device::flex();
+    let _seeded = seeded_lock();
+    device.seed(3);
+    // A plain burn layer, not a drop-in.
+    let layer = LinearConfig::new(40, 6).init(&device);
+    let original = host(layer.weight.val());
+    let config = WeightConfig {
+        biases: true,
+        ..WeightConfig::int8_per_channel()
+    };
+    let q = quantize_weights(layer, &config).unwrap();
+    let w = &q.weights["weight"];
+    assert_eq!(w.params().scale.len(), 6);
+    // Each output column's scale is its own max |w| / 127.5, as PyTorch computes it.
+    for c in 0..6 {
+        let amax = (0..40)
+            .map(|r| original[r * 6 + c].abs())
+            .fold(0.0f32, f32::max);
+        assert_eq!(w.params().scale[c], amax / 127.5);
+    }
+    assert_eq!(host(q.model.weight.val()), w.dequantize());
+    assert!(q.weights.contains_key("bias"));
+
+    // NaN in a weight: a typed error naming it.
+    let mut values = BTreeMap::new();
+    let mut broken = original.clone();
+    broken[7] = f32::INFINITY;
+    values.insert("weight".to_string(), broken);
+    let layer = ember_tensor::set_param_values(LinearConfig::new(40, 6).init(&device), &values)
+        .unwrap();
+    let err = quantize_weights(layer, &config).unwrap_err();
+    assert!(matches!(&err, Error::NonFinite { what, count: 1, .. } if what == "weight"), "{err}");
+
+    // A pattern that matches nothing.
+    let mut nothing = WeightConfig::int8_per_tensor();
+    nothing.layers = ember_tensor::Selector::all().include("decoder.*");
+    let err = quantize_weights(LinearConfig::new(4, 2).init(&device), &nothing).unwrap_err();
+    assert!(matches!(err, Error::Tensor(ember_tensor::Error::PatternMatchesNothing { .. })));
+}
+
+#[test]
+fn a_pruned_weight_stays_pruned_and_masked_when_quantized() {
+    let _seeded = seeded_lock();
+    let device = Device::flex();
+    let model = mlp(&device, 9);
+    let keep: Vec<bool> = (0..Blobs::DIM * 16).map(|i| i % 3 != 0).collect();
+    let mut masks = Masks::new();
+    masks.insert(
+        "layers.0.weight".into(),
+        Tensor::from_data(TensorData::new(keep.clone(), [keep.len()]), &device),
+    );
+    let model = set_masks(model, &masks).unwrap();
+    let q = quantize_weights(model, &WeightConfig::int8_per_channel()).unwrap();
+    let ints = q.weights["layers.0.weight"].values();
+    let effective = host(param_values(&q.model)[0].flat.clone());
+    for (i, &kept) in keep.iter().enumerate() {
+        if !kept {
+            assert_eq!(ints[i], 0, "a pruned weight quantizes to the zero point");
+            assert_eq!(effective[i], 0.0);
+        }
+    }
+    // The mask is still attached, so training cannot bring pruned weights back.
+    assert_eq!(ember_tensor::masks(&q.model).len(), 1);
+}
+
+#[test]
+fn drop_in_layers_load_burn_records_and_compute_the_same() {
+    let _seeded = seeded_lock();
+    let device = Device::flex();
+    device.seed(11);
+    let burn_linear = LinearConfig::new(5, 3).init(&device);
+    let burn_conv = Conv2dConfig::new([2, 4], [3, 3])
+        .with_stride([2, 1])
+        .with_padding(burn::nn::PaddingConfig2d::Same)
+        .init(&device);
+    // A record saved from burn's layer loads into the drop-in built from the same config.
+    let ours = Linear::new(&LinearConfig::new(5, 3), &device)
+        .load_record(burn_linear.clone().into_record());
+    let x = Tensor::<2>::random([4, 5], Distribution::Default, &device);
+    assert_eq!(host(ours.forward(x.clone())), host(burn_linear.forward(x)));
+    let conv: Conv2d = burn_conv.clone().into();
+    let img = Tensor::<4>::random([2, 2, 7, 6], Distribution::Default, &device);
+    assert_eq!(host(conv.forward(img.clone())), host(burn_conv.forward(img)));
+}
+
+#[test]
+fn conv_and_batch_norm_fuse_into_one_convolution() {
+    let _seeded = seeded_lock();
+    let device = Device::flex();
+    device.seed(12);
+    let conv = Conv2d::new(&Conv2dConfig::new([3, 4], [3, 3]), &device);
+    let bn = BatchNormConfig::new(4).init(&device);
+    // Give the batch norm non-trivial running statistics and affine parameters.
+    let bn = {
+        let mut bn = bn;
+        for _ in 0..3 {
+            let x = Tensor::<4>::random([8, 4, 5, 5], Distribution::Normal(1.5, 2.0), &device);
+            let _ = bn.forward(x);
+        }
+        bn.gamma = bn.gamma.map(|g| g.mul_scalar(1.7));
+        bn.beta = bn.beta.map(|b| b.add_scalar(0.3));
+        bn
+    };
+    let img = Tensor::<4>::random([2, 3, 9, 9], Distribution::Default, &device);
+    let bn = bn.valid();
+    let expected = host(bn.forward(conv.forward(img.clone())));
+    let fused = fuse_conv_bn(conv, &bn).unwrap();
+    assert_close(&host(fused.forward(img)), &expected, 1e-5);
+
+    let wrong = BatchNormConfig::new(5).init(&device);
+    let conv = Conv2d::new(&Conv2dConfig::new([3, 4], [3, 3]), &device);
+    assert!(matches!(fuse_conv_bn(conv, &wrong), Err(Error::Scheme { .. })));
+}
+
+#[test]
+fn half_precision_casts_where_the_backend_can_hold_it() {
+    let _seeded = seeded_lock();
+    let device = Device::flex();
+    let model = mlp(&device, 5);
+    let data = Blobs::new(16, 3, 2);
+    let (images, _) = data.batch(&(0..16).collect::<Vec<_>>(), &device);
+    let reference = host(model.forward(images.clone()));
+    for to in [FloatType::F16, FloatType::BF16] {
+        let half = cast(model.clone(), to, &device).unwrap();
+        assert_eq!(half.layers[0].weight.val().dtype(), to.dtype());
+        // bf16 keeps 8 significant bits, f16 11: logits of magnitude ~1 stay within 2 %.
+        assert_close(&host(half.forward(images.clone())), &reference, 0.02);
+    }
+    let ndarray = ember_tensor::BackendKind::NdArray.device().unwrap();
+    let err = cast(mlp(&ndarray, 5), FloatType::F16, &ndarray).unwrap_err();
+    assert!(matches!(err, Error::UnsupportedDType { .. }), "{err}");
+}
+
+#[test]
+fn corrupt_or_mismatched_files_are_typed_errors() {
+    let _seeded = seeded_lock();
+    let device = Device::flex();
+    let q = quantize_dynamic(mlp(&device, 1), &DynamicConfig::default()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("mlp.q");
+    save_quantized(&q, &path).unwrap();
+
+    // Another architecture.
+    device.seed(1);
+    let other = MlpConfig {
+        input: Blobs::DIM,
+        hidden: vec![10],
+        classes: 3,
+        dropout: 0.0,
+    }
+    .init(&device)
+    .unwrap();
+    assert!(matches!(
+        load_quantized(other, &path, &device),
+        Err(Error::QuantFile { .. })
+    ));
+    // Truncated.
+    let bytes = std::fs::read(&path).unwrap();
+    let cut = dir.path().join("cut.q");
+    std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
+    assert!(matches!(
+        load_quantized(mlp(&device, 1), &cut, &device),
+        Err(Error::QuantFile { .. })
+    ));
+    // Not there.
+    assert!(matches!(
+        load_quantized(mlp(&device, 1), &dir.path().join("none.q"), &device),
+        Err(Error::Io { .. })
+    ));
+}
+
+#[test]
+fn histogram_observers_calibrate_a_model() {
+    let _seeded = seeded_lock();
+    let device = Device::flex();
+    let data = Noise::new(64, 8);
+    for method in [
+        RangeMethod::Percentile(99.9),
+        RangeMethod::Mse,
+        RangeMethod::Entropy,
+    ] {
+        let config = StaticConfig {
+            observer: ObserverConfig::histogram(method),
+            ..StaticConfig::default()
+        };
+        let q = quantize_static(lenet(&device, 3), &config, &data, &device).unwrap();
+        assert_eq!(q.inputs.len(), 5, "{method:?}");
+        let (images, _) = data.batch(&[0, 1], &device);
+        assert!(host(q.model.forward(images)).iter().all(|v| v.is_finite()));
+    }
+}
