@@ -305,11 +305,26 @@ impl Histogram {
         (folded.counts, 2f64.powi(k))
     }
 
+    /// TensorRT's threshold search, one-sided: levels run from the lower end of the range
+    /// (zero for non-negative data such as ReLU outputs, else the minimum, as in an affine
+    /// scheme) up to the threshold, which KL chooses. TensorRT's symmetric variant searches
+    /// `|x|`; on a normalized image, whose background is one large spike at the minimum, it
+    /// cuts the range at the background's magnitude and clips every stroke.
     fn entropy_range(&self, levels: u32) -> Range {
-        let signed = self.min < 0.0;
-        let (hist, width) = self.magnitudes();
-        // A signed range spends half the levels on each side of zero.
-        let target = if signed { levels / 2 } else { levels } as usize;
+        let (mut hist, width, start) = if self.min >= 0.0 {
+            let (hist, width) = self.magnitudes();
+            (hist, width, 0.0)
+        } else {
+            (self.counts.clone(), self.bin_width(), self.edge(0) as f64)
+        };
+        // The first bin holds the spike at the lower end (ReLU zeros, image background): often
+        // most of the values, which no quantized distribution matches unless the threshold
+        // shrinks until each level is one bin. NVIDIA's pytorch-quantization flattens it the
+        // same way (`bins[0] = bins[1]` in its entropy calibrator).
+        if hist.len() > 1 {
+            hist[0] = hist[1];
+        }
+        let target = levels as usize;
         let threshold_bins = if hist.len() <= target {
             hist.len()
         } else {
@@ -318,10 +333,9 @@ impl Histogram {
                 .min_by(|a, b| a.0.total_cmp(&b.0))
                 .map_or(hist.len(), |(_, i)| i)
         };
-        let t = (threshold_bins as f64 * width) as f32;
         Range {
-            min: if signed { -t } else { 0.0 },
-            max: t,
+            min: if self.min >= 0.0 { 0.0 } else { self.min },
+            max: (start + threshold_bins as f64 * width) as f32,
         }
     }
 }

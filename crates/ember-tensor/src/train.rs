@@ -391,7 +391,8 @@ pub fn evaluate<M: Classifier>(
     let mut loss_sum = Tensor::<1>::zeros([1], device);
     for indices in ordered_batches(data.len(), batch_size) {
         let (images, labels) = data.batch(&indices, device);
-        let logits = model.forward(images);
+        // A half-precision model gives half-precision logits; the sums stay f32.
+        let logits = model.forward(images).cast(burn::tensor::DType::F32);
         let loss = loss_fn.forward(logits.clone(), labels.clone());
         loss_sum = loss_sum + loss.mul_scalar(indices.len() as f64);
         let predicted = logits.argmax(1).squeeze_dim::<1>(1);

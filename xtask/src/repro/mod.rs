@@ -9,6 +9,7 @@ mod lottery;
 mod machine;
 mod plot;
 mod prune;
+mod quant;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -31,6 +32,9 @@ pub enum Experiment {
     Prune(prune::Args),
     /// Frankle & Carbin's lottery tickets on LeNet-300-100, with the random-reinit control.
     Lottery(lottery::Args),
+    /// Post-training quantization of LeNet-300-100 and LeNet-5: dynamic and static int8, int4,
+    /// fp16 / bf16, every observer, per-layer sensitivity and sizes on disk.
+    Quant(quant::Args),
 }
 
 pub fn run(experiment: Experiment) -> anyhow::Result<()> {
@@ -39,6 +43,7 @@ pub fn run(experiment: Experiment) -> anyhow::Result<()> {
         Experiment::Distill(args) => distill::run(&args),
         Experiment::Prune(args) => prune::run(&args),
         Experiment::Lottery(args) => lottery::run(&args),
+        Experiment::Quant(args) => quant::run(&args),
     }
 }
 
