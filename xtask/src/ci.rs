@@ -33,7 +33,7 @@ pub fn run(args: &CiArgs) -> anyhow::Result<()> {
             "test",
             "--workspace",
             "--features",
-            "ember-zoo/wgpu,ember-distill/wgpu,ember-prune/wgpu",
+            "ember-zoo/wgpu,ember-distill/wgpu,ember-prune/wgpu,ember-quant/wgpu",
         ])?;
     } else {
         if std::env::var_os("EMBER_REQUIRE_WGPU").is_some() {

@@ -217,10 +217,18 @@ impl Histogram {
         for (i, &c) in bins {
             seen += c as f64;
             if seen > tail {
-                return if upper { self.edge(i + 1) } else { self.edge(i) };
+                return if upper {
+                    self.edge(i + 1)
+                } else {
+                    self.edge(i)
+                };
             }
         }
-        if upper { self.edge(self.counts.len()) } else { self.edge(0) }
+        if upper {
+            self.edge(self.counts.len())
+        } else {
+            self.edge(0)
+        }
     }
 
     /// Expected squared quantization error of the histogram for the range `[lo, hi]` (which
@@ -396,6 +404,8 @@ fn min_max(values: &[f32]) -> Option<(f32, f32)> {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
+
     use super::*;
 
     #[test]

@@ -298,6 +298,8 @@ fn update(stat: &mut Statistic, values: &[f32], kind: ObserverKind, first_batch:
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
+
     use super::*;
 
     #[test]
@@ -327,7 +329,13 @@ mod tests {
         o.observe(&[0.0, 4.0], &[2]).unwrap();
         o.observe(&[-2.0, 2.0], &[2]).unwrap();
         // First batch sets [0, 4]; then min 0 + 0.5·(−2 − 0) = −1, max 4 + 0.5·(2 − 4) = 3.
-        assert_eq!(o.ranges(256).unwrap(), vec![Range { min: -1.0, max: 3.0 }]);
+        assert_eq!(
+            o.ranges(256).unwrap(),
+            vec![Range {
+                min: -1.0,
+                max: 3.0
+            }]
+        );
         assert!(matches!(o.clone().merge(&o), Err(Error::Merge { .. })));
     }
 
@@ -337,7 +345,9 @@ mod tests {
         assert!(matches!(o.ranges(256), Err(Error::Empty { .. })));
         o.observe(&[1.0, 2.0], &[2]).unwrap();
         let before = o.clone();
-        let err = o.observe(&[1.0, f32::NAN, f32::INFINITY], &[3]).unwrap_err();
+        let err = o
+            .observe(&[1.0, f32::NAN, f32::INFINITY], &[3])
+            .unwrap_err();
         assert!(matches!(err, Error::NonFinite { count: 2, ref what, .. } if what == "fc1 input"));
         assert!(err.to_string().contains("fc1 input"));
         assert_eq!(o, before);
@@ -346,7 +356,11 @@ mod tests {
             Err(Error::Shape { .. })
         ));
         assert!(matches!(
-            ObserverConfig::min_max().per_channel(2).build("w").unwrap().observe(&[1.0], &[1]),
+            ObserverConfig::min_max()
+                .per_channel(2)
+                .build("w")
+                .unwrap()
+                .observe(&[1.0], &[1]),
             Err(Error::Shape { .. })
         ));
         assert!(matches!(

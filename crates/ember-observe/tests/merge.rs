@@ -1,5 +1,7 @@
 //! `merge` of two observers equals one observer over the concatenated data.
 
+#![allow(clippy::unwrap_used)] // a test fails loudly, which is what it is for
+
 use ember_observe::{ObserverConfig, RangeMethod};
 use proptest::prelude::*;
 

@@ -8,8 +8,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
-use burn::module::{Module, ModuleMapper, Param};
-use burn::tensor::{Tensor, TensorData};
+use burn::module::Module;
 use ember_kernels::Bitmap;
 use ember_tensor::{param_values, stats::read_f32};
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
@@ -154,35 +153,8 @@ pub fn load_sparse<M: Module>(model: M, path: &Path) -> Result<M> {
             "`{extra}` is not a parameter of the model"
         )));
     }
-    Ok(model.map(&mut LoadValues {
-        values,
-        path: vec![],
-    }))
-}
-
-struct LoadValues {
-    values: BTreeMap<String, (Vec<usize>, Vec<f32>)>,
-    path: Vec<String>,
-}
-
-impl ModuleMapper for LoadValues {
-    fn enter_module(&mut self, name: &str, _container_type: &str) {
-        self.path.push(name.to_string());
-    }
-
-    fn exit_module(&mut self, _name: &str, _container_type: &str) {
-        self.path.pop();
-    }
-
-    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
-        match self.values.remove(&self.path.join(".")) {
-            // `load_sparse` checked that every parameter has values of its shape.
-            Some((shape, flat)) => {
-                param.map(|old| Tensor::from_data(TensorData::new(flat, shape), &old.device()))
-            }
-            None => param,
-        }
-    }
+    let values = values.into_iter().map(|(k, (_, flat))| (k, flat)).collect();
+    Ok(ember_tensor::set_param_values(model, &values)?)
 }
 
 fn le_bytes(values: &[f32]) -> Vec<u8> {

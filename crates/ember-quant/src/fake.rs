@@ -8,7 +8,11 @@ use crate::scheme::{QParams, QScheme};
 
 /// `(clamp(round_half_even(x / scale) + zp, qmin, qmax) − zp) · scale`, elementwise, with the
 /// first (per-tensor) scale and zero point of `params`.
-pub fn fake_quantize<const D: usize>(x: Tensor<D>, scheme: &QScheme, params: &QParams) -> Tensor<D> {
+pub fn fake_quantize<const D: usize>(
+    x: Tensor<D>,
+    scheme: &QScheme,
+    params: &QParams,
+) -> Tensor<D> {
     let (Some(&scale), Some(&zp)) = (params.scale.first(), params.zero_point.first()) else {
         return x;
     };

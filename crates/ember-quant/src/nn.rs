@@ -212,7 +212,12 @@ impl Conv2d {
             PaddingConfig2d::Valid => ((0, 0), (0, 0)),
             PaddingConfig2d::Explicit(top, left, bottom, right) => ((top, bottom), (left, right)),
             PaddingConfig2d::Same => (
-                same_padding(self.kernel_size[0], self.stride[0], self.dilation[0], height),
+                same_padding(
+                    self.kernel_size[0],
+                    self.stride[0],
+                    self.dilation[0],
+                    height,
+                ),
                 same_padding(self.kernel_size[1], self.stride[1], self.dilation[1], width),
             ),
         };

@@ -65,7 +65,10 @@ impl QTensor {
         if data.len() != expected {
             return Err(Error::Scheme {
                 what: what.to_string(),
-                reason: format!("{} bytes of data, shape {shape:?} needs {expected}", data.len()),
+                reason: format!(
+                    "{} bytes of data, shape {shape:?} needs {expected}",
+                    data.len()
+                ),
             });
         }
         let (qmin, qmax) = scheme.bounds();
@@ -231,6 +234,8 @@ fn unpack(data: &[u8], bits: u32, signed: bool, numel: usize) -> Vec<i32> {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
+
     use super::*;
     use crate::scheme::QType;
 
@@ -241,8 +246,8 @@ mod tests {
             scale: vec![1.0],
             zero_point: vec![0],
         };
-        let t = QTensor::with_params(&[-8.0, 7.0, -1.0, 0.0, 3.0], &[5], scheme, params, "x")
-            .unwrap();
+        let t =
+            QTensor::with_params(&[-8.0, 7.0, -1.0, 0.0, 3.0], &[5], scheme, params, "x").unwrap();
         assert_eq!(t.data(), &[0x78, 0x0F, 0x03]);
         assert_eq!(t.values(), vec![-8, 7, -1, 0, 3]);
         assert_eq!(t.dequantize(), vec![-8.0, 7.0, -1.0, 0.0, 3.0]);

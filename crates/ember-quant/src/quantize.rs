@@ -240,7 +240,10 @@ pub struct Prepared<M> {
 }
 
 /// Insert an observer on the input of every quantizable layer not kept in float.
-pub fn prepare<M: Module + QuantLayers>(mut model: M, config: &StaticConfig) -> Result<Prepared<M>> {
+pub fn prepare<M: Module + QuantLayers>(
+    mut model: M,
+    config: &StaticConfig,
+) -> Result<Prepared<M>> {
     let kept = kept_float(&mut model, &config.keep_float)?;
     let mut observed = BTreeMap::new();
     for (name, layer) in model.quant_layers() {

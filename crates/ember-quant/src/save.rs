@@ -59,7 +59,12 @@ pub fn save_quantized<M: Module>(quantized: &Quantized<M>, path: &Path) -> Resul
                 buffers.push((path.clone(), dtype, vec![q.data().len()], q.data().to_vec()));
                 let scales = q.params().scale.iter().flat_map(|s| s.to_le_bytes());
                 let sets = q.params().scale.len();
-                buffers.push((format!("{path}:scale"), Dtype::F32, vec![sets], scales.collect()));
+                buffers.push((
+                    format!("{path}:scale"),
+                    Dtype::F32,
+                    vec![sets],
+                    scales.collect(),
+                ));
                 if scheme.mode == Mode::Affine {
                     let zps = q.params().zero_point.iter().flat_map(|z| z.to_le_bytes());
                     buffers.push((
@@ -261,7 +266,9 @@ pub fn load_quantized<M: Module + QuantLayers>(
         }
     }
     if let Some(unknown) = inputs.keys().find(|k| !restored.contains_key(*k)) {
-        return Err(file_error(format!("`{unknown}` is not a quantizable layer of the model")));
+        return Err(file_error(format!(
+            "`{unknown}` is not a quantizable layer of the model"
+        )));
     }
     Ok(Quantized {
         model,

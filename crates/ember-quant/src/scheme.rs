@@ -320,6 +320,8 @@ pub fn dequantize_value(q: i32, scale: f32, zero_point: i32) -> f32 {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
+
     use super::*;
 
     #[test]
@@ -369,15 +371,20 @@ mod tests {
             Err(Error::ZeroRange { what }) if what == "fc.weight"
         ));
         let p = scheme
-            .qparams(&[zero, Range { min: -1.0, max: 1.0 }], "w")
+            .qparams(
+                &[
+                    zero,
+                    Range {
+                        min: -1.0,
+                        max: 1.0,
+                    },
+                ],
+                "w",
+            )
             .unwrap();
         assert_eq!(p.scale[0], 1.0);
         // A constant other than zero has a range: [0, 5] for 5.
-        assert!(
-            scheme
-                .qparams(&[Range { min: 5.0, max: 5.0 }], "c")
-                .is_ok()
-        );
+        assert!(scheme.qparams(&[Range { min: 5.0, max: 5.0 }], "c").is_ok());
     }
 
     #[test]
@@ -406,7 +413,10 @@ mod tests {
             vec![0, 1, 2, 0, 1, 2, 3, 4, 5, 3, 4, 5]
         );
         // A channel axis over 255, which burn's block quantization cannot express.
-        assert_eq!(s.per_channel(0).layout(&[300, 2], "w").unwrap().count(), 300);
+        assert_eq!(
+            s.per_channel(0).layout(&[300, 2], "w").unwrap().count(),
+            300
+        );
         assert!(matches!(
             s.per_channel(2).layout(&shape, "w"),
             Err(Error::Scheme { .. })

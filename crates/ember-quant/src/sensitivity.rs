@@ -67,10 +67,7 @@ pub fn sensitivity<M: Classifier + QuantLayers>(
             None => f64::INFINITY,
         };
         let logits = q.model.forward(images.clone());
-        let output_sqnr_db = sqnr_db(
-            &read(float_logits.clone())?,
-            &read(logits)?,
-        );
+        let output_sqnr_db = sqnr_db(&read(float_logits.clone())?, &read(logits)?);
         rows.push(LayerSensitivity {
             layer: name.clone(),
             accuracy,

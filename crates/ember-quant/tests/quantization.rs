@@ -1,6 +1,8 @@
 //! The quantization passes on real models, each checked against a host-side reference built
 //! from the scalar scheme arithmetic.
 
+#![allow(clippy::unwrap_used)] // a test fails loudly, which is what it is for
+
 use std::collections::BTreeMap;
 
 use burn::module::Module;
@@ -260,15 +262,23 @@ fn bad_calibration_is_a_typed_error() {
     let _seeded = seeded_lock();
     let device = Device::flex();
     let empty = Noise::new(0, 1);
-    let err = quantize_static(lenet(&device, 1), &StaticConfig::default(), &empty, &device)
-        .unwrap_err();
-    assert!(matches!(err, Error::Observe(ember_observe::Error::Empty { .. })), "{err}");
+    let err =
+        quantize_static(lenet(&device, 1), &StaticConfig::default(), &empty, &device).unwrap_err();
+    assert!(
+        matches!(err, Error::Observe(ember_observe::Error::Empty { .. })),
+        "{err}"
+    );
 
     // NaN activations: an image with a NaN pixel.
     let mut poisoned = Noise::new(8, 1);
     poisoned.images[5] = f32::NAN;
-    let err = quantize_static(lenet(&device, 1), &StaticConfig::default(), &poisoned, &device)
-        .unwrap_err();
+    let err = quantize_static(
+        lenet(&device, 1),
+        &StaticConfig::default(),
+        &poisoned,
+        &device,
+    )
+    .unwrap_err();
     assert!(
         matches!(&err, Error::Observe(ember_observe::Error::NonFinite { what, .. }) if what == "conv1 input"),
         "{err}"
@@ -279,9 +289,12 @@ fn bad_calibration_is_a_typed_error() {
         images: vec![0.0; 8 * 144],
         n: 8,
     };
-    let err = quantize_static(lenet(&device, 1), &StaticConfig::default(), &black, &device)
-        .unwrap_err();
-    assert!(matches!(&err, Error::ZeroRange { what } if what == "conv1 input"), "{err}");
+    let err =
+        quantize_static(lenet(&device, 1), &StaticConfig::default(), &black, &device).unwrap_err();
+    assert!(
+        matches!(&err, Error::ZeroRange { what } if what == "conv1 input"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -314,16 +327,22 @@ fn weight_only_works_on_any_burn_model_and_refuses_bad_weights() {
     let mut broken = original.clone();
     broken[7] = f32::INFINITY;
     values.insert("weight".to_string(), broken);
-    let layer = ember_tensor::set_param_values(LinearConfig::new(40, 6).init(&device), &values)
-        .unwrap();
+    let layer =
+        ember_tensor::set_param_values(LinearConfig::new(40, 6).init(&device), &values).unwrap();
     let err = quantize_weights(layer, &config).unwrap_err();
-    assert!(matches!(&err, Error::NonFinite { what, count: 1, .. } if what == "weight"), "{err}");
+    assert!(
+        matches!(&err, Error::NonFinite { what, count: 1, .. } if what == "weight"),
+        "{err}"
+    );
 
     // A pattern that matches nothing.
     let mut nothing = WeightConfig::int8_per_tensor();
     nothing.layers = ember_tensor::Selector::all().include("decoder.*");
     let err = quantize_weights(LinearConfig::new(4, 2).init(&device), &nothing).unwrap_err();
-    assert!(matches!(err, Error::Tensor(ember_tensor::Error::PatternMatchesNothing { .. })));
+    assert!(matches!(
+        err,
+        Error::Tensor(ember_tensor::Error::PatternMatchesNothing { .. })
+    ));
 }
 
 #[test]
@@ -368,7 +387,10 @@ fn drop_in_layers_load_burn_records_and_compute_the_same() {
     assert_eq!(host(ours.forward(x.clone())), host(burn_linear.forward(x)));
     let conv: Conv2d = burn_conv.clone().into();
     let img = Tensor::<4>::random([2, 2, 7, 6], Distribution::Default, &device);
-    assert_eq!(host(conv.forward(img.clone())), host(burn_conv.forward(img)));
+    assert_eq!(
+        host(conv.forward(img.clone())),
+        host(burn_conv.forward(img))
+    );
 }
 
 #[test]
@@ -397,7 +419,10 @@ fn conv_and_batch_norm_fuse_into_one_convolution() {
 
     let wrong = BatchNormConfig::new(5).init(&device);
     let conv = Conv2d::new(&Conv2dConfig::new([3, 4], [3, 3]), &device);
-    assert!(matches!(fuse_conv_bn(conv, &wrong), Err(Error::Scheme { .. })));
+    assert!(matches!(
+        fuse_conv_bn(conv, &wrong),
+        Err(Error::Scheme { .. })
+    ));
 }
 
 #[test]

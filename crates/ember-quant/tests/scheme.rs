@@ -1,5 +1,7 @@
 //! Properties of the quantize / dequantize arithmetic, for every type, mode and granularity.
 
+#![allow(clippy::unwrap_used)] // a test fails loudly, which is what it is for
+
 use ember_quant::{Mode, QScheme, QTensor, QType};
 use proptest::prelude::*;
 
@@ -25,7 +27,10 @@ fn scheme() -> impl Strategy<Value = QScheme> {
 fn tensor() -> impl Strategy<Value = (Vec<f32>, [usize; 2])> {
     (1..6usize, 1..6usize, 0.01f32..100.0, -1.0f32..1.0).prop_flat_map(|(r, c, spread, shift)| {
         (
-            prop::collection::vec((-1.0f32..1.0).prop_map(move |v| (v + shift) * spread), r * c),
+            prop::collection::vec(
+                (-1.0f32..1.0).prop_map(move |v| (v + shift) * spread),
+                r * c,
+            ),
             Just([r, c]),
         )
     })

@@ -13,9 +13,7 @@ use ember_quant::{
     sensitivity,
 };
 use ember_tensor::stats::read_f32;
-use ember_zoo::{
-    Classifier, Dataset, LabeledData, LeNet5Config, MlpConfig, TrainConfig, train,
-};
+use ember_zoo::{Classifier, Dataset, LabeledData, LeNet5Config, MlpConfig, TrainConfig, train};
 use serde::Serialize;
 
 use super::{CommonArgs, EVAL_BATCH, Report, test_accuracy as accuracy, verdict};
@@ -76,7 +74,11 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     };
     let calibration = CalibrationConfig {
         batch_size: 64,
-        max_batches: Some(if common.quick { 4 } else { args.calibration_batches }),
+        max_batches: Some(if common.quick {
+            4
+        } else {
+            args.calibration_batches
+        }),
         progress: false,
     };
     let dynamic = DynamicConfig::default();
@@ -161,12 +163,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         skeleton_cnn()?,
     )?);
     let q = quantize_dynamic(cnn.clone(), &dynamic)?;
-    cnn_rows.push(bench.quantized_row(
-        "cnn_dynamic_int8",
-        "dynamic int8",
-        &q,
-        skeleton_cnn()?,
-    )?);
+    cnn_rows.push(bench.quantized_row("cnn_dynamic_int8", "dynamic int8", &q, skeleton_cnn()?)?);
     let q = quantize_weights(cnn.clone(), &int4)?;
     cnn_rows.push(bench.quantized_row(
         "cnn_int4_weights",
@@ -182,12 +179,18 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     eprintln!("quant: LeNet-5 observers");
     let observers = [
         ("min/max", ObserverConfig::min_max()),
-        ("moving-average min/max (momentum 0.01)", ObserverConfig::moving_average()),
+        (
+            "moving-average min/max (momentum 0.01)",
+            ObserverConfig::moving_average(),
+        ),
         (
             "histogram, percentile 99.99",
             ObserverConfig::histogram(RangeMethod::Percentile(99.99)),
         ),
-        ("histogram, least MSE", ObserverConfig::histogram(RangeMethod::Mse)),
+        (
+            "histogram, least MSE",
+            ObserverConfig::histogram(RangeMethod::Mse),
+        ),
         (
             "histogram, entropy (KL)",
             ObserverConfig::histogram(RangeMethod::Entropy),
@@ -220,11 +223,17 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     let cnn_drop = cnn_float.accuracy - cnn_rows[1].accuracy.unwrap_or(f64::NAN);
     let cnn_ratio = ratio(cnn_float.bytes, cnn_rows[1].bytes);
     report.metric("mlp_float_acc", mlp_float.accuracy);
-    report.metric("mlp_int8_dynamic_acc", mlp_rows[1].accuracy.unwrap_or(f64::NAN));
+    report.metric(
+        "mlp_int8_dynamic_acc",
+        mlp_rows[1].accuracy.unwrap_or(f64::NAN),
+    );
     report.metric("mlp_int8_dynamic_acc_drop_pp", round2(mlp_drop));
     report.metric("mlp_int8_size_ratio", round2(mlp_ratio));
     report.metric("cnn_float_acc", cnn_float.accuracy);
-    report.metric("cnn_int8_static_acc", cnn_rows[1].accuracy.unwrap_or(f64::NAN));
+    report.metric(
+        "cnn_int8_static_acc",
+        cnn_rows[1].accuracy.unwrap_or(f64::NAN),
+    );
     report.metric("cnn_int8_static_acc_drop_pp", round2(cnn_drop));
     report.metric("cnn_int8_size_ratio", round2(cnn_ratio));
     report.metric(
@@ -272,7 +281,14 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
             PYTORCH_MLP.0, PYTORCH_MLP.1, PYTORCH_CNN.0, PYTORCH_CNN.1
         ),
     );
-    let header = ["method", "test accuracy %", "change pp", "file bytes", "size ratio", "reload"];
+    let header = [
+        "method",
+        "test accuracy %",
+        "change pp",
+        "file bytes",
+        "size ratio",
+        "reload",
+    ];
     report.table(
         "LeNet-300-100",
         &header,
@@ -299,7 +315,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         &["observer", "config", "test accuracy %", "change pp"],
         &rows,
     );
-    for (name, kind, acc) in &observer_rows {
+    for (_, kind, acc) in &observer_rows {
         let key = match kind {
             ObserverKind::MinMax => "minmax".to_string(),
             ObserverKind::MovingAverage { .. } => "moving_average".into(),
@@ -309,7 +325,6 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
                 RangeMethod::Entropy => "entropy".into(),
             },
         };
-        let _ = name;
         report.metric(&format!("cnn_observer_{key}_acc"), *acc);
     }
     let rows: Vec<Vec<String>> = layers
@@ -453,7 +468,8 @@ impl Bench<'_> {
         let loaded = load_quantized(skeleton, path, self.device)?;
         let batch: Vec<usize> = (0..self.data.test.len().min(EVAL_BATCH)).collect();
         let (images, _) = self.data.test.batch(&batch, self.device);
-        let same = read_f32(model.forward(images.clone()))? == read_f32(loaded.model.forward(images))?;
+        let same =
+            read_f32(model.forward(images.clone()))? == read_f32(loaded.model.forward(images))?;
         Ok(if same { "identical" } else { "DIFFERS" }.into())
     }
 }
@@ -467,8 +483,9 @@ fn table(rows: &[Row], float_acc: f64, float_bytes: u64) -> Vec<Vec<String>> {
                 r.accuracy
                     .map_or("-".into(), |a| format!("{:+.2}", a - float_acc)),
                 r.bytes.map_or("-".into(), |b| b.to_string()),
-                r.bytes
-                    .map_or("-".into(), |b| format!("{:.2}x", float_bytes as f64 / b as f64)),
+                r.bytes.map_or("-".into(), |b| {
+                    format!("{:.2}x", float_bytes as f64 / b as f64)
+                }),
                 r.note.clone(),
             ]
         })
