@@ -24,6 +24,8 @@ struct Net {
     relu: Relu,
 }
 
+/// A seeded net. Every test that builds one holds `seeded()`: the tests share one flex RNG per
+/// process, and a test that seeded without the lock could land between another's seed and draw.
 fn net(seed: u64, device: &Device) -> Net {
     device.seed(seed);
     ember_tensor::init_now(Net {
@@ -91,6 +93,7 @@ fn masks_survive_adam_training_exactly() {
 
 #[test]
 fn layer_scope_prunes_each_layer_to_its_own_target() {
+    let _seeded = seeded();
     let device = Device::flex();
     let config = PruneConfig {
         layer_sparsity: [("out.weight".to_string(), 0.25)].into(),
@@ -111,6 +114,7 @@ fn layer_scope_prunes_each_layer_to_its_own_target() {
 
 #[test]
 fn magnitude_prunes_the_smallest_weights_and_random_does_not() {
+    let _seeded = seeded();
     let device = Device::flex();
     let model = net(3, &device);
     let weights_before = values(&model);
@@ -151,6 +155,7 @@ fn magnitude_prunes_the_smallest_weights_and_random_does_not() {
 
 #[test]
 fn tightening_keeps_what_was_pruned() {
+    let _seeded = seeded();
     let device = Device::flex();
     let (half, _) = prune(net(4, &device), &PruneConfig::global_magnitude(0.5)).unwrap();
     let (random, _) = prune(
@@ -170,6 +175,7 @@ fn tightening_keeps_what_was_pruned() {
 
 #[test]
 fn two_of_four_keeps_two_per_group() {
+    let _seeded = seeded();
     let device = Device::flex();
     let config = PruneConfig {
         nm: Some(NmPattern { n: 2, m: 4 }),
@@ -191,6 +197,7 @@ fn two_of_four_keeps_two_per_group() {
 
 #[test]
 fn bad_input_is_a_typed_error() {
+    let _seeded = seeded();
     let device = Device::flex();
     let model = net(6, &device);
     assert!(matches!(
@@ -239,6 +246,7 @@ fn bad_input_is_a_typed_error() {
 
 #[test]
 fn masks_save_and_reload_with_the_record() {
+    let _seeded = seeded();
     let device = Device::flex();
     let (model, _) = prune(net(7, &device), &PruneConfig::global_magnitude(0.7)).unwrap();
     let bytes = model.clone().into_record().into_bytes().unwrap();
@@ -285,6 +293,7 @@ impl Reparameterizer for WrongLength {
 
 #[test]
 fn a_mask_of_the_wrong_shape_is_caught_on_load() {
+    let _seeded = seeded();
     let device = Device::flex();
     let broken = net(9, &device).apply_reparameterization(WrongLength);
     assert!(matches!(
@@ -295,6 +304,7 @@ fn a_mask_of_the_wrong_shape_is_caught_on_load() {
 
 #[test]
 fn strip_folds_masks_into_plain_weights() {
+    let _seeded = seeded();
     let device = Device::flex();
     let (model, _) = prune(net(10, &device), &PruneConfig::global_magnitude(0.5)).unwrap();
     let x = Tensor::<4>::random(
@@ -312,6 +322,7 @@ fn strip_folds_masks_into_plain_weights() {
 
 #[test]
 fn sparse_export_shrinks_with_sparsity_and_loads_back() {
+    let _seeded = seeded();
     let device = Device::flex();
     let dir = tempfile::tempdir().unwrap();
     let mut sizes = vec![];
@@ -441,6 +452,7 @@ fn iterative_pruning_follows_its_levels_and_still_learns() {
 ember_tensor::backend_tests! {
     /// Magnitude masks are the same on every backend, and the masked forward agrees with flex.
     fn same_masks_on_every_backend(device) {
+            let _seeded = seeded();
         let flex = Device::flex();
         let reference = net(17, &flex);
         let record = reference.clone().into_record().into_bytes().unwrap();

@@ -9,8 +9,8 @@
 //!   [`Prepared::convert`]): activations quantized per batch or with calibrated ranges, for
 //!   models built from the drop-in layers of [`nn`]; per-layer overrides keep chosen layers in
 //!   float; [`fuse_conv_bn`] folds batch normalization first.
-//! - [`cast`]: fp16 / bf16 models.
-//! - [`sensitivity`]: quantize one layer at a time and see what it costs.
+//! - [`cast()`]: fp16 / bf16 models.
+//! - [`sensitivity()`]: quantize one layer at a time and see what it costs.
 //! - [`save_quantized`] / [`load_quantized`]: the model on disk at its quantized size.
 //!
 //! A quantized model computes with its dequantized weights and fake-quantized activations
