@@ -10,6 +10,7 @@ use std::path::Path;
 
 use burn::module::Module;
 use ember_kernels::Bitmap;
+use ember_tensor::fs::{TaggedFileError, read_tagged_safetensors};
 use ember_tensor::{param_values, stats::read_f32};
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 
@@ -79,16 +80,13 @@ pub fn load_sparse<M: Module>(model: M, path: &Path) -> Result<M> {
         path: path.to_path_buf(),
         reason,
     };
-    let bytes = std::fs::read(path).map_err(|source| Error::Io {
-        path: path.to_path_buf(),
-        source,
+    let (bytes, metadata) = read_tagged_safetensors(path, FORMAT).map_err(|e| match e {
+        TaggedFileError::Io(source) => Error::Io {
+            path: path.to_path_buf(),
+            source,
+        },
+        TaggedFileError::Invalid(reason) => file_error(reason),
     })?;
-    let (_, header) =
-        SafeTensors::read_metadata(&bytes).map_err(|e| file_error(format!("corrupt: {e}")))?;
-    let metadata = header.metadata().clone().unwrap_or_default();
-    if metadata.get("format").map(String::as_str) != Some(FORMAT) {
-        return Err(file_error(format!("not an {FORMAT} file")));
-    }
     let shapes: BTreeMap<String, Vec<usize>> =
         serde_json::from_str(metadata.get("shapes").map(String::as_str).unwrap_or(""))
             .map_err(|e| file_error(format!("bad shapes: {e}")))?;

@@ -12,6 +12,7 @@ use std::path::Path;
 
 use burn::module::Module;
 use burn::tensor::{DType, Device};
+use ember_tensor::fs::{TaggedFileError, read_tagged_safetensors};
 use ember_tensor::param_values;
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 use serde::{Deserialize, Serialize};
@@ -143,16 +144,13 @@ pub fn load_quantized<M: Module + QuantLayers>(
         path: path.to_path_buf(),
         reason,
     };
-    let bytes = std::fs::read(path).map_err(|source| Error::Io {
-        path: path.to_path_buf(),
-        source,
+    let (bytes, metadata) = read_tagged_safetensors(path, FORMAT).map_err(|e| match e {
+        TaggedFileError::Io(source) => Error::Io {
+            path: path.to_path_buf(),
+            source,
+        },
+        TaggedFileError::Invalid(reason) => file_error(reason),
     })?;
-    let (_, header) =
-        SafeTensors::read_metadata(&bytes).map_err(|e| file_error(format!("corrupt: {e}")))?;
-    let metadata = header.metadata().clone().unwrap_or_default();
-    if metadata.get("format").map(String::as_str) != Some(FORMAT) {
-        return Err(file_error(format!("not an {FORMAT} file")));
-    }
     let field = |name: &str| metadata.get(name).map(String::as_str).unwrap_or("");
     let parse_error = |name: &str, e: serde_json::Error| file_error(format!("bad {name}: {e}"));
     let shapes: BTreeMap<String, Vec<usize>> =

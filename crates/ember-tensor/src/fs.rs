@@ -25,3 +25,29 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     temp.persist(path).map_err(|e| e.error)?;
     Ok(())
 }
+
+/// Why a file in one of Ember's safetensors formats could not be opened.
+#[derive(Debug)]
+pub enum TaggedFileError {
+    /// Reading it failed.
+    Io(std::io::Error),
+    /// It is not a safetensors file, or its metadata names another format.
+    Invalid(String),
+}
+
+/// The bytes and header metadata of a safetensors file whose metadata entry `format` is
+/// `format`: the opening check Ember's own file formats (`ember-sparse/1`, `ember-quant/1`)
+/// share.
+pub fn read_tagged_safetensors(
+    path: &Path,
+    format: &str,
+) -> Result<(Vec<u8>, std::collections::HashMap<String, String>), TaggedFileError> {
+    let bytes = std::fs::read(path).map_err(TaggedFileError::Io)?;
+    let (_, header) = safetensors::SafeTensors::read_metadata(&bytes)
+        .map_err(|e| TaggedFileError::Invalid(format!("corrupt: {e}")))?;
+    let metadata = header.metadata().clone().unwrap_or_default();
+    if metadata.get("format").map(String::as_str) != Some(format) {
+        return Err(TaggedFileError::Invalid(format!("not an {format} file")));
+    }
+    Ok((bytes, metadata))
+}

@@ -4,6 +4,7 @@
 //! as an ablation, per-layer sensitivity, and sizes on disk.
 
 use std::path::Path;
+use std::time::Instant;
 
 use burn::tensor::Device;
 use ember_observe::{CalibrationConfig, ObserverConfig, ObserverKind, RangeMethod};
@@ -56,6 +57,8 @@ struct Resolved<'a> {
 struct Row {
     method: String,
     accuracy: Option<f64>,
+    /// Seconds to evaluate the test set.
+    seconds: Option<f64>,
     bytes: Option<u64>,
     note: String,
 }
@@ -355,8 +358,9 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         "Sizes are the files `ember_quant::save_quantized` writes (safetensors, format \
          `ember-quant/1`), against the float model in the same format. A quantized model \
          computes with dequantized weights and fake-quantized activations, the values an \
-         integer kernel would see: the accuracies are those of int8 arithmetic, the speed is \
-         that of float arithmetic (there is no integer kernel yet). \"reload\" says whether the \
+         integer kernel would see: the accuracies are those of int8 arithmetic, but the time is \
+         float arithmetic plus the quantize-dequantize steps (there is no integer kernel yet), \
+         so a quantized model evaluates more slowly than the float one. \"reload\" says whether the \
          model loaded back from its file gives bit-identical logits on the first test batch.",
     );
     report.write(
@@ -392,7 +396,7 @@ impl Bench<'_> {
         model: &M,
         skeleton: &M,
     ) -> anyhow::Result<FloatRow> {
-        let acc = accuracy(model, self.data, self.device)?;
+        let (acc, seconds) = self.timed_accuracy(model)?;
         let float = Quantized {
             model: model.clone(),
             weights: Default::default(),
@@ -405,6 +409,7 @@ impl Bench<'_> {
             row: Row {
                 method: "float32".into(),
                 accuracy: Some(acc),
+                seconds: Some(seconds),
                 bytes: Some(bytes),
                 note: reload,
             },
@@ -420,13 +425,14 @@ impl Bench<'_> {
         q: &Quantized<M>,
         skeleton: M,
     ) -> anyhow::Result<Row> {
-        let acc = accuracy(&q.model, self.data, self.device)?;
+        let (acc, seconds) = self.timed_accuracy(&q.model)?;
         let path = self.dir.join(format!("{name}.safetensors"));
         let bytes = save_quantized(q, &path)?;
         let reload = self.reloads_identically(&q.model, skeleton, &path)?;
         Ok(Row {
             method: method.into(),
             accuracy: Some(acc),
+            seconds: Some(seconds),
             bytes: Some(bytes),
             note: reload,
         })
@@ -453,10 +459,20 @@ impl Bench<'_> {
             Err(e) => Ok(Row {
                 method,
                 accuracy: None,
+                seconds: None,
                 bytes: None,
                 note: format!("not on this backend: {e}"),
             }),
         }
+    }
+
+    /// Test accuracy and the seconds the evaluation took (device synchronized).
+    fn timed_accuracy<M: Classifier>(&self, model: &M) -> anyhow::Result<(f64, f64)> {
+        ember_tensor::device::sync(self.device)?;
+        let start = Instant::now();
+        let acc = accuracy(model, self.data, self.device)?;
+        ember_tensor::device::sync(self.device)?;
+        Ok((acc, start.elapsed().as_secs_f64()))
     }
 
     fn reloads_identically<M: Classifier + QuantLayers>(
@@ -486,6 +502,7 @@ fn table(rows: &[Row], float_acc: f64, float_bytes: u64) -> Vec<Vec<String>> {
                 r.bytes.map_or("-".into(), |b| {
                     format!("{:.2}x", float_bytes as f64 / b as f64)
                 }),
+                r.seconds.map_or("-".into(), |s| format!("{s:.2}")),
                 r.note.clone(),
             ]
         })
