@@ -290,6 +290,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         "change pp",
         "file bytes",
         "size ratio",
+        "test-set seconds",
         "reload",
     ];
     report.table(
