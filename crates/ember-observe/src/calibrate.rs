@@ -80,3 +80,61 @@ pub fn calibrate(
     bar.finish_and_clear();
     Ok(seen)
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use ember_tensor::testing::Blobs;
+
+    #[test]
+    fn calibration_runs_the_first_batches_in_order() {
+        let device = Device::flex();
+        let data = Blobs::new(10, 3, 1);
+        let config = CalibrationConfig {
+            batch_size: 4,
+            max_batches: Some(2),
+            progress: false,
+        };
+        let mut sizes = Vec::new();
+        let seen = calibrate(&data, &config, &device, |images| {
+            sizes.push(images.dims()[0])
+        })
+        .unwrap();
+        assert_eq!((seen, sizes), (8, vec![4, 4]));
+        let all = CalibrationConfig {
+            max_batches: None,
+            ..config
+        };
+        assert_eq!(calibrate(&data, &all, &device, |_| {}).unwrap(), 10);
+    }
+
+    #[test]
+    fn nothing_to_calibrate_on_is_an_error() {
+        let device = Device::flex();
+        let config = CalibrationConfig::default();
+        let empty = Blobs::new(0, 3, 1);
+        assert!(matches!(
+            calibrate(&empty, &config, &device, |_| {}),
+            Err(Error::Empty { .. })
+        ));
+        let zero_batches = CalibrationConfig {
+            max_batches: Some(0),
+            ..config
+        };
+        let data = Blobs::new(4, 3, 1);
+        assert!(matches!(
+            calibrate(&data, &zero_batches, &device, |_| {}),
+            Err(Error::Empty { .. })
+        ));
+        let zero_size = CalibrationConfig {
+            batch_size: 0,
+            ..config
+        };
+        assert!(matches!(
+            calibrate(&data, &zero_size, &device, |_| {}),
+            Err(Error::InvalidConfig { .. })
+        ));
+    }
+}

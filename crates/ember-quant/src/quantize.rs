@@ -187,6 +187,7 @@ pub fn quantize_dynamic<M: Module + QuantLayers>(
     model: M,
     config: &DynamicConfig,
 ) -> Result<Quantized<M>> {
+    per_tensor_activations(&config.activations, None)?;
     let mut q = quantize_weights(model, &config.weights)?;
     for (name, layer) in q.model.quant_layers() {
         if q.weights.contains_key(&format!("{name}.weight")) {
@@ -244,6 +245,7 @@ pub fn prepare<M: Module + QuantLayers>(
     mut model: M,
     config: &StaticConfig,
 ) -> Result<Prepared<M>> {
+    per_tensor_activations(&config.activations, Some(&config.observer))?;
     let kept = kept_float(&mut model, &config.keep_float)?;
     let mut observed = BTreeMap::new();
     for (name, layer) in model.quant_layers() {
@@ -313,6 +315,22 @@ pub fn quantize_static<M: Classifier + QuantLayers>(
         let _ = prepared.model.forward(images);
     })?;
     prepared.convert()
+}
+
+/// Layer inputs are quantized per tensor (their channels change from batch to batch of a
+/// convolution's positions): a per-channel scheme or observer would be silently cut down to
+/// its first channel, so it is an error.
+fn per_tensor_activations(scheme: &QScheme, observer: Option<&ObserverConfig>) -> Result<()> {
+    let per_channel_observer = observer.and_then(|o| o.per_channel);
+    if scheme.granularity != crate::Granularity::PerTensor || per_channel_observer.is_some() {
+        return Err(Error::Scheme {
+            what: "layer inputs".into(),
+            reason: "activations are quantized per tensor: use a per-tensor scheme and observer \
+                     (per-channel and per-group are for weights)"
+                .into(),
+        });
+    }
+    Ok(())
 }
 
 /// The layers that `patterns` keep in float; a pattern that names no layer is an error.

@@ -284,6 +284,23 @@ fn bad_calibration_is_a_typed_error() {
         "{err}"
     );
 
+    // Per-channel activations would keep only the first channel's range.
+    let per_channel = StaticConfig {
+        observer: ObserverConfig::min_max().per_channel(1),
+        ..StaticConfig::default()
+    };
+    let err = quantize_static(lenet(&device, 1), &per_channel, &empty, &device).unwrap_err();
+    assert!(
+        matches!(&err, Error::Scheme { what, .. } if what == "layer inputs"),
+        "{err}"
+    );
+    let per_group = DynamicConfig {
+        activations: QScheme::new(QType::UInt8, Mode::Affine).per_group(1, 4),
+        ..DynamicConfig::default()
+    };
+    let err = quantize_dynamic(lenet(&device, 1), &per_group).unwrap_err();
+    assert!(matches!(&err, Error::Scheme { .. }), "{err}");
+
     // An input that is always zero has no range.
     let black = Noise {
         images: vec![0.0; 8 * 144],
@@ -480,6 +497,32 @@ fn corrupt_or_mismatched_files_are_typed_errors() {
         load_quantized(mlp(&device, 1), &dir.path().join("none.q"), &device),
         Err(Error::Io { .. })
     ));
+}
+
+#[test]
+fn the_zoo_model_enum_lists_its_layers_with_the_variant() {
+    let _seeded = seeded_lock();
+    let device = Device::flex();
+    device.seed(2);
+    let config = ember_zoo::ModelConfig::Mlp(MlpConfig {
+        input: Blobs::DIM,
+        hidden: vec![6],
+        classes: 3,
+        dropout: 0.0,
+    });
+    let q = quantize_dynamic(config.init(&device).unwrap(), &DynamicConfig::default()).unwrap();
+    let layers: Vec<&String> = q.inputs.keys().collect();
+    assert_eq!(layers, ["Mlp.layers.0", "Mlp.layers.1"]);
+    assert!(q.weights.contains_key("Mlp.layers.1.weight"));
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("model.q");
+    save_quantized(&q, &path).unwrap();
+    let loaded = load_quantized(config.init(&device).unwrap(), &path, &device).unwrap();
+    let (images, _) = Blobs::new(8, 3, 1).batch(&(0..8).collect::<Vec<_>>(), &device);
+    assert_eq!(
+        host(loaded.model.forward(images.clone())),
+        host(q.model.forward(images))
+    );
 }
 
 #[test]
