@@ -17,7 +17,7 @@ use burn::nn::PaddingConfig2d;
 use burn::tensor::module::{conv2d, linear};
 use burn::tensor::ops::ConvOptions;
 use burn::tensor::{Device, Tensor};
-use ember_observe::{Observer, Range};
+use ember_observe::Observer;
 
 use crate::fake::{dynamic_params, fake_quantize};
 use crate::scheme::{QParams, QScheme};
@@ -93,16 +93,6 @@ fn observe<const D: usize>(calibration: &Mutex<Calibration>, input: &Tensor<D>) 
     if let Err(e) = result {
         state.error.get_or_insert(e);
     }
-}
-
-/// The range an [`InputQuant::Static`] layer quantizes its input to.
-pub fn static_range(scheme: &QScheme, params: &QParams) -> Option<Range> {
-    let (qmin, qmax) = scheme.bounds();
-    let (scale, zp) = (*params.scale.first()?, *params.zero_point.first()?);
-    Some(Range {
-        min: (qmin - zp) as f32 * scale,
-        max: (qmax - zp) as f32 * scale,
-    })
 }
 
 /// A layer whose input can be quantized.
