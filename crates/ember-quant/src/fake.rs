@@ -35,3 +35,60 @@ pub fn dynamic_params<const D: usize>(x: &Tensor<D>, scheme: &QScheme) -> Option
     }
     scheme.qparams(&[Range { min, max }], "input").ok()
 }
+
+/// [`fake_quantize`] with a straight-through estimator: the forward pass sees the quantized
+/// values, the backward pass the identity (rounding has no useful gradient), as in
+/// quantization-aware training (Jacob et al. 2018).
+pub fn fake_quantize_ste<const D: usize>(
+    x: Tensor<D>,
+    scheme: &QScheme,
+    params: &QParams,
+) -> Tensor<D> {
+    let quantized = fake_quantize(x.clone().detach(), scheme, params);
+    x.clone() + (quantized - x).detach()
+}
+
+/// A weight fake-quantized with min/max ranges of its current values, per tensor or per
+/// channel, with a straight-through estimator. On the CPU the values equal what
+/// [`crate::QTensor::quantize`] stores for the same weight. A per-group scheme is refused
+/// earlier, by [`crate::prepare_qat`].
+pub fn fake_quantize_weight_ste<const D: usize>(w: Tensor<D>, scheme: &QScheme) -> Tensor<D> {
+    let values = w.clone().detach();
+    let reduce: Vec<usize> = match scheme.granularity {
+        crate::Granularity::PerChannel { axis } => (0..D).filter(|&d| d != axis).collect(),
+        _ => (0..D).collect(),
+    };
+    let min = values.clone().min_dims(&reduce).clamp_max(0.0);
+    let max = values.clone().max_dims(&reduce).clamp_min(0.0);
+    let (qmin, qmax) = scheme.bounds();
+    let (scale, zero_point) = match scheme.mode {
+        crate::Mode::Symmetric => {
+            let magnitude = min.neg().max_pair(max);
+            let scale = magnitude
+                .div_scalar((qmax - qmin) as f32 / 2.0)
+                .clamp_min(f32::EPSILON);
+            let zero_point = scale.zeros_like().add_scalar(scheme.symmetric_zero_point());
+            (scale, zero_point)
+        }
+        crate::Mode::Affine => {
+            let scale = (max - min.clone())
+                .div_scalar((qmax - qmin) as f32)
+                .clamp_min(f32::EPSILON);
+            let zero_point = min
+                .div(scale.clone())
+                .round()
+                .neg()
+                .add_scalar(qmin)
+                .clamp(qmin, qmax);
+            (scale, zero_point)
+        }
+    };
+    let quantized = values
+        .div(scale.clone())
+        .round()
+        .add(zero_point.clone())
+        .clamp(qmin, qmax)
+        .sub(zero_point)
+        .mul(scale);
+    w.clone() + (quantized - w).detach()
+}

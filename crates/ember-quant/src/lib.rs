@@ -9,6 +9,8 @@
 //!   [`Prepared::convert`]): activations quantized per batch or with calibrated ranges, for
 //!   models built from the drop-in layers of [`nn`]; per-layer overrides keep chosen layers in
 //!   float; [`fuse_conv_bn`] folds batch normalization first.
+//! - [`prepare_qat`] / [`Qat::convert`]: quantization-aware training, weights and inputs
+//!   fake-quantized with a straight-through estimator, composing with pruning masks.
 //! - [`cast()`]: fp16 / bf16 models.
 //! - [`sensitivity()`]: quantize one layer at a time and see what it costs.
 //! - [`save_quantized`] / [`load_quantized`]: the model on disk at its quantized size.
@@ -48,8 +50,8 @@ pub use fuse::fuse_conv_bn;
 pub use nn::{InputQuant, QuantLayer, QuantLayers};
 pub use qtensor::QTensor;
 pub use quantize::{
-    DynamicConfig, Prepared, Quantized, StaticConfig, WeightConfig, WeightGranularity, prepare,
-    quantize_dynamic, quantize_static, quantize_weights,
+    DynamicConfig, Prepared, Qat, Quantized, StaticConfig, WeightConfig, WeightGranularity,
+    prepare, prepare_qat, quantize_dynamic, quantize_static, quantize_weights,
 };
 pub use save::{load_quantized, save_quantized};
 pub use scheme::{Granularity, Mode, QParams, QScheme, QType};

@@ -19,7 +19,7 @@ use burn::tensor::ops::ConvOptions;
 use burn::tensor::{Device, Tensor};
 use ember_observe::Observer;
 
-use crate::fake::{dynamic_params, fake_quantize};
+use crate::fake::{dynamic_params, fake_quantize, fake_quantize_ste, fake_quantize_weight_ste};
 use crate::scheme::{QParams, QScheme};
 
 /// What a layer does to its input before its own computation.
@@ -33,6 +33,14 @@ pub enum InputQuant {
     /// Quantize each batch with parameters from that batch's own min and max (dynamic
     /// quantization), per tensor.
     Dynamic(QScheme),
+    /// Quantization-aware training: record the input's statistics and fake-quantize it with
+    /// the range observed so far, gradients passing straight through.
+    Train {
+        /// The scheme.
+        scheme: QScheme,
+        /// The observer, shared with [`crate::Qat`].
+        calibration: Arc<Mutex<Calibration>>,
+    },
     /// Quantize with calibrated per-tensor parameters (static quantization).
     Static {
         /// The scheme.
@@ -66,16 +74,36 @@ impl InputQuant {
                 // NaN or Inf stays visible in the output; an all-zero input is exact as is.
                 None => input,
             },
+            Self::Train {
+                scheme,
+                calibration,
+            } => {
+                observe(calibration, &input);
+                let state = calibration
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner());
+                let params = state
+                    .observer
+                    .ranges(scheme.levels())
+                    .ok()
+                    .and_then(|ranges| scheme.qparams(&ranges, "input").ok());
+                match params {
+                    Some(params) => fake_quantize_ste(input, scheme, &params),
+                    // Nothing usable observed yet (an all-zero first batch): exact as it is.
+                    None => input,
+                }
+            }
             Self::Static { scheme, params } => fake_quantize(input, scheme, params),
         }
     }
 
-    /// A short name for reports: `float`, `observe`, `dynamic`, `static`.
+    /// A short name for reports: `float`, `observe`, `dynamic`, `train`, `static`.
     pub fn name(&self) -> &'static str {
         match self {
             Self::Float => "float",
             Self::Observe(_) => "observe",
             Self::Dynamic(_) => "dynamic",
+            Self::Train { .. } => "train",
             Self::Static { .. } => "static",
         }
     }
@@ -101,6 +129,8 @@ pub trait QuantLayer {
     fn input_quant(&self) -> &InputQuant;
     /// Change what it does to its input.
     fn set_input_quant(&mut self, quant: InputQuant);
+    /// Fake-quantize the weight in every forward pass (quantization-aware training), or stop.
+    fn set_weight_quant(&mut self, scheme: Option<QScheme>);
     /// The axis of its weight that indexes output channels (1 for burn's `[in, out]` linear
     /// weight, 0 for a convolution's `[out, in, h, w]`).
     fn output_axis(&self) -> usize;
@@ -124,6 +154,9 @@ pub struct Linear {
     /// What happens to the input; not saved with the record.
     #[module(skip)]
     pub input: InputQuant,
+    /// During quantization-aware training, the weight's fake-quantization scheme.
+    #[module(skip)]
+    pub weight_quant: Option<QScheme>,
 }
 
 impl Linear {
@@ -135,7 +168,7 @@ impl Linear {
     /// `input · weight + bias`, the input first cast to the weight's dtype (a half-precision
     /// model takes float inputs) and quantized as [`Linear::input`] says.
     pub fn forward<const D: usize>(&self, input: Tensor<D>) -> Tensor<D> {
-        let weight = self.weight.val();
+        let weight = effective_weight(self.weight.val(), self.weight_quant.as_ref());
         let input = self.input.apply(input.cast(weight.dtype()));
         linear(input, weight, self.bias.as_ref().map(Param::val))
     }
@@ -147,6 +180,7 @@ impl From<burn::nn::Linear> for Linear {
             weight: layer.weight,
             bias: layer.bias,
             input: InputQuant::Float,
+            weight_quant: None,
         }
     }
 }
@@ -157,6 +191,9 @@ impl QuantLayer for Linear {
     }
     fn set_input_quant(&mut self, quant: InputQuant) {
         self.input = quant;
+    }
+    fn set_weight_quant(&mut self, scheme: Option<QScheme>) {
+        self.weight_quant = scheme;
     }
     fn output_axis(&self) -> usize {
         1
@@ -184,6 +221,9 @@ pub struct Conv2d {
     /// What happens to the input; not saved with the record.
     #[module(skip)]
     pub input: InputQuant,
+    /// During quantization-aware training, the weight's fake-quantization scheme.
+    #[module(skip)]
+    pub weight_quant: Option<QScheme>,
 }
 
 impl Conv2d {
@@ -195,7 +235,7 @@ impl Conv2d {
     /// The convolution, the input first cast to the weight's dtype and quantized as
     /// [`Conv2d::input`] says.
     pub fn forward(&self, input: Tensor<4>) -> Tensor<4> {
-        let weight = self.weight.val();
+        let weight = effective_weight(self.weight.val(), self.weight_quant.as_ref());
         let input = self.input.apply(input.cast(weight.dtype()));
         let [_, _, height, width] = input.dims();
         let (rows, cols) = match self.padding {
@@ -214,6 +254,15 @@ impl Conv2d {
         let options =
             ConvOptions::new_with_padding(self.stride, [rows, cols], self.dilation, self.groups);
         conv2d(input, weight, self.bias.as_ref().map(Param::val), options)
+    }
+}
+
+/// The weight a layer computes with: fake-quantized during quantization-aware training (after
+/// any mask, which the parameter's reparameterization applies), else as it is.
+fn effective_weight<const D: usize>(weight: Tensor<D>, quant: Option<&QScheme>) -> Tensor<D> {
+    match quant {
+        Some(scheme) => fake_quantize_weight_ste(weight, scheme),
+        None => weight,
     }
 }
 
@@ -240,6 +289,7 @@ impl From<burn::nn::conv::Conv2d> for Conv2d {
             groups: layer.groups,
             padding: layer.padding,
             input: InputQuant::Float,
+            weight_quant: None,
         }
     }
 }
@@ -250,6 +300,9 @@ impl QuantLayer for Conv2d {
     }
     fn set_input_quant(&mut self, quant: InputQuant) {
         self.input = quant;
+    }
+    fn set_weight_quant(&mut self, scheme: Option<QScheme>) {
+        self.weight_quant = scheme;
     }
     fn output_axis(&self) -> usize {
         0

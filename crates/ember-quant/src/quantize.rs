@@ -97,6 +97,14 @@ impl WeightConfig {
         Self { mode, ..self }
     }
 
+    /// The same config with one scale per output channel.
+    pub fn with_granularity_per_channel(self) -> Self {
+        Self {
+            granularity: WeightGranularity::PerOutputChannel,
+            ..self
+        }
+    }
+
     /// The scheme for one parameter.
     pub fn scheme_for(&self, info: &ParamInfo) -> QScheme {
         let linear = info.layer_kind == "Linear";
@@ -300,6 +308,84 @@ impl<M: Module + QuantLayers> Prepared<M> {
             }
         }
         Ok(q)
+    }
+}
+
+/// A model prepared for quantization-aware training: its selected layers fake-quantize their
+/// weights (min/max, per tensor or per channel) and their inputs (with the ranges their
+/// observers have seen so far), gradients passing straight through. Train it with any loop
+/// (`ember_tensor::train`), then [`Qat::convert`] the trained model. Masks compose: a pruned
+/// weight is zeroed before it is fake-quantized, and zero is exact.
+#[derive(Debug)]
+pub struct Qat<M> {
+    /// The model to train.
+    pub model: M,
+    prepared: Prepared<()>,
+}
+
+/// Prepare `model` for quantization-aware training with the schemes of `config` (a moving
+/// average observer follows the inputs as training changes them; per-group weights are not
+/// supported here).
+pub fn prepare_qat<M: Module + QuantLayers>(model: M, config: &StaticConfig) -> Result<Qat<M>> {
+    if let WeightGranularity::PerInputGroup(_) = config.weights.granularity {
+        return Err(Error::Scheme {
+            what: "quantization-aware training".into(),
+            reason: "weights are fake-quantized per tensor or per output channel".into(),
+        });
+    }
+    let Prepared {
+        mut model,
+        config,
+        observed,
+    } = prepare(model, config)?;
+    let infos = params(&model);
+    let selected: Vec<String> = config
+        .weights
+        .layers
+        .select(&infos)?
+        .into_iter()
+        .map(|p| p.path.clone())
+        .collect();
+    for (name, layer) in model.quant_layers() {
+        let Some(calibration) = observed.get(&name) else {
+            continue;
+        };
+        layer.set_input_quant(InputQuant::Train {
+            scheme: config.activations,
+            calibration: calibration.clone(),
+        });
+        let weight = format!("{name}.weight");
+        if let Some(info) = infos
+            .iter()
+            .find(|p| p.path == weight && selected.contains(&weight))
+        {
+            layer.set_weight_quant(Some(config.weights.scheme_for(info)));
+        }
+    }
+    Ok(Qat {
+        model,
+        prepared: Prepared {
+            model: (),
+            config,
+            observed,
+        },
+    })
+}
+
+impl<M: Module + QuantLayers> Qat<M> {
+    /// Quantize `trained` (the model after training, as the training loop returns it) with the
+    /// ranges observed during training: weights by min/max as the forward pass saw them,
+    /// inputs statically.
+    pub fn convert(self, mut trained: M) -> Result<Quantized<M>> {
+        for (_, layer) in trained.quant_layers() {
+            layer.set_weight_quant(None);
+        }
+        Prepared {
+            model: trained,
+            config: self.prepared.config,
+            observed: self.prepared.observed,
+        }
+        .convert()
     }
 }
 

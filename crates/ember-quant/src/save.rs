@@ -104,7 +104,7 @@ pub fn save_quantized<M: Module>(quantized: &Quantized<M>, path: &Path) -> Resul
                     params: params.clone(),
                 },
             )),
-            InputQuant::Float | InputQuant::Observe(_) => None,
+            InputQuant::Float | InputQuant::Observe(_) | InputQuant::Train { .. } => None,
         })
         .collect();
     let json = |v: &dyn erased::Json| v.to_json().map_err(|e| file_error(e.to_string()));

@@ -13,8 +13,8 @@ use ember_observe::{CalibrationConfig, ObserverConfig, RangeMethod};
 use ember_quant::nn::{Conv2d, InputQuant, Linear, QuantLayers};
 use ember_quant::scheme::{dequantize_value, quantize_value};
 use ember_quant::{
-    DynamicConfig, Error, FloatType, Mode, QScheme, QType, StaticConfig, WeightConfig, cast,
-    fuse_conv_bn, load_quantized, quantize_dynamic, quantize_static, quantize_weights,
+    DynamicConfig, Error, FloatType, Mode, QScheme, QTensor, QType, StaticConfig, WeightConfig,
+    cast, fuse_conv_bn, load_quantized, quantize_dynamic, quantize_static, quantize_weights,
     save_quantized,
 };
 use ember_tensor::stats::read_f32;
@@ -523,6 +523,112 @@ fn the_zoo_model_enum_lists_its_layers_with_the_variant() {
         host(loaded.model.forward(images.clone())),
         host(q.model.forward(images))
     );
+}
+
+#[test]
+fn straight_through_gradients_pass_the_rounding() {
+    let device = Device::flex().autodiff();
+    let scheme = QScheme::new(QType::Int4, Mode::Symmetric).per_channel(1);
+    let w = Tensor::<2>::from_data(
+        TensorData::new(vec![0.3f32, -1.2, 0.05, 0.7, 2.0, -0.4], [3, 2]),
+        &device,
+    )
+    .require_grad();
+    let y = ember_quant::fake::fake_quantize_weight_ste(w.clone(), &scheme);
+    // Forward: the values QTensor stores for the same weight.
+    let stored = QTensor::quantize(&host(w.clone()), &[3, 2], scheme, "w").unwrap();
+    assert_close(&host(y.clone()), &stored.dequantize(), 1e-6);
+    // Backward: the identity, although rounding alone has a zero gradient.
+    let weights = Tensor::<2>::from_data(
+        TensorData::new(vec![1.0f32, 2.0, 3.0, 4.0, 5.0, 6.0], [3, 2]),
+        &device,
+    );
+    let grads = (y * weights).sum().backward();
+    let grad = w.grad(&grads).unwrap();
+    assert_eq!(host(grad), vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
+}
+
+fn qat_config() -> StaticConfig {
+    StaticConfig {
+        weights: WeightConfig::int4_per_group(1).with_granularity_per_channel(),
+        observer: ObserverConfig::min_max(),
+        ..StaticConfig::default()
+    }
+}
+
+#[test]
+fn quantization_aware_training_learns_and_converts_to_what_it_trained() {
+    let _seeded = seeded_lock();
+    let device = Device::flex();
+    let data = Blobs::new(512, 3, 3);
+    let test = Blobs::new(256, 3, 4);
+    let config = ember_tensor::TrainConfig {
+        epochs: 20,
+        batch_size: 32,
+        seed: 1,
+        ..ember_tensor::TrainConfig::default()
+    };
+    let (float, _) = ember_tensor::train(mlp(&device, 21), &data, &config, &device).unwrap();
+    let float_acc = ember_tensor::evaluate(&float, &test, 256, &device)
+        .unwrap()
+        .accuracy;
+    let qat = ember_quant::prepare_qat(mlp(&device, 21), &qat_config()).unwrap();
+    let (trained, _) = ember_tensor::train(qat.model.clone(), &data, &config, &device).unwrap();
+    let (images, _) = data.batch(&(0..64).collect::<Vec<_>>(), &device);
+    // With min/max observers, a training batch leaves the ranges as they are: the trained
+    // model's fake-quantized forward is the converted model's.
+    let during = host(trained.forward(images.clone()));
+    let q = qat.convert(trained).unwrap();
+    assert_close(&host(q.model.forward(images)), &during, 1e-4);
+    assert_eq!(q.weights["layers.0.weight"].scheme().qtype, QType::Int4);
+    // The straight-through gradients train every layer: int4 from scratch learns the task as
+    // the float model does (chance is 33 %).
+    let acc = ember_tensor::evaluate(&q.model, &test, 256, &device)
+        .unwrap()
+        .accuracy;
+    assert!(
+        acc > 65.0 && acc > float_acc - 10.0,
+        "int4 QAT {acc} against float {float_acc}"
+    );
+
+    let per_group = StaticConfig {
+        weights: WeightConfig::int4_per_group(4),
+        ..StaticConfig::default()
+    };
+    assert!(matches!(
+        ember_quant::prepare_qat(mlp(&device, 21), &per_group),
+        Err(Error::Scheme { .. })
+    ));
+}
+
+#[test]
+fn quantization_aware_training_keeps_pruned_weights_at_zero() {
+    let _seeded = seeded_lock();
+    let device = Device::flex();
+    let keep: Vec<bool> = (0..Blobs::DIM * 16).map(|i| i % 2 == 0).collect();
+    let mut masks = Masks::new();
+    masks.insert(
+        "layers.0.weight".into(),
+        Tensor::from_data(TensorData::new(keep.clone(), [keep.len()]), &device),
+    );
+    let model = set_masks(mlp(&device, 22), &masks).unwrap();
+    let qat = ember_quant::prepare_qat(model, &qat_config()).unwrap();
+    let config = ember_tensor::TrainConfig {
+        epochs: 2,
+        batch_size: 32,
+        ..ember_tensor::TrainConfig::default()
+    };
+    let data = Blobs::new(256, 3, 5);
+    let (trained, _) = ember_tensor::train(qat.model.clone(), &data, &config, &device).unwrap();
+    let q = qat.convert(trained).unwrap();
+    let ints = q.weights["layers.0.weight"].values();
+    let effective = host(param_values(&q.model)[0].flat.clone());
+    for (i, &kept) in keep.iter().enumerate() {
+        if !kept {
+            assert_eq!((ints[i], effective[i]), (0, 0.0), "pruned weight {i}");
+        }
+    }
+    assert_eq!(ember_tensor::masks(&q.model).len(), 1);
 }
 
 #[test]

@@ -9,10 +9,11 @@ use std::time::Instant;
 use burn::tensor::Device;
 use ember_observe::{CalibrationConfig, ObserverConfig, ObserverKind, RangeMethod};
 use ember_quant::{
-    DynamicConfig, FloatType, QuantLayers, Quantized, StaticConfig, WeightConfig, cast,
-    load_quantized, quantize_dynamic, quantize_static, quantize_weights, save_quantized,
-    sensitivity,
+    DynamicConfig, FloatType, QType, QuantLayers, Quantized, StaticConfig, WeightConfig, cast,
+    load_quantized, prepare_qat, quantize_dynamic, quantize_static, quantize_weights,
+    save_quantized, sensitivity,
 };
+use ember_tensor::LrSchedule;
 use ember_tensor::stats::read_f32;
 use ember_zoo::{Classifier, Dataset, LabeledData, LeNet5Config, MlpConfig, TrainConfig, train};
 use serde::Serialize;
@@ -34,6 +35,9 @@ pub struct Args {
     /// Group size of the int4 weight-only rows.
     #[arg(long, default_value_t = 32)]
     int4_group: usize,
+    /// Epochs of quantization-aware fine-tuning (Adam at a constant 1e-4) in the QAT row.
+    #[arg(long, default_value_t = 2)]
+    qat_epochs: usize,
 }
 
 const PYTORCH_MLP: (f64, f64) = (98.29, 98.29);
@@ -51,6 +55,8 @@ struct Resolved<'a> {
     dynamic: &'a DynamicConfig,
     static_int8: &'a StaticConfig,
     int4: &'a WeightConfig,
+    int4_channel: &'a StaticConfig,
+    qat_training: &'a TrainConfig,
 }
 
 /// One row of a results table.
@@ -90,6 +96,20 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         ..StaticConfig::default()
     };
     let int4 = WeightConfig::int4_per_group(args.int4_group);
+    let int4_channel = StaticConfig {
+        weights: WeightConfig {
+            qtype: QType::Int4,
+            ..WeightConfig::int8_per_channel()
+        },
+        observer: ObserverConfig::moving_average(),
+        ..static_int8.clone()
+    };
+    let qat_training = TrainConfig {
+        epochs: if common.quick { 1 } else { args.qat_epochs },
+        learning_rate: 1e-4,
+        schedule: LrSchedule::Constant,
+        ..training.clone()
+    };
 
     eprintln!("quant: training LeNet-300-100, {} epochs", training.epochs);
     device.seed(args.seed);
@@ -140,6 +160,38 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     for to in [FloatType::F16, FloatType::BF16] {
         mlp_rows.push(bench.cast_row("mlp", &mlp, to, skeleton_mlp()?)?);
     }
+    // int4 per output channel, without groups: post-training against quantization-aware
+    // fine-tuning of the same scheme from the trained model.
+    eprintln!("quant: LeNet-300-100 int4 per channel, post-training and QAT");
+    let q = quantize_static(mlp.clone(), &int4_channel, &data.train, &device)?;
+    let mlp_int4_ptq = bench.quantized_row(
+        "mlp_int4_channel_ptq",
+        "static, int4 per-channel weights, post-training",
+        &q,
+        skeleton_mlp()?,
+    )?;
+    let qat = prepare_qat(mlp.clone(), &int4_channel)?;
+    let (trained, _) = train(qat.model.clone(), &data.train, &qat_training, &device)?;
+    let q = qat.convert(trained)?;
+    let mlp_int4_qat = bench.quantized_row(
+        "mlp_int4_channel_qat",
+        &format!(
+            "static, int4 per-channel weights, {} epoch(s) of quantization-aware training",
+            qat_training.epochs
+        ),
+        &q,
+        skeleton_mlp()?,
+    )?;
+    report.metric(
+        "mlp_int4_channel_ptq_acc",
+        mlp_int4_ptq.accuracy.unwrap_or(f64::NAN),
+    );
+    report.metric(
+        "mlp_int4_channel_qat_acc",
+        mlp_int4_qat.accuracy.unwrap_or(f64::NAN),
+    );
+    mlp_rows.push(mlp_int4_ptq);
+    mlp_rows.push(mlp_int4_qat);
 
     // LeNet-5.
     let cnn_float = bench.float_row("cnn", &cnn, &skeleton_cnn()?)?;
@@ -373,6 +425,8 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
             dynamic: &dynamic,
             static_int8: &static_int8,
             int4: &int4,
+            int4_channel: &int4_channel,
+            qat_training: &qat_training,
         },
     )
 }
