@@ -131,9 +131,23 @@ pub trait QuantLayer {
     fn set_input_quant(&mut self, quant: InputQuant);
     /// Fake-quantize the weight in every forward pass (quantization-aware training), or stop.
     fn set_weight_quant(&mut self, scheme: Option<QScheme>);
-    /// The axis of its weight that indexes output channels (1 for burn's `[in, out]` linear
-    /// weight, 0 for a convolution's `[out, in, h, w]`).
-    fn output_axis(&self) -> usize;
+}
+
+/// The drop-ins keep their quantizers in the same two fields.
+macro_rules! quant_layer {
+    ($layer:ty) => {
+        impl QuantLayer for $layer {
+            fn input_quant(&self) -> &InputQuant {
+                &self.input
+            }
+            fn set_input_quant(&mut self, quant: InputQuant) {
+                self.input = quant;
+            }
+            fn set_weight_quant(&mut self, scheme: Option<QScheme>) {
+                self.weight_quant = scheme;
+            }
+        }
+    };
 }
 
 /// A model that lists its quantizable layers, by the path of the module (`fc1`,
@@ -185,20 +199,7 @@ impl From<burn::nn::Linear> for Linear {
     }
 }
 
-impl QuantLayer for Linear {
-    fn input_quant(&self) -> &InputQuant {
-        &self.input
-    }
-    fn set_input_quant(&mut self, quant: InputQuant) {
-        self.input = quant;
-    }
-    fn set_weight_quant(&mut self, scheme: Option<QScheme>) {
-        self.weight_quant = scheme;
-    }
-    fn output_axis(&self) -> usize {
-        1
-    }
-}
+quant_layer!(Linear);
 
 /// A 2-D convolution: burn's `Conv2d` with an input quantizer.
 #[derive(Module, Debug)]
@@ -294,17 +295,4 @@ impl From<burn::nn::conv::Conv2d> for Conv2d {
     }
 }
 
-impl QuantLayer for Conv2d {
-    fn input_quant(&self) -> &InputQuant {
-        &self.input
-    }
-    fn set_input_quant(&mut self, quant: InputQuant) {
-        self.input = quant;
-    }
-    fn set_weight_quant(&mut self, scheme: Option<QScheme>) {
-        self.weight_quant = scheme;
-    }
-    fn output_axis(&self) -> usize {
-        0
-    }
-}
+quant_layer!(Conv2d);
