@@ -39,7 +39,9 @@ pub fn sensitivity<M: Classifier + QuantLayers>(
     let float_acc = evaluate(model, eval, batch_size, device)?.accuracy;
     let probe: Vec<usize> = (0..eval.len().min(batch_size)).collect();
     let (images, _) = eval.batch(&probe, device);
-    let float_logits = model.forward(images.clone());
+    let float_logits = read(model.forward(images.clone()))?;
+    // The float weights, read once: each layer's SQNR compares against its own.
+    let float_weights = ember_tensor::param_values(model);
     let names: Vec<String> = model
         .clone()
         .quant_layers()
@@ -52,22 +54,22 @@ pub fn sensitivity<M: Classifier + QuantLayers>(
         alone.keep_float = names.iter().filter(|n| *n != name).cloned().collect();
         let q = quantize_static(model.clone(), &alone, calibration, device)?;
         let accuracy = evaluate(&q.model, eval, batch_size, device)?.accuracy;
-        let weight_sqnr_db = match q.weights.get(&format!("{name}.weight")) {
+        let weight_path = format!("{name}.weight");
+        let weight_sqnr_db = match q.weights.get(&weight_path) {
             Some(w) => {
-                let original = ember_tensor::param_values(model)
-                    .into_iter()
-                    .find(|p| p.info.path == format!("{name}.weight"))
+                let original = float_weights
+                    .iter()
+                    .find(|p| p.info.path == weight_path)
                     .ok_or_else(|| Error::UnknownLayer {
                         pattern: name.clone(),
                         available: names.join(", "),
                     })?;
-                let original = ember_tensor::stats::read_f32(original.flat)?;
+                let original = ember_tensor::stats::read_f32(original.flat.clone())?;
                 sqnr_db(&original, &w.dequantize())
             }
             None => f64::INFINITY,
         };
-        let logits = q.model.forward(images.clone());
-        let output_sqnr_db = sqnr_db(&read(float_logits.clone())?, &read(logits)?);
+        let output_sqnr_db = sqnr_db(&float_logits, &read(q.model.forward(images.clone()))?);
         rows.push(LayerSensitivity {
             layer: name.clone(),
             accuracy,
