@@ -2,9 +2,12 @@
 //! MNIST with its checksums.
 
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use ember_tensor::LabeledData;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
 use sha2::{Digest, Sha256};
 
 use crate::idx::{IdxArray, find_idx, read_idx};
@@ -54,15 +57,28 @@ impl LabeledData for Split {
 
     /// Images `indices` as a normalized `[batch, 1, rows, cols]` tensor and their labels.
     fn batch(&self, indices: &[usize], device: &Device) -> (Tensor<4>, Tensor<1, Int>) {
+        self.batch_with(indices, device, |image, out| {
+            out.extend(image.iter().map(|&p| normalize(p)))
+        })
+    }
+}
+
+impl Split {
+    fn image(&self, i: usize) -> &[u8] {
         let pixels_per_image = self.rows * self.cols;
-        let mut images = Vec::with_capacity(indices.len() * pixels_per_image);
+        &self.pixels[i * pixels_per_image..(i + 1) * pixels_per_image]
+    }
+
+    /// A batch of `indices`, each image's normalized pixels appended to the buffer by `pixels`.
+    fn batch_with(
+        &self,
+        indices: &[usize],
+        device: &Device,
+        mut pixels: impl FnMut(&[u8], &mut Vec<f32>),
+    ) -> (Tensor<4>, Tensor<1, Int>) {
+        let mut images = Vec::with_capacity(indices.len() * self.rows * self.cols);
         for &i in indices {
-            let image = &self.pixels[i * pixels_per_image..(i + 1) * pixels_per_image];
-            images.extend(
-                image
-                    .iter()
-                    .map(|&p| (p as f32 / 255.0 - MNIST_MEAN) / MNIST_STD),
-            );
+            pixels(self.image(i), &mut images);
         }
         let labels: Vec<i64> = indices.iter().map(|&i| self.labels[i] as i64).collect();
         let shape = [indices.len(), 1, self.rows, self.cols];
@@ -70,6 +86,63 @@ impl LabeledData for Split {
             Tensor::from_data(TensorData::new(images, shape), device),
             Tensor::from_data(TensorData::new(labels, [indices.len()]), device),
         )
+    }
+}
+
+fn normalize(pixel: u8) -> f32 {
+    (pixel as f32 / 255.0 - MNIST_MEAN) / MNIST_STD
+}
+
+/// A training split whose every batch shifts each image by a random whole number of pixels,
+/// up to `max_shift` in each direction, the vacated border filled with background: the
+/// "jitter" Hinton et al. 2015 regularized their MNIST teacher with. The shifts are drawn
+/// from a generator seeded at construction, one draw per image per batch, so a training run
+/// that asks for the same batches in the same order sees the same shifts.
+#[derive(Debug)]
+pub struct Jittered<'a> {
+    split: &'a Split,
+    max_shift: usize,
+    rng: Mutex<StdRng>,
+}
+
+impl<'a> Jittered<'a> {
+    /// Jitter `split` by up to `max_shift` pixels, drawing the shifts from `seed`.
+    pub fn new(split: &'a Split, max_shift: usize, seed: u64) -> Self {
+        Jittered {
+            split,
+            max_shift,
+            rng: Mutex::new(StdRng::seed_from_u64(seed)),
+        }
+    }
+}
+
+impl LabeledData for Jittered<'_> {
+    fn len(&self) -> usize {
+        self.split.len()
+    }
+
+    fn batch(&self, indices: &[usize], device: &Device) -> (Tensor<4>, Tensor<1, Int>) {
+        let (rows, cols) = (self.split.rows, self.split.cols);
+        let shift = self.max_shift as i64;
+        // A poisoned lock only means another batch panicked; the generator is still valid.
+        let mut rng = self.rng.lock().unwrap_or_else(|p| p.into_inner());
+        self.split.batch_with(indices, device, |image, out| {
+            let dy = rng.random_range(-shift..=shift) as isize;
+            let dx = rng.random_range(-shift..=shift) as isize;
+            for r in 0..rows as isize {
+                for c in 0..cols as isize {
+                    let (sr, sc) = (r - dy, c - dx);
+                    let inside =
+                        (0..rows as isize).contains(&sr) && (0..cols as isize).contains(&sc);
+                    let pixel = if inside {
+                        image[sr as usize * cols + sc as usize]
+                    } else {
+                        0
+                    };
+                    out.push(normalize(pixel));
+                }
+            }
+        })
     }
 }
 

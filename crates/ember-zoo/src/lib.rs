@@ -22,7 +22,7 @@ pub mod idx;
 pub mod models;
 pub mod saved;
 
-pub use data::{Dataset, Split};
+pub use data::{Dataset, Jittered, Split};
 pub use ember_tensor::train::{
     Classifier, EvalReport, LabeledData, TrainConfig, TrainReport, evaluate, train,
 };

@@ -172,3 +172,73 @@ fn train_and_test_of_different_image_sizes() {
         Err(Error::Inconsistent { .. })
     ));
 }
+
+/// The pixel values an image of `split` becomes in a batch (MNIST's normalization).
+fn normalized(split: &ember_zoo::Split, i: usize) -> Vec<f32> {
+    let n = split.rows * split.cols;
+    split.pixels[i * n..(i + 1) * n]
+        .iter()
+        .map(|&p| (p as f32 / 255.0 - ember_zoo::data::MNIST_MEAN) / ember_zoo::data::MNIST_STD)
+        .collect()
+}
+
+/// `image` (row-major, `rows x cols`) moved `dy` rows down and `dx` columns right, the border
+/// it leaves filled with `background`: the scalar reference for the jitter.
+fn shifted(image: &[f32], rows: usize, cols: usize, dy: i64, dx: i64, background: f32) -> Vec<f32> {
+    let mut out = vec![background; rows * cols];
+    for r in 0..rows as i64 {
+        for c in 0..cols as i64 {
+            let (sr, sc) = (r - dy, c - dx);
+            if (0..rows as i64).contains(&sr) && (0..cols as i64).contains(&sc) {
+                out[(r * cols as i64 + c) as usize] = image[(sr * cols as i64 + sc) as usize];
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn jitter_moves_every_image_by_at_most_its_shift_and_repeats_with_its_seed() {
+    use ember_zoo::Jittered;
+    let dir = tempfile::tempdir().unwrap();
+    write_dataset(dir.path(), 40, 40, false);
+    let data = Dataset::load_idx_dir(dir.path()).unwrap();
+    let split = &data.train;
+    let device = burn::tensor::Device::flex();
+    let indices: Vec<usize> = (0..split.len()).collect();
+    let values = |jittered: &Jittered, indices: &[usize]| {
+        let (images, labels) = jittered.batch(indices, &device);
+        let labels = labels.into_data().iter::<i64>().collect::<Vec<_>>();
+        (images.into_data().try_to_vec::<f32>().unwrap(), labels)
+    };
+    let background = (0.0 - ember_zoo::data::MNIST_MEAN) / ember_zoo::data::MNIST_STD;
+    let (rows, cols) = (split.rows, split.cols);
+
+    // No shift: the plain batch.
+    let (plain, plain_labels) = split.batch(&indices, &device);
+    let (same, same_labels) = values(&Jittered::new(split, 0, 7), &indices);
+    assert_eq!(same, plain.into_data().try_to_vec::<f32>().unwrap());
+    assert_eq!(
+        same_labels,
+        plain_labels.into_data().iter::<i64>().collect::<Vec<_>>()
+    );
+
+    // Up to one pixel: each image is one of the nine shifted copies of itself, the labels stay,
+    // and over 40 images more than one shift occurs.
+    let (jittered, labels) = values(&Jittered::new(split, 1, 7), &indices);
+    assert_eq!(labels, same_labels);
+    let mut shifts_seen = std::collections::BTreeSet::new();
+    for (i, image) in jittered.chunks(rows * cols).enumerate() {
+        let original = normalized(split, i);
+        let shift = (-1..=1)
+            .flat_map(|dy| (-1..=1).map(move |dx| (dy, dx)))
+            .find(|&(dy, dx)| shifted(&original, rows, cols, dy, dx, background) == image);
+        let shift = shift.unwrap_or_else(|| panic!("image {i} is not a shift of at most 1 pixel"));
+        shifts_seen.insert(shift);
+    }
+    assert!(shifts_seen.len() > 1, "{shifts_seen:?}");
+
+    // The same seed draws the same shifts; another seed draws others.
+    assert_eq!(values(&Jittered::new(split, 1, 7), &indices).0, jittered);
+    assert_ne!(values(&Jittered::new(split, 1, 8), &indices).0, jittered);
+}

@@ -1,11 +1,23 @@
-//! `cargo xtask repro distill`: Hinton et al. 2015 on MNIST (a big regularized teacher, a
-//! smaller unregularized student trained alone and with soft targets at T = 20), and the
-//! capacity gap of Cho & Hariharan 2019 (a tiny student gains little), every row as mean and
-//! standard deviation over seeds.
+//! `cargo xtask repro distill`: Hinton et al. 2015 on MNIST (a big teacher regularized by
+//! dropout and jittered inputs, a smaller unregularized student trained alone and with soft
+//! targets at T = 20), the capacity gap of Cho & Hariharan 2019 (a tiny student gains little),
+//! and distillation as recovery (a pruned and a quantized student fine-tuned with and without
+//! the teacher), every row as mean and standard deviation over seeds. Each seed's teacher is
+//! saved under `teachers/` and reused by a later run with the same recipe.
 
+use std::path::Path;
+
+use burn::tensor::Device;
 use ember_distill::loss::SoftTargetConfig;
 use ember_distill::{TeacherOutputs, distill};
-use ember_zoo::{EvalReport, LabeledData, MlpConfig, TrainConfig, evaluate, train};
+use ember_observe::ObserverConfig;
+use ember_prune::{PruneConfig, prune};
+use ember_quant::{Mode, QScheme, QType, StaticConfig, WeightConfig, prepare_qat, quantize_static};
+use ember_tensor::LrSchedule;
+use ember_zoo::{
+    Dataset, EvalReport, Jittered, LabeledData, Mlp, MlpConfig, Model, ModelConfig, TrainConfig,
+    evaluate, load_model, save_model, train,
+};
 use serde::Serialize;
 
 use super::{CommonArgs, EVAL_BATCH, QUICK_TEST, QUICK_TRAIN, Report, Spread};
@@ -22,8 +34,30 @@ pub struct Args {
     epochs: usize,
     /// Epochs of the teacher (a dropout-regularized teacher keeps improving long after the
     /// students stop).
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = 30)]
     teacher_epochs: usize,
+    /// Dropout after each hidden layer of the teacher (Hinton et al.: 0.5).
+    #[arg(long, default_value_t = 0.5)]
+    teacher_dropout: f64,
+    /// Largest shift, in pixels, of the teacher's training images (Hinton et al.'s jitter:
+    /// 2); 0 trains the teacher on the images as they are.
+    #[arg(long, default_value_t = 2)]
+    jitter: usize,
+    /// Train the teachers even where an earlier run left one trained the same way.
+    #[arg(long)]
+    retrain_teacher: bool,
+    /// Sparsity of the pruned student in the recovery rows.
+    #[arg(long, default_value_t = 0.95)]
+    recovery_sparsity: f64,
+    /// Epochs of fine-tuning a pruned or quantized student, with or without the teacher.
+    #[arg(long, default_value_t = 3)]
+    recovery_epochs: usize,
+    /// Constant learning rate of that fine-tuning (the pruning reproduction's).
+    #[arg(long, default_value_t = 1e-4)]
+    recovery_lr: f64,
+    /// Temperature of the teacher's soft targets in the recovery rows.
+    #[arg(long, default_value_t = 4.0)]
+    recovery_temperature: f64,
 }
 
 /// Hinton et al. 2015, section 3 (test errors on MNIST's 10,000 test images).
@@ -48,13 +82,16 @@ struct Resolved<'a> {
     tiny: &'a MlpConfig,
     training: &'a TrainConfig,
     teacher_training: &'a TrainConfig,
+    teacher_jitter_pixels: usize,
     alpha: f64,
     big_student_temperatures: &'a [f64],
     tiny_student_temperatures: &'a [f64],
     teacher_outputs: TeacherOutputs,
+    recovery: &'a RecoveryConfig,
 }
 
 /// One row: the test evaluations of every seed.
+#[derive(Default)]
 struct Row {
     evals: Vec<EvalReport>,
 }
@@ -86,7 +123,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         classes: data.classes,
         dropout,
     };
-    let teacher_config = mlp(vec![1200, 1200], 0.3);
+    let teacher_config = mlp(vec![1200, 1200], args.teacher_dropout);
     let student_config = mlp(vec![800, 800], 0.0);
     let tiny_config = mlp(vec![30], 0.0);
     anyhow::ensure!(
@@ -124,6 +161,35 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         .iter()
         .map(|_| Row { evals: vec![] })
         .collect();
+    let out = common.out_dir("distill");
+    std::fs::create_dir_all(&out)?;
+    let mut recovery = Recovery::default();
+    let recovery_config = RecoveryConfig {
+        sparsity: args.recovery_sparsity,
+        quantization: StaticConfig {
+            weights: WeightConfig {
+                qtype: QType::Int4,
+                ..WeightConfig::int8_per_tensor()
+            },
+            activations: QScheme::new(QType::UInt4, Mode::Affine),
+            observer: ObserverConfig::moving_average(),
+            ..StaticConfig::default()
+        },
+        training: TrainConfig {
+            epochs: if common.quick {
+                1
+            } else {
+                args.recovery_epochs
+            },
+            learning_rate: args.recovery_lr,
+            schedule: LrSchedule::Constant,
+            ..training.clone()
+        },
+        soft_targets: SoftTargetConfig {
+            temperature: args.recovery_temperature,
+            alpha: ALPHA,
+        },
+    };
     let eval = |model: &ember_zoo::Mlp| evaluate(model, &data.test, EVAL_BATCH, &device);
     for &seed in &seeds {
         let training = TrainConfig {
@@ -135,26 +201,48 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
             Ok(config.init(&device)?)
         };
         eprintln!(
-            "seed {seed}: teacher 784-1200-1200-10 (dropout {})",
-            teacher_config.dropout
+            "seed {seed}: teacher 784-1200-1200-10 (dropout {}, jitter {} px)",
+            teacher_config.dropout, args.jitter
         );
         let teacher_training = TrainConfig {
             seed,
             ..teacher_training.clone()
         };
-        let (teacher, _) = train(
-            fresh(&teacher_config)?,
-            &data.train,
-            &teacher_training,
+        let teacher = teacher_for(
+            &TeacherRecipe {
+                config: &teacher_config,
+                training: &teacher_training,
+                jitter_pixels: args.jitter,
+                data_dir: data_dir.display().to_string(),
+                common,
+            },
+            &data,
+            &out.join("teachers").join(format!("seed-{seed}.bpk")),
+            args.retrain_teacher,
             &device,
         )?;
         teachers.push(eval(&teacher)?);
+        eprintln!(
+            "seed {seed}: teacher makes {} errors",
+            teachers.last().map_or(0, |e| e.errors)
+        );
         eprintln!("seed {seed}: students alone");
-        student_alone.evals.push(eval(
-            &train(fresh(&student_config)?, &data.train, &training, &device)?.0,
-        )?);
+        let (student, _) = train(fresh(&student_config)?, &data.train, &training, &device)?;
+        student_alone.evals.push(eval(&student)?);
         tiny_alone.evals.push(eval(
             &train(fresh(&tiny_config)?, &data.train, &training, &device)?.0,
+        )?);
+        eprintln!(
+            "seed {seed}: student alone makes {} errors",
+            student_alone.evals.last().map_or(0, |e| e.errors)
+        );
+        recovery.push(recover(
+            &student,
+            &teacher,
+            &data,
+            &recovery_config,
+            seed,
+            &device,
         )?);
         for (config, temperatures, rows) in [
             (&student_config, big_temperatures, &mut big_kd),
@@ -296,8 +384,59 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
             .with_baseline(tiny_alone.accuracy().mean),
         ],
     );
-    let out = common.out_dir("distill");
-    std::fs::create_dir_all(&out)?;
+    let r = &recovery;
+    let recovery_rows = [
+        (
+            format!(
+                "784-800-800-10 pruned to {:.0} % (global L1)",
+                recovery_config.sparsity * 100.0
+            ),
+            &r.pruned,
+            &r.pruned_finetuned,
+            &r.pruned_distilled,
+        ),
+        (
+            "784-800-800-10 int4 weights and uint4 inputs, per tensor".to_string(),
+            &r.quantized,
+            &r.quantized_qat,
+            &r.quantized_qat_distilled,
+        ),
+    ];
+    report.table(
+        &format!(
+            "Distillation as recovery (accuracy %, mean ± std over {n} seeds): {} epochs at a \
+             constant {} on the labels alone, or with the dense teacher's soft targets at T = {}, \
+             alpha {ALPHA}",
+            recovery_config.training.epochs,
+            recovery_config.training.learning_rate,
+            recovery_config.soft_targets.temperature,
+        ),
+        &[
+            "student",
+            "no fine-tuning",
+            "fine-tuned on labels",
+            "fine-tuned with the teacher",
+            "teacher minus labels (pp)",
+        ],
+        &recovery_rows
+            .iter()
+            .map(|(name, none, labels, teacher)| {
+                vec![
+                    name.clone(),
+                    none.accuracy().show(2),
+                    labels.accuracy().show(2),
+                    teacher.accuracy().show(2),
+                    paired_gain(labels, teacher).show(2),
+                ]
+            })
+            .collect::<Vec<_>>(),
+    );
+    report.section(
+        "Recovery rows",
+        "The quantized rows: post-training quantization calibrated on 2048 training images, \
+         and quantization-aware training from the trained student, converted after fine-tuning. \
+         The last column is the per-seed difference of the two fine-tunings, mean ± std.",
+    );
     std::fs::write(out.join("temperature.svg"), plot)?;
     report.section("Plot", "![accuracy against temperature](temperature.svg)");
 
@@ -315,6 +454,17 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     for (t, row) in big_temperatures.iter().zip(&big_kd) {
         report.metric(&format!("student_kd_accuracy_t{t}"), row.accuracy().mean);
     }
+    for (key, row) in [
+        ("pruned", &r.pruned),
+        ("pruned_finetune", &r.pruned_finetuned),
+        ("pruned_kd", &r.pruned_distilled),
+        ("quantized_ptq", &r.quantized),
+        ("quantized_qat", &r.quantized_qat),
+        ("quantized_qat_kd", &r.quantized_qat_distilled),
+    ] {
+        report.metric(&format!("{key}_accuracy"), row.accuracy().mean);
+        report.metric(&format!("{key}_accuracy_std"), row.accuracy().std);
+    }
     report.metric("seeds", n as f64);
 
     let resolved = Resolved {
@@ -326,10 +476,12 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         tiny: &tiny_config,
         training: &training,
         teacher_training: &teacher_training,
+        teacher_jitter_pixels: args.jitter,
         alpha: ALPHA,
         big_student_temperatures: big_temperatures,
         tiny_student_temperatures: tiny_temperatures,
         teacher_outputs: TeacherOutputs::Cached,
+        recovery: &recovery_config,
     };
     report.write(&out, &resolved)?;
     println!(
@@ -339,4 +491,173 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         kd_row.errors().show(1)
     );
     Ok(())
+}
+
+/// Everything a teacher's weights depend on: a saved teacher is reused only by a run whose
+/// recipe serializes the same.
+#[derive(Serialize)]
+struct TeacherRecipe<'a> {
+    config: &'a MlpConfig,
+    training: &'a TrainConfig,
+    jitter_pixels: usize,
+    data_dir: String,
+    common: &'a CommonArgs,
+}
+
+/// The teacher `recipe` trains: loaded from `path` if an earlier run saved one there with the
+/// same recipe (training it takes most of the run), else trained and saved there.
+fn teacher_for(
+    recipe: &TeacherRecipe,
+    data: &Dataset,
+    path: &Path,
+    retrain: bool,
+    device: &Device,
+) -> anyhow::Result<Mlp> {
+    let recipe_path = path.with_extension("recipe.json");
+    let recipe_json = serde_json::to_string_pretty(recipe)?;
+    let saved = std::fs::read_to_string(&recipe_path).ok();
+    if !retrain && saved.as_deref() == Some(recipe_json.as_str()) {
+        match load_model(path, device) {
+            Ok((Model::Mlp(teacher), _)) => {
+                eprintln!("  teacher loaded from {}", path.display());
+                return Ok(teacher);
+            }
+            Ok(_) => eprintln!("  {} is not an MLP: training again", path.display()),
+            Err(e) => eprintln!("  cannot reuse the saved teacher ({e}): training again"),
+        }
+    }
+    device.seed(recipe.training.seed);
+    let (teacher, _) = train(
+        recipe.config.init(device)?,
+        &Jittered::new(&data.train, recipe.jitter_pixels, recipe.training.seed),
+        recipe.training,
+        device,
+    )?;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    save_model(
+        teacher.clone(),
+        &ModelConfig::Mlp(recipe.config.clone()),
+        path,
+    )?;
+    // Written last: a run cut off before this point leaves no recipe to match.
+    std::fs::write(&recipe_path, recipe_json)?;
+    Ok(teacher)
+}
+
+/// `teacher - labels` per seed, as mean and standard deviation: the seeds pair the two runs
+/// (the same damaged student, the same batches), so the paired spread is the one to judge by.
+fn paired_gain(labels: &Row, teacher: &Row) -> Spread {
+    Spread::of(
+        &labels
+            .evals
+            .iter()
+            .zip(&teacher.evals)
+            .map(|(l, t)| t.accuracy - l.accuracy)
+            .collect::<Vec<_>>(),
+    )
+}
+
+/// How the recovery rows damage and repair the trained 784-800-800-10 student.
+#[derive(Serialize)]
+struct RecoveryConfig {
+    /// Global L1 magnitude pruning to this sparsity.
+    sparsity: f64,
+    /// The quantization scheme, calibrated post-training or learned by QAT.
+    quantization: StaticConfig,
+    /// Fine-tuning, the same with and without the teacher.
+    training: TrainConfig,
+    /// The teacher's soft targets.
+    soft_targets: SoftTargetConfig,
+}
+
+/// Test evaluations of the recovery rows, one per seed.
+#[derive(Default)]
+struct Recovery {
+    pruned: Row,
+    pruned_finetuned: Row,
+    pruned_distilled: Row,
+    quantized: Row,
+    quantized_qat: Row,
+    quantized_qat_distilled: Row,
+}
+
+/// The evaluations of one seed's recovery rows.
+struct RecoveryEvals([EvalReport; 6]);
+
+impl Recovery {
+    fn push(&mut self, evals: RecoveryEvals) {
+        let rows = [
+            &mut self.pruned,
+            &mut self.pruned_finetuned,
+            &mut self.pruned_distilled,
+            &mut self.quantized,
+            &mut self.quantized_qat,
+            &mut self.quantized_qat_distilled,
+        ];
+        for (row, eval) in rows.into_iter().zip(evals.0) {
+            row.evals.push(eval);
+        }
+    }
+}
+
+/// Distillation as recovery: the trained `student` pruned, then fine-tuned on the labels alone
+/// or with the dense `teacher`'s soft targets; and quantized, post-training or by QAT on the
+/// labels alone or with the soft targets. Both fine-tunings take the same steps at the same
+/// rate; only the loss differs.
+fn recover(
+    student: &Mlp,
+    teacher: &Mlp,
+    data: &Dataset,
+    config: &RecoveryConfig,
+    seed: u64,
+    device: &Device,
+) -> anyhow::Result<RecoveryEvals> {
+    let eval = |model: &Mlp| evaluate(model, &data.test, EVAL_BATCH, device);
+    let training = TrainConfig {
+        seed,
+        ..config.training.clone()
+    };
+    let with_teacher = |model: Mlp| -> anyhow::Result<Mlp> {
+        let (model, _) = distill(
+            model,
+            teacher,
+            &data.train,
+            &training,
+            &config.soft_targets,
+            TeacherOutputs::Cached,
+            device,
+        )?;
+        Ok(model)
+    };
+    eprintln!(
+        "seed {seed}: recovery from {:.0} % pruning",
+        config.sparsity * 100.0
+    );
+    let (pruned, _) = prune(
+        student.clone(),
+        &PruneConfig::global_magnitude(config.sparsity),
+    )?;
+    let pruned_eval = eval(&pruned)?;
+    let finetuned = train(pruned.clone(), &data.train, &training, device)?.0;
+    let distilled = with_teacher(pruned)?;
+
+    eprintln!("seed {seed}: recovery from int4 quantization");
+    let scheme = &config.quantization;
+    let quantized = quantize_static(student.clone(), scheme, &data.train, device)?;
+    let qat = prepare_qat(student.clone(), scheme)?;
+    let trained = train(qat.model.clone(), &data.train, &training, device)?.0;
+    let qat = qat.convert(trained)?;
+    let qat_kd = prepare_qat(student.clone(), scheme)?;
+    let trained = with_teacher(qat_kd.model.clone())?;
+    let qat_kd = qat_kd.convert(trained)?;
+    Ok(RecoveryEvals([
+        pruned_eval,
+        eval(&finetuned)?,
+        eval(&distilled)?,
+        eval(&quantized.model)?,
+        eval(&qat.model)?,
+        eval(&qat_kd.model)?,
+    ]))
 }
