@@ -62,6 +62,18 @@ impl QuantLayers for Model {
     }
 }
 
+impl From<Mlp> for Model {
+    fn from(model: Mlp) -> Self {
+        Model::Mlp(model)
+    }
+}
+
+impl From<LeNet5> for Model {
+    fn from(model: LeNet5) -> Self {
+        Model::LeNet5(model)
+    }
+}
+
 impl Classifier for Model {
     fn forward(&self, images: Tensor<4>) -> Tensor<2> {
         match self {
@@ -91,12 +103,22 @@ pub fn config_path(weights: &Path) -> PathBuf {
 }
 
 /// Save `model` (built from `config`) to `path` (the weights, conventionally `.bpk`) and its
-/// config beside it. Returns the size of the weights file in bytes.
-pub fn save_model<M: Module>(model: M, config: &ModelConfig, path: &Path) -> Result<u64> {
+/// config beside it. Returns the size of the weights file in bytes. A model of another kind
+/// than `config` is an error: its file could not be loaded back.
+pub fn save_model(model: impl Into<Model>, config: &ModelConfig, path: &Path) -> Result<u64> {
     let file_error = |reason: String| Error::ModelFile {
         path: path.to_path_buf(),
         reason,
     };
+    let model = model.into();
+    match (&model, config) {
+        (Model::Mlp(_), ModelConfig::Mlp(_)) | (Model::LeNet5(_), ModelConfig::LeNet5(_)) => {}
+        _ => {
+            return Err(file_error(format!(
+                "the model and its config are of different kinds: {config:?}"
+            )));
+        }
+    }
     let masked = ember_tensor::masks(&model).into_keys().collect();
     let bytes = model
         .into_record()

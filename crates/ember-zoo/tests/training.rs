@@ -148,6 +148,15 @@ fn a_corrupt_model_file_is_a_typed_error() {
         Err(Error::ModelFile { .. })
     ));
 
+    // A model of another kind than its config is refused before anything is written.
+    let lenet = ModelConfig::LeNet5(ember_zoo::LeNet5Config::new(1, [28, 28], 10));
+    std::fs::remove_file(&path).unwrap();
+    assert!(matches!(
+        save_model(lenet.init(&device).unwrap(), &config, &path),
+        Err(Error::ModelFile { .. })
+    ));
+    assert!(!path.exists());
+
     // Weights of another architecture under this config.
     let other = ModelConfig::Mlp(MlpConfig::lenet_300_100(784, 5));
     save_model(other.init(&device).unwrap(), &config, &path).unwrap();
