@@ -334,14 +334,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     );
     let gain = student_alone.errors().mean - kd_row.errors().mean;
     let spread = student_alone.errors().std + kd_row.errors().std;
-    let paired_errors = Spread::of(
-        &student_alone
-            .evals
-            .iter()
-            .zip(&kd_row.evals)
-            .map(|(alone, kd)| alone.errors as f64 - kd.errors as f64)
-            .collect::<Vec<_>>(),
-    );
+    let paired_errors = paired(&student_alone, kd_row, |e| e.errors as f64);
     report.section(
         "Verdict",
         &format!(
@@ -516,15 +509,14 @@ fn teacher_for(
     Ok(teacher)
 }
 
-/// `teacher - labels` per seed, as mean and standard deviation: the seeds pair the two runs
-/// (the same damaged student, the same batches), so the paired spread is the one to judge by.
-fn paired_gain(labels: &Row, teacher: &Row) -> Spread {
+/// `value(a) - value(b)` per seed, as mean and standard deviation: the seeds pair the two
+/// runs (the same initialization and batches), so the paired spread is the one to judge by.
+fn paired(a: &Row, b: &Row, value: impl Fn(&EvalReport) -> f64) -> Spread {
     Spread::of(
-        &labels
-            .evals
+        &a.evals
             .iter()
-            .zip(&teacher.evals)
-            .map(|(l, t)| t.accuracy - l.accuracy)
+            .zip(&b.evals)
+            .map(|(x, y)| value(x) - value(y))
             .collect::<Vec<_>>(),
     )
 }
@@ -601,7 +593,7 @@ impl Recovery {
                         none.accuracy().show(2),
                         labels.accuracy().show(2),
                         teacher.accuracy().show(2),
-                        paired_gain(labels, teacher).show(2),
+                        paired(teacher, labels, |e| e.accuracy).show(2),
                     ]
                 })
                 .collect::<Vec<_>>(),
