@@ -19,8 +19,9 @@ pub enum TeacherOutputs {
     #[default]
     OnTheFly,
     /// Run the teacher once over the whole dataset and keep its logits on the device: one
-    /// teacher pass instead of one per epoch, valid because the inputs do not change between
-    /// epochs.
+    /// teacher pass instead of one per epoch. Valid only while the inputs do not change between
+    /// epochs: over augmented data
+    /// ([`LabeledData::same_inputs_every_epoch`] false) it is an error.
     Cached,
 }
 
@@ -52,6 +53,14 @@ pub fn distill<S: Classifier, T: Classifier>(
     let loss = soft_targets.init()?;
     let teacher = teacher.valid();
     check_class_counts(&student, &teacher, data, device)?;
+    if teacher_outputs == TeacherOutputs::Cached && !data.same_inputs_every_epoch() {
+        return Err(Error::InvalidConfig {
+            field: "teacher_outputs",
+            value: "cached".into(),
+            reason: "the inputs change from epoch to epoch (augmented data): cached teacher \
+                     logits would be those of other inputs; run the teacher on the fly",
+        });
+    }
     let cache = match teacher_outputs {
         TeacherOutputs::Cached => Some(teacher_logits(&teacher, data, device)),
         TeacherOutputs::OnTheFly => None,
@@ -120,6 +129,9 @@ pub fn mutual_learning<A: Classifier, B: Classifier>(
 /// Born-again networks (Furlanello et al. 2018): `generations` rounds in which the last model
 /// teaches a fresh one of the same architecture made by `fresh(generation)`. Returns every
 /// generation's student and report, the last one last.
+// `distill`'s arguments plus the generations: a config struct for one call site would only
+// rename them.
+#[allow(clippy::too_many_arguments)]
 pub fn born_again<M: Classifier>(
     trained: M,
     mut fresh: impl FnMut(usize) -> Result<M>,
@@ -127,6 +139,7 @@ pub fn born_again<M: Classifier>(
     data: &(impl LabeledData + ?Sized),
     train: &TrainConfig,
     soft_targets: &SoftTargetConfig,
+    teacher_outputs: TeacherOutputs,
     device: &Device,
 ) -> Result<Vec<(M, DistillReport)>> {
     if generations == 0 {
@@ -145,7 +158,7 @@ pub fn born_again<M: Classifier>(
             data,
             train,
             soft_targets,
-            TeacherOutputs::Cached,
+            teacher_outputs,
             device,
         )?;
         teacher = student.clone();

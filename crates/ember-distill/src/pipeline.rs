@@ -34,6 +34,8 @@ pub enum Stage<'a, T> {
         train: TrainConfig,
         /// The soft-target loss.
         soft_targets: SoftTargetConfig,
+        /// Where the teacher's logits come from.
+        teacher_outputs: TeacherOutputs,
     },
 }
 
@@ -71,6 +73,7 @@ pub fn run_pipeline<S: Classifier, T: Classifier>(
                 data,
                 train: config,
                 soft_targets,
+                teacher_outputs,
             } => {
                 let (s, r) = distill(
                     student,
@@ -78,7 +81,7 @@ pub fn run_pipeline<S: Classifier, T: Classifier>(
                     *data,
                     config,
                     soft_targets,
-                    TeacherOutputs::Cached,
+                    *teacher_outputs,
                     device,
                 )?;
                 (s, *name, r.train)

@@ -5,7 +5,7 @@
 
 use burn::module::Module;
 use burn::nn::{Linear, LinearConfig, Relu};
-use burn::tensor::{Device, Tensor};
+use burn::tensor::{Device, Int, Tensor};
 use ember_distill::loss::SoftTargetConfig;
 use ember_distill::{
     Error, Stage, TeacherOutputs, born_again, distill, mutual_learning, run_pipeline,
@@ -177,6 +177,7 @@ fn born_again_runs_each_generation_from_the_last() {
         &data,
         &config(2),
         &soft,
+        TeacherOutputs::Cached,
         &device,
     )
     .unwrap();
@@ -189,6 +190,7 @@ fn born_again_runs_each_generation_from_the_last() {
         &data,
         &config(1),
         &soft,
+        TeacherOutputs::Cached,
         &device,
     )
     .unwrap_err();
@@ -222,6 +224,7 @@ fn pipeline_runs_its_stages_in_order() {
                 temperature: 2.0,
                 alpha: 0.9,
             },
+            teacher_outputs: TeacherOutputs::Cached,
         },
         Stage::Train {
             name: "finetune",
@@ -236,6 +239,64 @@ fn pipeline_runs_its_stages_in_order() {
     // Dropping a stage is dropping a list element.
     let (_, reports) = run_pipeline(net(16, 4, 3, &device), &stages[1..], &device).unwrap();
     assert_eq!(reports.len(), 2);
+}
+
+/// Blobs whose points move a little on every draw, as augmented data does.
+struct Augmented {
+    blobs: Blobs,
+    draws: std::sync::atomic::AtomicU32,
+}
+
+impl LabeledData for Augmented {
+    fn len(&self) -> usize {
+        self.blobs.len()
+    }
+
+    fn batch(&self, indices: &[usize], device: &Device) -> (Tensor<4>, Tensor<1, Int>) {
+        let draw = self
+            .draws
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let (points, labels) = self.blobs.batch(indices, device);
+        (points.add_scalar(0.01 * (draw % 3) as f32), labels)
+    }
+
+    fn same_inputs_every_epoch(&self) -> bool {
+        false
+    }
+}
+
+#[test]
+fn teacher_logits_are_not_cached_over_augmented_data() {
+    let _seeded = seeded();
+    let device = Device::flex();
+    let data = Augmented {
+        blobs: Blobs::new(64, 4, 10),
+        draws: 0.into(),
+    };
+    let soft = SoftTargetConfig {
+        temperature: 2.0,
+        alpha: 0.5,
+    };
+    let run = |outputs| {
+        distill(
+            net(8, 4, 1, &device),
+            &net(8, 4, 2, &device),
+            &data,
+            &config(1),
+            &soft,
+            outputs,
+            &device,
+        )
+    };
+    let err = run(TeacherOutputs::Cached).unwrap_err();
+    assert!(matches!(
+        err,
+        Error::InvalidConfig {
+            field: "teacher_outputs",
+            ..
+        }
+    ));
+    run(TeacherOutputs::OnTheFly).unwrap();
 }
 
 #[test]

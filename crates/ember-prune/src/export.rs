@@ -5,7 +5,7 @@
 //! parameter for which that is not smaller (a bias, a dense layer) is stored as `<path>` as
 //! is. The header's metadata names the format and every parameter's shape.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use burn::module::Module;
@@ -59,15 +59,14 @@ pub fn export_sparse<M: Module>(model: &M, path: &Path) -> Result<u64> {
                 .map_err(|e| file_error(e.to_string()))
         })
         .collect::<Result<Vec<_>>>()?;
-    let metadata = HashMap::from([
+    let metadata = BTreeMap::from([
         ("format".to_string(), FORMAT.to_string()),
         (
             "shapes".to_string(),
             serde_json::to_string(&shapes).map_err(|e| file_error(e.to_string()))?,
         ),
     ]);
-    let bytes =
-        safetensors::serialize(views, Some(metadata)).map_err(|e| file_error(e.to_string()))?;
+    let bytes = ember_tensor::fs::serialize_safetensors(views, metadata).map_err(file_error)?;
     write_atomically(path, &bytes)?;
     Ok(bytes.len() as u64)
 }
@@ -109,6 +108,29 @@ pub fn load_sparse<M: Module>(model: M, path: &Path) -> Result<M> {
             .collect())
     };
 
+    // The file's shapes are checked against the model before anything is sized from them: a
+    // header can promise any number of elements.
+    let expected: BTreeMap<String, Vec<usize>> = ember_tensor::params(&model)
+        .into_iter()
+        .map(|p| (p.path, p.shape))
+        .collect();
+    for (name, shape) in &expected {
+        match shapes.get(name) {
+            None => return Err(file_error(format!("no values for parameter `{name}`"))),
+            Some(stored) if stored != shape => {
+                return Err(file_error(format!(
+                    "`{name}` is stored as {stored:?}, the model has {shape:?}"
+                )));
+            }
+            Some(_) => {}
+        }
+    }
+    if let Some(extra) = shapes.keys().find(|k| !expected.contains_key(*k)) {
+        return Err(file_error(format!(
+            "`{extra}` is not a parameter of the model"
+        )));
+    }
+
     let mut values = BTreeMap::new();
     for (name, shape) in &shapes {
         let numel = shape.iter().product();
@@ -128,30 +150,15 @@ pub fn load_sparse<M: Module>(model: M, path: &Path) -> Result<M> {
                 flat.len()
             )));
         }
-        values.insert(name.clone(), (shape.clone(), flat));
+        let non_finite = flat.iter().filter(|v| !v.is_finite()).count();
+        if non_finite > 0 {
+            return Err(file_error(format!(
+                "`{name}` holds {non_finite} NaN or infinite values"
+            )));
+        }
+        values.insert(name.clone(), flat);
     }
 
-    let expected: BTreeMap<String, Vec<usize>> = param_values(&model)
-        .into_iter()
-        .map(|p| (p.info.path, p.info.shape))
-        .collect();
-    for (name, shape) in &expected {
-        match values.get(name) {
-            None => return Err(file_error(format!("no values for parameter `{name}`"))),
-            Some((stored, _)) if stored != shape => {
-                return Err(file_error(format!(
-                    "`{name}` is stored as {stored:?}, the model has {shape:?}"
-                )));
-            }
-            Some(_) => {}
-        }
-    }
-    if let Some(extra) = values.keys().find(|k| !expected.contains_key(*k)) {
-        return Err(file_error(format!(
-            "`{extra}` is not a parameter of the model"
-        )));
-    }
-    let values = values.into_iter().map(|(k, (_, flat))| (k, flat)).collect();
     Ok(ember_tensor::set_param_values(model, &values)?)
 }
 

@@ -74,10 +74,7 @@ pub struct PruneConfig {
 }
 
 fn default_layers() -> Selector {
-    Selector::all()
-        .include("*weight")
-        .kind("Linear")
-        .kind("Conv2d")
+    Selector::linear_and_conv_weights()
 }
 
 impl PruneConfig {
@@ -195,7 +192,9 @@ pub fn compute_masks<M: Module>(model: &M, config: &PruneConfig) -> Result<Masks
             Criterion::Magnitude => weights.iter().map(|w| w.abs()).collect(),
             Criterion::Random => (0..weights.len()).map(|_| rng.random::<f32>()).collect(),
         };
-        // Pruned weights rank below everything, so a tighter mask always contains the old one.
+        // Pruned weights rank below everything, so that they are the first to go; a target
+        // below the current sparsity would still keep some of them, which `keep_at_most`
+        // refuses afterwards.
         if let Some(kept) = &kept {
             for (score, &k) in scores.iter_mut().zip(kept) {
                 if !k {
@@ -206,8 +205,12 @@ pub fn compute_masks<M: Module>(model: &M, config: &PruneConfig) -> Result<Masks
         layers.push(Layer {
             path: info.path.clone(),
             shape: info.shape.clone(),
+            // An N:M group runs along the input axis, which a matmul reduces over (a bias's
+            // only axis).
+            input_axis: info.weight_axes().map_or(0, |axes| axes.input),
             device: value.flat.device(),
             scores,
+            kept,
         });
     }
 
@@ -237,6 +240,7 @@ pub fn compute_masks<M: Module>(model: &M, config: &PruneConfig) -> Result<Masks
         .into_iter()
         .zip(keep)
         .map(|(layer, keep)| {
+            let keep = keep_at_most(keep, layer.kept.as_deref());
             let mask =
                 Tensor::<1, Bool>::from_data(TensorData::from(keep.as_slice()), &layer.device);
             (layer.path, mask)
@@ -247,8 +251,23 @@ pub fn compute_masks<M: Module>(model: &M, config: &PruneConfig) -> Result<Masks
 struct Layer {
     path: String,
     shape: Vec<usize>,
+    input_axis: usize,
     device: burn::tensor::Device,
     scores: Vec<f32>,
+    /// The mask the layer already has, if any.
+    kept: Option<Vec<bool>>,
+}
+
+/// Masks only tighten: a weight already pruned stays pruned even where the new ranking would
+/// keep it (a target below the current sparsity), since bringing it back would restore a stale
+/// value the training since has never seen.
+fn keep_at_most(mut keep: Vec<bool>, kept: Option<&[bool]>) -> Vec<bool> {
+    if let Some(kept) = kept {
+        for (k, &was) in keep.iter_mut().zip(kept) {
+            *k &= was;
+        }
+    }
+    keep
 }
 
 /// Keep flags for one ranking over all of `groups`: exactly `round(sparsity · total)` of the
@@ -280,16 +299,9 @@ fn keep_top(groups: &[&[f32]], sparsity: f64) -> Vec<Vec<bool>> {
     keep
 }
 
-/// The axis an N:M group runs along: the input axis, which a matmul reduces over. burn stores a
-/// linear weight as `[d_input, d_output]` (axis 0) and a convolution weight as
-/// `[out, in, kh, kw]` (axis 1).
-fn input_axis(shape: &[usize]) -> usize {
-    if shape.len() >= 3 { 1 } else { 0 }
-}
-
 /// Keep the `n` highest scores of every `m` consecutive elements along the input axis.
 fn keep_n_of_m(layer: &Layer, NmPattern { n, m }: NmPattern) -> Result<Vec<bool>> {
-    let axis = input_axis(&layer.shape);
+    let axis = layer.input_axis;
     let len = layer.shape.get(axis).copied().unwrap_or(1);
     if !len.is_multiple_of(m) {
         return Err(Error::NmShape {
@@ -344,8 +356,10 @@ mod tests {
         let layer = Layer {
             path: "w".into(),
             shape: vec![4, 2],
+            input_axis: 0,
             device: burn::tensor::Device::flex(),
             scores,
+            kept: None,
         };
         let keep = keep_n_of_m(&layer, NmPattern { n: 2, m: 4 }).unwrap();
         // Column 0: 1, 4, 3, 2 -> keep 4 and 3; column 1: 8, 7, 6, 5 -> keep 8 and 7.

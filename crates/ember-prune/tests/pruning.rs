@@ -174,6 +174,71 @@ fn tightening_keeps_what_was_pruned() {
 }
 
 #[test]
+fn a_lower_target_brings_no_pruned_weight_back() {
+    let _seeded = seeded();
+    let device = Device::flex();
+    let (pruned, _) = prune(net(4, &device), &PruneConfig::global_magnitude(0.8)).unwrap();
+    for scope in [Scope::Global, Scope::Layer] {
+        let (lower, report) = prune(
+            pruned.clone(),
+            &PruneConfig::global_magnitude(0.3).with_scope(scope),
+        )
+        .unwrap();
+        let (old, new) = (masks(&pruned), masks(&lower));
+        for (path, mask) in &old {
+            for (o, n) in flags(mask).iter().zip(flags(&new[path])) {
+                assert!(*o || !n, "{scope:?} {path}: a pruned weight came back");
+            }
+        }
+        // Globally, 30 % is below what the model has: nothing changes.
+        if scope == Scope::Global {
+            assert_eq!(report.zeros, (0.8 * report.numel as f64).round() as usize);
+        }
+        let values = param_values(&lower);
+        for (path, mask) in &new {
+            let value = values.iter().find(|v| &v.info.path == path).unwrap();
+            let value = read_f32(value.flat.clone()).unwrap();
+            for (v, k) in value.iter().zip(flags(mask)) {
+                assert!(
+                    k || *v == 0.0,
+                    "{scope:?} {path}: a pruned weight reads {v}"
+                );
+            }
+        }
+    }
+}
+
+#[derive(Module, Debug)]
+struct Embedded {
+    embed: burn::nn::Embedding,
+}
+
+#[test]
+fn two_of_four_groups_an_embedding_along_its_rows() {
+    // burn's Embedding weight is [tokens, dim], outputs first like every weight but Linear's:
+    // its input axis is dim, the rule quantization's per-group scales follow too.
+    let _seeded = seeded();
+    let device = Device::flex();
+    device.seed(9);
+    let model = ember_tensor::init_now(Embedded {
+        embed: burn::nn::EmbeddingConfig::new(3, 8).init(&device),
+    });
+    let config = PruneConfig {
+        nm: Some(NmPattern { n: 2, m: 4 }),
+        ..PruneConfig::global_magnitude(0.0).with_layers(Selector::all().include("embed.weight"))
+    };
+    let (model, report) = prune(model, &config).unwrap();
+    assert_eq!(report.zeros, 12);
+    let w = read_f32(model.embed.weight.val()).unwrap();
+    for row in 0..3 {
+        for group in 0..2 {
+            let kept = (0..4).filter(|i| w[row * 8 + group * 4 + i] != 0.0).count();
+            assert_eq!(kept, 2, "row {row}, group {group}");
+        }
+    }
+}
+
+#[test]
 fn two_of_four_keeps_two_per_group() {
     let _seeded = seeded();
     let device = Device::flex();
@@ -251,17 +316,16 @@ fn masks_save_and_reload_with_the_record() {
     let (model, _) = prune(net(7, &device), &PruneConfig::global_magnitude(0.7)).unwrap();
     let bytes = model.clone().into_record().into_bytes().unwrap();
 
-    // A fresh model carries placeholder masks of the right shapes, then loads the record.
+    // A fresh model carries all-keep placeholder masks of the right shapes, then loads the
+    // record: the masks it ends with can only have come from the record.
     let fresh = net(8, &device);
     let placeholders: Masks = masks(&model)
         .iter()
-        .map(|(path, m)| {
-            (
-                path.clone(),
-                m.clone().bool_not().bool_not().equal_elem(true),
-            )
-        })
+        .map(|(path, m)| (path.clone(), m.clone().equal(m.clone())))
         .collect();
+    for mask in placeholders.values() {
+        assert!(flags(mask).iter().all(|&k| k));
+    }
     let fresh = set_masks(fresh, &placeholders).unwrap();
     let loaded = fresh.load_record(ModuleRecord::from_bytes(bytes).unwrap());
     check_masks(&loaded).unwrap();
@@ -358,6 +422,26 @@ fn sparse_export_shrinks_with_sparsity_and_loads_back() {
         load_sparse(net(13, &device), &dir.path().join("missing")),
         Err(Error::Io { .. })
     ));
+
+    // A header that promises more elements than a usize holds is refused, not multiplied out.
+    let huge = dir.path().join("huge.safetensors");
+    let shapes = format!(
+        r#"{{"hidden.weight":[{big},{big},{big}],"hidden.bias":[32],"out.weight":[32,4],"out.bias":[4]}}"#,
+        big = u32::MAX
+    );
+    ember_tensor::testing::rewrite_metadata(&path, &huge, "shapes", &shapes);
+    assert!(matches!(
+        load_sparse(net(13, &device), &huge),
+        Err(Error::SparseFile { .. })
+    ));
+    // The same model exports to the same bytes.
+    let model = load_sparse(net(13, &device), &path).unwrap();
+    let again = dir.path().join("again.safetensors");
+    export_sparse(&model, &again).unwrap();
+    assert_eq!(
+        std::fs::read(&again).unwrap(),
+        std::fs::read(&path).unwrap()
+    );
 }
 
 #[test]

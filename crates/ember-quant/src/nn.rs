@@ -33,8 +33,10 @@ pub enum InputQuant {
     /// Quantize each batch with parameters from that batch's own min and max (dynamic
     /// quantization), per tensor.
     Dynamic(QScheme),
-    /// Quantization-aware training: record the input's statistics and fake-quantize it with
-    /// the range observed so far, gradients passing straight through.
+    /// Quantization-aware training: fake-quantize the input with the range observed so far,
+    /// gradients passing straight through, and record its statistics while the layer trains
+    /// (its weight tracked by autodiff). Evaluating the model (`valid()`) records nothing, so
+    /// test data never moves the ranges [`crate::Qat::convert`] reads.
     Train {
         /// The scheme.
         scheme: QScheme,
@@ -61,8 +63,9 @@ pub struct Calibration {
 }
 
 impl InputQuant {
-    /// Apply to a layer's input.
-    pub fn apply<const D: usize>(&self, input: Tensor<D>) -> Tensor<D> {
+    /// Apply to a layer's input; `training` says whether the layer is training (quantization-
+    /// aware training records statistics only then).
+    pub fn apply<const D: usize>(&self, input: Tensor<D>, training: bool) -> Tensor<D> {
         match self {
             Self::Float => input,
             Self::Observe(calibration) => {
@@ -78,7 +81,9 @@ impl InputQuant {
                 scheme,
                 calibration,
             } => {
-                observe(calibration, &input);
+                if training {
+                    observe(calibration, &input);
+                }
                 let state = calibration
                     .lock()
                     .unwrap_or_else(|poisoned| poisoned.into_inner());
@@ -182,8 +187,10 @@ impl Linear {
     /// `input · weight + bias`, the input first cast to the weight's dtype (a half-precision
     /// model takes float inputs) and quantized as [`Linear::input`] says.
     pub fn forward<const D: usize>(&self, input: Tensor<D>) -> Tensor<D> {
-        let weight = effective_weight(self.weight.val(), self.weight_quant.as_ref());
-        let input = self.input.apply(input.cast(weight.dtype()));
+        let weight = self.weight.val();
+        let training = weight.is_tracked();
+        let weight = effective_weight(weight, self.weight_quant.as_ref());
+        let input = self.input.apply(input.cast(weight.dtype()), training);
         linear(input, weight, self.bias.as_ref().map(Param::val))
     }
 }
@@ -236,8 +243,10 @@ impl Conv2d {
     /// The convolution, the input first cast to the weight's dtype and quantized as
     /// [`Conv2d::input`] says.
     pub fn forward(&self, input: Tensor<4>) -> Tensor<4> {
-        let weight = effective_weight(self.weight.val(), self.weight_quant.as_ref());
-        let input = self.input.apply(input.cast(weight.dtype()));
+        let weight = self.weight.val();
+        let training = weight.is_tracked();
+        let weight = effective_weight(weight, self.weight_quant.as_ref());
+        let input = self.input.apply(input.cast(weight.dtype()), training);
         let [_, _, height, width] = input.dims();
         let (rows, cols) = match self.padding {
             PaddingConfig2d::Valid => ((0, 0), (0, 0)),

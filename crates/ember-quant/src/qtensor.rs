@@ -60,7 +60,8 @@ impl QTensor {
         what: &str,
     ) -> Result<Self> {
         let numel: usize = shape.iter().product();
-        checked_layout(&scheme, &shape, &params, numel, what)?;
+        let layout = checked_layout(&scheme, &shape, &params, numel, what)?;
+        params.check(&scheme, layout.count(), what)?;
         let expected = packed_len(numel, scheme.qtype.bits());
         if data.len() != expected {
             return Err(Error::Scheme {
@@ -72,15 +73,6 @@ impl QTensor {
             });
         }
         let (qmin, qmax) = scheme.bounds();
-        if params.zero_point.iter().any(|z| !(qmin..=qmax).contains(z))
-            || params.scale.iter().any(|s| !(s.is_finite() && *s > 0.0))
-        {
-            return Err(Error::Scheme {
-                what: what.to_string(),
-                reason: "a scale is not a positive finite number or a zero point is out of range"
-                    .into(),
-            });
-        }
         let tensor = Self {
             scheme,
             shape,

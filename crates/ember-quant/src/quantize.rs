@@ -67,10 +67,7 @@ impl WeightConfig {
             mode: Mode::Symmetric,
             granularity: WeightGranularity::PerTensor,
             reduce_range: false,
-            layers: Selector::all()
-                .include("*weight")
-                .kind("Linear")
-                .kind("Conv2d"),
+            layers: Selector::linear_and_conv_weights(),
             biases: false,
         }
     }
@@ -107,21 +104,19 @@ impl WeightConfig {
 
     /// The scheme for one parameter.
     pub fn scheme_for(&self, info: &ParamInfo) -> QScheme {
-        let linear = info.layer_kind == "Linear";
-        let (output_axis, input_axis) = if linear { (1, 0) } else { (0, 1) };
         let base = QScheme {
             qtype: self.qtype,
             mode: self.mode,
             granularity: crate::Granularity::PerTensor,
             reduce_range: self.reduce_range,
         };
-        if info.shape.len() < 2 {
+        let Some(axes) = info.weight_axes() else {
             return base;
-        }
+        };
         match self.granularity {
             WeightGranularity::PerTensor => base,
-            WeightGranularity::PerOutputChannel => base.per_channel(output_axis),
-            WeightGranularity::PerInputGroup(size) => base.per_group(input_axis, size),
+            WeightGranularity::PerOutputChannel => base.per_channel(axes.output),
+            WeightGranularity::PerInputGroup(size) => base.per_group(axes.input, size),
         }
     }
 }

@@ -7,7 +7,7 @@
 //! scheme, the float type, and what each layer does to its input, so that loading gives back
 //! a model with identical outputs.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use burn::module::Module;
@@ -108,7 +108,7 @@ pub fn save_quantized<M: Module>(quantized: &Quantized<M>, path: &Path) -> Resul
         })
         .collect();
     let json = |v: &dyn erased::Json| v.to_json().map_err(|e| file_error(e.to_string()));
-    let metadata = HashMap::from([
+    let metadata = BTreeMap::from([
         ("format".to_string(), FORMAT.to_string()),
         ("shapes".to_string(), json(&shapes)?),
         ("schemes".to_string(), json(&schemes)?),
@@ -123,8 +123,7 @@ pub fn save_quantized<M: Module>(quantized: &Quantized<M>, path: &Path) -> Resul
                 .map_err(|e| file_error(e.to_string()))
         })
         .collect::<Result<Vec<_>>>()?;
-    let bytes =
-        safetensors::serialize(views, Some(metadata)).map_err(|e| file_error(e.to_string()))?;
+    let bytes = ember_tensor::fs::serialize_safetensors(views, metadata).map_err(file_error)?;
     ember_tensor::fs::write_atomically(path, &bytes).map_err(|source| Error::Io {
         path: path.to_path_buf(),
         source,
@@ -251,11 +250,19 @@ pub fn load_quantized<M: Module + QuantLayers>(
     let mut restored = BTreeMap::new();
     for (name, layer) in model.quant_layers() {
         let input = match inputs.get(&name) {
-            Some(SavedInput::Dynamic(scheme)) => InputQuant::Dynamic(*scheme),
-            Some(SavedInput::Static { scheme, params }) => InputQuant::Static {
-                scheme: *scheme,
-                params: params.clone(),
-            },
+            Some(SavedInput::Dynamic(scheme)) => {
+                check_per_tensor(scheme, &name).map_err(|e| file_error(e.to_string()))?;
+                InputQuant::Dynamic(*scheme)
+            }
+            Some(SavedInput::Static { scheme, params }) => {
+                check_per_tensor(scheme, &name)
+                    .and_then(|()| params.check(scheme, 1, &format!("{name} input")))
+                    .map_err(|e| file_error(e.to_string()))?;
+                InputQuant::Static {
+                    scheme: *scheme,
+                    params: params.clone(),
+                }
+            }
             None => InputQuant::Float,
         };
         layer.set_input_quant(input.clone());
@@ -273,6 +280,21 @@ pub fn load_quantized<M: Module + QuantLayers>(
         weights,
         inputs: restored,
     })
+}
+
+/// A layer's input is quantized with one scale and zero point (see `quantize.rs`).
+fn check_per_tensor(scheme: &QScheme, layer: &str) -> Result<()> {
+    if scheme.granularity == crate::Granularity::PerTensor {
+        Ok(())
+    } else {
+        Err(Error::Scheme {
+            what: format!("{layer} input"),
+            reason: format!(
+                "{:?}: layer inputs are quantized per tensor",
+                scheme.granularity
+            ),
+        })
+    }
 }
 
 fn f32s(bytes: &[u8]) -> Vec<f32> {

@@ -307,6 +307,35 @@ pub struct QParams {
     pub zero_point: Vec<i32>,
 }
 
+impl QParams {
+    /// Checks parameters that come from outside (a file): `count` scales and zero points, every
+    /// scale positive and finite (a zero scale divides by zero), every zero point inside the
+    /// scheme's bounds.
+    pub fn check(&self, scheme: &QScheme, count: usize, what: &str) -> Result<()> {
+        let error = |reason: String| Error::Scheme {
+            what: what.to_string(),
+            reason,
+        };
+        if self.scale.len() != count || self.zero_point.len() != count {
+            return Err(error(format!(
+                "{} scales and {} zero points where {count} of each are needed",
+                self.scale.len(),
+                self.zero_point.len()
+            )));
+        }
+        if let Some(scale) = self.scale.iter().find(|s| !(s.is_finite() && **s > 0.0)) {
+            return Err(error(format!(
+                "scale {scale} is not a positive finite number"
+            )));
+        }
+        let (qmin, qmax) = scheme.bounds();
+        if let Some(z) = self.zero_point.iter().find(|z| !(qmin..=qmax).contains(*z)) {
+            return Err(error(format!("zero point {z} is outside {qmin}..={qmax}")));
+        }
+        Ok(())
+    }
+}
+
 /// `clamp(round_half_even(x / scale) + zero_point, qmin, qmax)`.
 pub fn quantize_value(x: f32, scale: f32, zero_point: i32, bounds: (i32, i32)) -> i32 {
     let q = (x / scale).round_ties_even() as i64 + zero_point as i64;

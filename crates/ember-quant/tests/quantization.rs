@@ -363,6 +363,35 @@ fn weight_only_works_on_any_burn_model_and_refuses_bad_weights() {
 }
 
 #[test]
+fn weight_axes_follow_one_rule_for_every_layer_kind() {
+    #[derive(Module, Debug)]
+    struct Mixed {
+        fc: burn::nn::Linear,
+        conv: burn::nn::conv::Conv2d,
+        embed: burn::nn::Embedding,
+    }
+    let _seeded = seeded_lock();
+    let device = Device::flex();
+    let model = ember_tensor::init_now(Mixed {
+        fc: LinearConfig::new(4, 3).init(&device),
+        conv: Conv2dConfig::new([2, 5], [3, 3]).init(&device),
+        embed: burn::nn::EmbeddingConfig::new(6, 4).init(&device),
+    });
+    let infos = ember_tensor::params(&model);
+    let channel_axis = |path: &str| {
+        let info = infos.iter().find(|p| p.path == path).unwrap();
+        WeightConfig::int8_per_channel()
+            .scheme_for(info)
+            .granularity
+    };
+    use ember_quant::Granularity::PerChannel;
+    // burn's [in, out] Linear has its outputs on axis 1; every other weight on axis 0.
+    assert_eq!(channel_axis("fc.weight"), PerChannel { axis: 1 });
+    assert_eq!(channel_axis("conv.weight"), PerChannel { axis: 0 });
+    assert_eq!(channel_axis("embed.weight"), PerChannel { axis: 0 });
+}
+
+#[test]
 fn a_pruned_weight_stays_pruned_and_masked_when_quantized() {
     let _seeded = seeded_lock();
     let device = Device::flex();
@@ -500,6 +529,63 @@ fn corrupt_or_mismatched_files_are_typed_errors() {
 }
 
 #[test]
+fn saved_input_parameters_are_checked_on_load() {
+    let _seeded = seeded_lock();
+    let device = Device::flex();
+    let config = StaticConfig {
+        observer: ObserverConfig::min_max(),
+        ..StaticConfig::default()
+    };
+    let q = quantize_static(mlp(&device, 2), &config, &Blobs::new(64, 3, 2), &device).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("mlp.q");
+    save_quantized(&q, &path).unwrap();
+    // The same model saves to the same bytes.
+    let again = dir.path().join("again.q");
+    save_quantized(&q, &again).unwrap();
+    assert_eq!(
+        std::fs::read(&path).unwrap(),
+        std::fs::read(&again).unwrap()
+    );
+
+    let bytes = std::fs::read(&path).unwrap();
+    let (_, header) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+    let inputs: serde_json::Value =
+        serde_json::from_str(&header.metadata().as_ref().unwrap()["inputs"]).unwrap();
+    type Edit<'a> = &'a dyn Fn(&mut serde_json::Value);
+    let crafted = |edit: Edit| {
+        let mut inputs = inputs.clone();
+        edit(&mut inputs["layers.0"]["Static"]["params"]);
+        let out = dir.path().join("crafted.q");
+        ember_tensor::testing::rewrite_metadata(&path, &out, "inputs", &inputs.to_string());
+        load_quantized(mlp(&device, 2), &out, &device)
+    };
+    // The untouched metadata loads: the edits below are what is refused.
+    assert!(crafted(&|_| {}).is_ok());
+    let edits: [(&str, Edit); 4] = [
+        ("zero scale", &|p| p["scale"] = serde_json::json!([0.0])),
+        ("no parameters", &|p| {
+            p["scale"] = serde_json::json!([]);
+            p["zero_point"] = serde_json::json!([]);
+        }),
+        ("two scales", &|p| {
+            p["scale"] = serde_json::json!([0.1, 0.2])
+        }),
+        ("zero point out of range", &|p| {
+            p["zero_point"] = serde_json::json!([300])
+        }),
+    ];
+    for (what, edit) in edits {
+        let result = crafted(edit);
+        assert!(
+            matches!(result, Err(Error::QuantFile { .. })),
+            "{what}: {:?}",
+            result.map(|_| ())
+        );
+    }
+}
+
+#[test]
 fn the_zoo_model_enum_lists_its_layers_with_the_variant() {
     let _seeded = seeded_lock();
     let device = Device::flex();
@@ -602,6 +688,39 @@ fn quantization_aware_training_learns_and_converts_to_what_it_trained() {
 }
 
 #[test]
+fn evaluating_a_qat_model_before_converting_moves_no_range() {
+    let _seeded = seeded_lock();
+    let device = Device::flex();
+    let data = Blobs::new(256, 3, 6);
+    let config = ember_tensor::TrainConfig {
+        epochs: 1,
+        batch_size: 32,
+        ..ember_tensor::TrainConfig::default()
+    };
+    let qat = ember_quant::prepare_qat(mlp(&device, 23), &qat_config()).unwrap();
+    let (trained, _) = ember_tensor::train(qat.model.clone(), &data, &config, &device).unwrap();
+    let (points, _) = data.batch(&(0..data.len()).collect::<Vec<_>>(), &device);
+    // Evaluation on inputs far outside the training range, as a test set might be.
+    let _ = trained.forward(points.clone().mul_scalar(100.0));
+    ember_tensor::evaluate(&trained, &data, 64, &device).unwrap();
+    let q = qat.convert(trained).unwrap();
+    // With a min/max observer, the first layer's input range is that of the training points.
+    let points = host(points);
+    let range = ember_observe::Range {
+        min: points.iter().copied().fold(f32::INFINITY, f32::min),
+        max: points.iter().copied().fold(f32::NEG_INFINITY, f32::max),
+    };
+    let expected = qat_config()
+        .activations
+        .qparams(&[range], "layers.0")
+        .unwrap();
+    match &q.inputs["layers.0"] {
+        InputQuant::Static { params, .. } => assert_eq!(params, &expected),
+        other => panic!("layers.0 converted to {}", other.name()),
+    }
+}
+
+#[test]
 fn quantization_aware_training_keeps_pruned_weights_at_zero() {
     let _seeded = seeded_lock();
     let device = Device::flex();
@@ -647,7 +766,25 @@ fn histogram_observers_calibrate_a_model() {
         };
         let q = quantize_static(lenet(&device, 3), &config, &data, &device).unwrap();
         assert_eq!(q.inputs.len(), 5, "{method:?}");
-        let (images, _) = data.batch(&[0, 1], &device);
-        assert!(host(q.model.forward(images)).iter().all(|v| v.is_finite()));
+        // conv1's input is the images: its parameters are those of one observer of the same
+        // method fed every calibration image at once (histograms merge exactly, so batching
+        // does not matter).
+        let (images, _) = data.batch(&(0..data.len()).collect::<Vec<_>>(), &device);
+        let mut observer = config.observer.build("images").unwrap();
+        observer
+            .observe(&host(images.clone()), &images.dims())
+            .unwrap();
+        let scheme = config.activations;
+        let range = observer.ranges(scheme.levels()).unwrap();
+        let expected = scheme.qparams(&range, "conv1").unwrap();
+        match &q.inputs["conv1"] {
+            InputQuant::Static { params, .. } => assert_eq!(params, &expected, "{method:?}"),
+            other => panic!("conv1 quantized as {}", other.name()),
+        }
+        // Each method picks its own range inside what the images span ([0, 1)).
+        assert!(
+            range[0].min >= 0.0 && range[0].max <= 1.0,
+            "{method:?}: {range:?}"
+        );
     }
 }

@@ -41,4 +41,6 @@ pub use train::{
     Batch, Classifier, EvalReport, LabeledData, LrSchedule, TrainConfig, TrainReport, evaluate,
     fit, fit_with_hook, train, train_with_hook,
 };
-pub use walk::{ParamInfo, ParamValue, init_now, param_values, params, set_param_values};
+pub use walk::{
+    ParamInfo, ParamValue, WeightAxes, init_now, param_values, params, set_param_values,
+};

@@ -230,6 +230,8 @@ mod tests {
 
     #[test]
     fn a_mask_zeroes_the_effective_weight_and_reads_back() {
+        // Initializing draws from the flex RNG that seeded tests in this binary share.
+        let _seeded = crate::testing::seeded_lock();
         let device = Device::flex();
         let linear: Linear = LinearConfig::new(2, 2).init(&device);
         let base: Vec<f32> = linear.weight.val().into_data().try_into_vec().unwrap();
@@ -258,6 +260,7 @@ mod tests {
 
     #[test]
     fn bad_masks_are_typed_errors() {
+        let _seeded = crate::testing::seeded_lock();
         let device = Device::flex();
         let linear: Linear = LinearConfig::new(2, 2).init(&device);
         let mut masks = Masks::new();

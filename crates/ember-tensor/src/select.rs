@@ -28,6 +28,13 @@ impl Selector {
         Self::default()
     }
 
+    /// The weights of every `Linear` and `Conv2d` layer: what quantization and pruning take
+    /// by default (biases and normalization parameters are a tiny share of a model and
+    /// sensitive to error).
+    pub fn linear_and_conv_weights() -> Self {
+        Self::all().include("*weight").kind("Linear").kind("Conv2d")
+    }
+
     /// Also take paths matching `pattern`.
     pub fn include(mut self, pattern: impl Into<String>) -> Self {
         self.include.push(pattern.into());

@@ -119,3 +119,24 @@ impl crate::LabeledData for Blobs {
         )
     }
 }
+
+/// Copy the safetensors file at `from` to `to` with its metadata entry `key` set to `value`:
+/// the crafted files with which loaders' tests check that nothing in a header is trusted.
+///
+/// # Panics
+/// If `from` is not a readable safetensors file or `to` cannot be written (a test's setup).
+#[allow(clippy::unwrap_used, clippy::missing_panics_doc)]
+pub fn rewrite_metadata(from: &std::path::Path, to: &std::path::Path, key: &str, value: &str) {
+    let bytes = std::fs::read(from).unwrap();
+    let (_, header) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+    let mut metadata: std::collections::BTreeMap<String, String> = header
+        .metadata()
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .collect();
+    metadata.insert(key.to_string(), value.to_string());
+    let tensors = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let out = crate::fs::serialize_safetensors(tensors.tensors(), metadata).unwrap();
+    std::fs::write(to, out).unwrap();
+}

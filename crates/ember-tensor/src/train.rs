@@ -36,6 +36,13 @@ pub trait LabeledData {
 
     /// Samples `indices` as an input tensor on `device` and their class labels.
     fn batch(&self, indices: &[usize], device: &Device) -> (Tensor<4>, Tensor<1, Int>);
+
+    /// Whether [`LabeledData::batch`] gives the same inputs for the same indices every time it
+    /// is asked. Data augmented per draw (random shifts, say) does not, and then anything
+    /// computed once per sample (a teacher's cached logits) goes stale after the first epoch.
+    fn same_inputs_every_epoch(&self) -> bool {
+        true
+    }
 }
 
 /// One training step's inputs, on the autodiff device.

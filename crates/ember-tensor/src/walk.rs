@@ -32,6 +32,36 @@ impl ParamInfo {
     pub fn name(&self) -> &str {
         self.path.rsplit('.').next().unwrap_or(&self.path)
     }
+
+    /// Which axis of a weight runs over the layer's inputs and which over its outputs, the one
+    /// rule every pass uses (per-channel scales, per-group scales, N:M groups). burn stores a
+    /// `Linear` weight as `[d_input, d_output]`; every other weight of rank 2 or more keeps
+    /// PyTorch's order, outputs first: a convolution's `[out, in, kh, kw]`, an embedding's
+    /// `[tokens, dim]` (one row per token, as PyTorch quantizes it). `None` below rank 2.
+    pub fn weight_axes(&self) -> Option<WeightAxes> {
+        if self.shape.len() < 2 {
+            None
+        } else if self.layer_kind == "Linear" {
+            Some(WeightAxes {
+                input: 0,
+                output: 1,
+            })
+        } else {
+            Some(WeightAxes {
+                input: 1,
+                output: 0,
+            })
+        }
+    }
+}
+
+/// The input and output axes of a weight, as [`ParamInfo::weight_axes`] finds them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WeightAxes {
+    /// The axis a matmul or convolution reduces over.
+    pub input: usize,
+    /// The axis of the output units (neurons, filters, rows).
+    pub output: usize,
 }
 
 /// A parameter with its value, flattened so that parameters of every rank fit one type;

@@ -144,6 +144,10 @@ impl LabeledData for Jittered<'_> {
             }
         })
     }
+
+    fn same_inputs_every_epoch(&self) -> bool {
+        self.max_shift == 0
+    }
 }
 
 /// A dataset of train and test images.

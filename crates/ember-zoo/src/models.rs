@@ -39,6 +39,27 @@ impl MlpConfig {
         }
     }
 
+    /// How many parameters the model has (weights and biases), in checked arithmetic: a size
+    /// read from a file is checked with it before anything is allocated.
+    pub fn parameter_count(&self) -> Result<usize> {
+        let widths: Vec<usize> = std::iter::once(self.input)
+            .chain(self.hidden.iter().copied())
+            .chain(std::iter::once(self.classes))
+            .collect();
+        widths
+            .windows(2)
+            .try_fold(0usize, |sum, w| {
+                w[0].checked_add(1)?.checked_mul(w[1])?.checked_add(sum)
+            })
+            .ok_or_else(|| {
+                invalid(
+                    "hidden",
+                    format!("{widths:?}"),
+                    "more parameters than fit in memory",
+                )
+            })
+    }
+
     /// Check the config and build the model on `device`, its parameters drawn from the
     /// device RNG now (seed it first with `device.seed`).
     pub fn init(&self, device: &Device) -> Result<Mlp> {
@@ -144,6 +165,37 @@ impl LeNet5Config {
         ])
     }
 
+    /// How many parameters the model has, in checked arithmetic (see
+    /// [`MlpConfig::parameter_count`]).
+    pub fn parameter_count(&self) -> Result<usize> {
+        let [h, w] = self.features_size()?;
+        let too_big = || {
+            invalid(
+                "image",
+                format!("{:?}", self.image),
+                "more parameters than fit in memory",
+            )
+        };
+        let conv1 = self
+            .channels
+            .checked_mul(25)
+            .and_then(|k| k.checked_add(1))
+            .and_then(|k| k.checked_mul(6))
+            .ok_or_else(too_big)?;
+        let fc1 = h
+            .checked_mul(w)
+            .and_then(|a| a.checked_mul(16))
+            .and_then(|a| a.checked_add(1))
+            .and_then(|a| a.checked_mul(120))
+            .ok_or_else(too_big)?;
+        let fc3 = self.classes.checked_mul(85).ok_or_else(too_big)?;
+        // conv2 (6 -> 16, 5x5) and fc2 (120 -> 84) have fixed sizes.
+        [conv1, fc1, fc3, 16 * (6 * 25 + 1), 84 * 121]
+            .into_iter()
+            .try_fold(0usize, usize::checked_add)
+            .ok_or_else(too_big)
+    }
+
     /// Check the config and build the model on `device`, its parameters drawn from the
     /// device RNG now (seed it first with `device.seed`).
     pub fn init(&self, device: &Device) -> Result<LeNet5> {
@@ -234,6 +286,13 @@ mod tests {
             .unwrap();
         // 784*300+300 + 300*100+100 + 100*10+10, as in LeCun et al. 1998 and Han et al. 2015.
         assert_eq!(mlp.num_params(), 266_610);
+        let config = MlpConfig::lenet_300_100(784, 10);
+        assert_eq!(config.parameter_count().unwrap(), 266_610);
+        let huge = MlpConfig {
+            hidden: vec![usize::MAX / 2, 4],
+            ..config
+        };
+        assert!(huge.parameter_count().is_err());
         let paths: Vec<String> = params(&mlp).into_iter().map(|p| p.path).collect();
         assert_eq!(paths[0], "layers.0.weight");
         assert_eq!(paths[5], "layers.2.bias");
@@ -249,8 +308,20 @@ mod tests {
         assert_eq!(logits.dims(), [2, 10]);
 
         // 32x36: conv1 keeps 32x36, pool 16x18, conv2 12x14, pool 6x7.
-        let other = LeNet5Config::new(3, [32, 36], 7).init(&device).unwrap();
+        let other_config = LeNet5Config::new(3, [32, 36], 7);
+        let other = other_config.init(&device).unwrap();
         assert_eq!(other.fc1.weight.dims(), [16 * 6 * 7, 120]);
+        for (config, model) in [
+            (LeNet5Config::new(1, [28, 28], 10), &mnist),
+            (other_config, &other),
+        ] {
+            assert_eq!(config.parameter_count().unwrap(), model.num_params());
+        }
+        assert!(
+            LeNet5Config::new(1, [usize::MAX, 64], 10)
+                .parameter_count()
+                .is_err()
+        );
         assert_eq!(
             other.forward(Tensor::zeros([1, 3, 32, 36], &device)).dims(),
             [1, 7]

@@ -29,6 +29,14 @@ pub enum ModelConfig {
 }
 
 impl ModelConfig {
+    /// How many parameters the model has, in checked arithmetic.
+    pub fn parameter_count(&self) -> Result<usize> {
+        match self {
+            ModelConfig::Mlp(c) => c.parameter_count(),
+            ModelConfig::LeNet5(c) => c.parameter_count(),
+        }
+    }
+
     /// Check the config and build the model on `device`.
     pub fn init(&self, device: &Device) -> Result<Model> {
         Ok(match self {
@@ -152,8 +160,21 @@ pub fn load_model(path: &Path, device: &Device) -> Result<(Model, ModelConfig)> 
             format!("format {} is not {FORMAT}", sidecar.format),
         ));
     }
-    let model = with_placeholder_masks(sidecar.config.init(device)?, &sidecar.masked, device)?;
     let bytes = std::fs::read(path).map_err(|e| file_error(path, e.to_string()))?;
+    // The sidecar's sizes are checked against the weights file before the model is built from
+    // them: a crafted `hidden` would otherwise ask for any amount of memory. No dtype burn
+    // stores takes less than half a byte per parameter (packed int4).
+    let count = sidecar.config.parameter_count()?;
+    if count.div_ceil(2) > bytes.len() {
+        return Err(file_error(
+            &sidecar_path,
+            format!(
+                "the config describes {count} parameters, but the weights file holds only {} bytes",
+                bytes.len()
+            ),
+        ));
+    }
+    let model = with_placeholder_masks(sidecar.config.init(device)?, &sidecar.masked, device)?;
     let record = ModuleRecord::from_bytes(Bytes::from_bytes_vec(bytes))
         .map_err(|e| file_error(path, format!("corrupt weights: {e:?}")))?;
     let model = model

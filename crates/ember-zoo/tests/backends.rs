@@ -7,7 +7,8 @@
 mod common;
 
 use burn::module::Module;
-use burn::tensor::{Device, Tensor};
+use burn::nn::loss::CrossEntropyLossConfig;
+use burn::tensor::{Device, Int, Tensor};
 use common::{flex_device, max_abs_diff, synthetic_split, weights};
 use ember_tensor::testing::seeded_lock as seeded;
 use ember_zoo::{Classifier, LabeledData, Mlp, MlpConfig, TrainConfig, train};
@@ -17,6 +18,9 @@ const FORWARD_TOLERANCE: f32 = 1e-4;
 /// One Adam step moves a weight by at most the learning rate (1e-3); the backends' updates may
 /// differ by rounding of the gradient only.
 const STEP_TOLERANCE: f32 = 2e-5;
+/// Adam's first step is about `lr * sign(g)`, so it compares little more than gradient signs:
+/// the gradients themselves are compared too, relative to the largest of each tensor.
+const GRADIENT_TOLERANCE: f32 = 1e-4;
 const BATCH: usize = 64;
 const SEED: u64 = 7;
 
@@ -52,9 +56,22 @@ ember_tensor::backend_tests! {
 
         let (images, _) = data.batch(&indices, &flex_device());
         let expected = reference.forward(images.clone()).into_data();
-        let got = model.forward(images.to_device(&device)).into_data();
+        let got = model.forward(images.clone().to_device(&device)).into_data();
         let diff = max_abs_diff(&expected, &got);
         assert!(diff <= FORWARD_TOLERANCE, "forward differs from flex by {diff}");
+
+        let (images, labels) = data.batch(&indices, &flex_device());
+        let expected = gradients(&reference, images.clone(), labels.clone(), &flex_device());
+        let got = gradients(&model, images, labels, &device);
+        for ((layer, expected), got) in expected.iter().enumerate().zip(&got) {
+            let scale = expected.iter().fold(0.0f32, |m, g| m.max(g.abs()));
+            assert!(scale > 0.0, "layer {layer} has no gradient");
+            let diff = expected.iter().zip(got).fold(0.0f32, |m, (e, g)| m.max((e - g).abs()));
+            assert!(
+                diff <= GRADIENT_TOLERANCE * scale,
+                "layer {layer}'s weight gradient differs from flex by {diff} (largest {scale})"
+            );
+        }
 
         let (reference, _) = train(reference, &data, &one_step(), &flex_device()).expect("flex step");
         let (model, _) = train(model, &data, &one_step(), &device).expect("step");
@@ -70,6 +87,37 @@ ember_tensor::backend_tests! {
         let back = model.clone().to_device(&device).to_device(&flex_device());
         assert_eq!(weights(&model), weights(&back));
     }
+}
+
+/// The cross-entropy gradient of every layer's weight, on `device`, as host values.
+fn gradients(
+    model: &Mlp,
+    images: Tensor<4>,
+    labels: Tensor<1, Int>,
+    device: &Device,
+) -> Vec<Vec<f32>> {
+    let autodiff = device.clone().autodiff();
+    let model = model.clone().fork(&autodiff).train();
+    let logits = model.forward(images.to_device(&autodiff));
+    let loss = CrossEntropyLossConfig::new()
+        .init(&autodiff)
+        .forward(logits, labels.to_device(&autodiff));
+    let grads = loss.backward();
+    model
+        .layers
+        .iter()
+        .map(|layer| {
+            let grad = layer
+                .weight
+                .val()
+                .grad(&grads)
+                .expect("a trained weight has a gradient");
+            grad.into_data()
+                .convert::<f32>()
+                .try_into_vec::<f32>()
+                .expect("f32 data")
+        })
+        .collect()
 }
 
 /// Seeded runs are bit-for-bit reproducible on the CPU backends.

@@ -241,4 +241,8 @@ fn jitter_moves_every_image_by_at_most_its_shift_and_repeats_with_its_seed() {
     // The same seed draws the same shifts; another seed draws others.
     assert_eq!(values(&Jittered::new(split, 1, 7), &indices).0, jittered);
     assert_ne!(values(&Jittered::new(split, 1, 8), &indices).0, jittered);
+    // Shifted data is not the same from one epoch to the next, so nothing caches over it.
+    assert!(!Jittered::new(split, 1, 7).same_inputs_every_epoch());
+    assert!(Jittered::new(split, 0, 7).same_inputs_every_epoch());
+    assert!(split.same_inputs_every_epoch());
 }

@@ -179,11 +179,21 @@ mod tests {
         }
         .init()
         .unwrap();
-        let parts = loss
-            .forward(student.clone(), teacher.clone(), labels)
-            .unwrap();
-        let kl = scalar(kl_divergence(student, teacher, 5.0).unwrap());
-        assert!((scalar(parts.total) - 25.0 * kl).abs() < TOLERANCE);
+        let parts = loss.forward(student, teacher, labels).unwrap();
+        // KL(p_t || p_s) at T = 5 by hand, in f64.
+        let softmax = |logits: [f64; 3]| {
+            let e = logits.map(|l| (l / 5.0).exp());
+            let sum: f64 = e.iter().sum();
+            e.map(|x| x / sum)
+        };
+        let (p_s, p_t) = (softmax([0.3, -1.0, 2.0]), softmax([1.0, 0.0, -1.0]));
+        let kl: f64 = (0..3).map(|i| p_t[i] * (p_t[i] / p_s[i]).ln()).sum();
+        assert!(kl > 0.01, "{kl}");
+        let total = scalar(parts.total);
+        assert!(
+            (total - 25.0 * kl as f32).abs() < TOLERANCE,
+            "{total} against 25 * {kl}"
+        );
     }
 
     #[test]
