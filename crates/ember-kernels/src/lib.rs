@@ -4,7 +4,10 @@
 //! - [`Csr`]: compressed sparse rows, the compute format: [`Csr::matmul`] multiplies a sparse
 //!   matrix by a dense one, and [`Csr::linear`] runs a pruned linear layer on a batch;
 //! - [`Bitmap`]: one bit per element plus the non-zero values, the storage format whose size
-//!   falls with sparsity at every level (CSR's 4-byte column indices only win past 50 %).
+//!   falls with sparsity at every level (CSR's 4-byte column indices only win past 50 %);
+//! - [`int8`]: the `u8` x `i8` GEMM of quantized layers, with prepacked weights
+//!   ([`PackedWeights`]), a dequantizing epilogue and kernels for AVX-512 VNNI, AVX2 and any
+//!   CPU, chosen at run time ([`Int8Kernel::detect`]).
 //!
 //! ```
 //! use ember_kernels::Csr;
@@ -18,10 +21,12 @@
 
 mod bitmap;
 mod csr;
+pub mod int8;
 pub mod simd;
 
 pub use bitmap::Bitmap;
 pub use csr::Csr;
+pub use int8::{Int8Kernel, PackedWeights, WeightLayout};
 
 /// What a kernel refuses.
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -36,9 +41,19 @@ pub enum KernelError {
         /// Elements given.
         actual: usize,
     },
-    /// A dimension is too large for the 32-bit indices of the sparse formats.
-    #[error("dimension {0} does not fit the sparse formats' 32-bit indices")]
+    /// A dimension is too large: for the sparse formats' 32-bit indices, or for an integer
+    /// product's exact `i32` sum.
+    #[error("dimension {0} is too large for this kernel")]
     TooLarge(usize),
+    /// A quantization parameter no integer kernel can use: a scale that is not positive and
+    /// finite, a zero point outside its type.
+    #[error("{what} {value} is not usable")]
+    Parameter {
+        /// Which parameter.
+        what: &'static str,
+        /// Its value.
+        value: String,
+    },
 }
 
 /// Result of a kernel.

@@ -15,8 +15,10 @@
 //! - [`sensitivity()`]: quantize one layer at a time and see what it costs.
 //! - [`save_quantized`] / [`load_quantized`]: the model on disk at its quantized size.
 //!
-//! A quantized model computes with its dequantized weights and fake-quantized activations
-//! (the values an integer kernel would see), so it runs on every backend. Observers come from
+//! A quantized layer whose weight and input are both quantized runs on ember-kernels' integer
+//! GEMM when its input is on a host device (flex, ndarray; see [`integer`]); everywhere else
+//! (wgpu, training) it computes with its dequantized weight and fake-quantized input, the
+//! values the integer kernel sees, so every model runs on every backend. Observers come from
 //! `ember-observe`.
 //!
 //! ```
@@ -37,6 +39,7 @@ pub mod cast;
 mod error;
 pub mod fake;
 pub mod fuse;
+pub mod integer;
 pub mod nn;
 pub mod qtensor;
 pub mod quantize;
@@ -45,6 +48,7 @@ pub mod scheme;
 pub mod sensitivity;
 
 pub use cast::{FloatType, cast};
+pub use ember_kernels::int8::Int8Kernel;
 pub use error::{Error, Result};
 pub use fuse::fuse_conv_bn;
 pub use nn::{InputQuant, QuantLayer, QuantLayers};

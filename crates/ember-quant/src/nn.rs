@@ -16,10 +16,14 @@ use burn::module::{Module, Param};
 use burn::nn::PaddingConfig2d;
 use burn::tensor::module::{conv2d, linear};
 use burn::tensor::ops::ConvOptions;
-use burn::tensor::{Device, Tensor};
+use burn::tensor::{DType, Device, Tensor};
 use ember_observe::Observer;
 
+use ember_kernels::int8::{Int8Kernel, WeightLayout};
+
 use crate::fake::{dynamic_params, fake_quantize, fake_quantize_ste, fake_quantize_weight_ste};
+use crate::integer::{ConvGeometry, IntegerWeights};
+use crate::qtensor::QTensor;
 use crate::scheme::{QParams, QScheme};
 
 /// What a layer does to its input before its own computation.
@@ -136,6 +140,12 @@ pub trait QuantLayer {
     fn set_input_quant(&mut self, quant: InputQuant);
     /// Fake-quantize the weight in every forward pass (quantization-aware training), or stop.
     fn set_weight_quant(&mut self, scheme: Option<QScheme>);
+    /// Run on the integer kernels with `weight` (this layer's quantized weight) packed for
+    /// `kernel`, or stop (`None`). Returns whether the layer now has an integer form: not for
+    /// a scheme the kernels cannot run (per-group scales, grouped convolutions).
+    fn set_integer(&mut self, integer: Option<(&QTensor, Int8Kernel)>) -> bool;
+    /// The layer's integer form, if it has one.
+    fn integer(&self) -> Option<&IntegerWeights>;
 }
 
 /// The drop-ins keep their quantizers in the same two fields.
@@ -150,6 +160,13 @@ macro_rules! quant_layer {
             }
             fn set_weight_quant(&mut self, scheme: Option<QScheme>) {
                 self.weight_quant = scheme;
+            }
+            fn set_integer(&mut self, integer: Option<(&QTensor, Int8Kernel)>) -> bool {
+                self.integer = integer.and_then(|(weight, kernel)| self.pack(weight, kernel));
+                self.integer.is_some()
+            }
+            fn integer(&self) -> Option<&IntegerWeights> {
+                self.integer.as_ref()
             }
         }
     };
@@ -176,6 +193,9 @@ pub struct Linear {
     /// During quantization-aware training, the weight's fake-quantization scheme.
     #[module(skip)]
     pub weight_quant: Option<QScheme>,
+    /// After quantization, the weight packed for the integer kernels.
+    #[module(skip)]
+    pub integer: Option<IntegerWeights>,
 }
 
 impl Linear {
@@ -186,12 +206,45 @@ impl Linear {
 
     /// `input · weight + bias`, the input first cast to the weight's dtype (a half-precision
     /// model takes float inputs) and quantized as [`Linear::input`] says.
+    /// On a host device, a layer with an integer form runs on the integer kernels instead
+    /// (see [`crate::integer`]).
     pub fn forward<const D: usize>(&self, input: Tensor<D>) -> Tensor<D> {
         let weight = self.weight.val();
         let training = weight.is_tracked();
+        if let Some(integer) = &self.integer {
+            if training {
+                integer.mark_trained();
+            } else if let Some(out) = crate::integer::linear(integer, &self.input, &input) {
+                return out;
+            }
+        }
         let weight = effective_weight(weight, self.weight_quant.as_ref());
         let input = self.input.apply(input.cast(weight.dtype()), training);
         linear(input, weight, self.bias.as_ref().map(Param::val))
+    }
+
+    /// The integer form of this layer with `weight` (burn's `[d_input, d_output]`).
+    fn pack(&self, weight: &QTensor, kernel: Int8Kernel) -> Option<IntegerWeights> {
+        if self.weight.val().dtype() != DType::F32 {
+            return None;
+        }
+        let [k, n] = self.weight.dims();
+        IntegerWeights::new(
+            weight,
+            WeightLayout::InputMajor,
+            1,
+            (k, n),
+            host_bias(self.bias.as_ref())?,
+            kernel,
+        )
+    }
+}
+
+/// The bias as host values (`Some(None)` for a layer without one), `None` if it cannot be read.
+fn host_bias(bias: Option<&Param<Tensor<1>>>) -> Option<Option<Vec<f32>>> {
+    match bias {
+        None => Some(None),
+        Some(bias) => ember_tensor::stats::read_f32(bias.val()).ok().map(Some),
     }
 }
 
@@ -202,6 +255,7 @@ impl From<burn::nn::Linear> for Linear {
             bias: layer.bias,
             input: InputQuant::Float,
             weight_quant: None,
+            integer: None,
         }
     }
 }
@@ -232,6 +286,9 @@ pub struct Conv2d {
     /// During quantization-aware training, the weight's fake-quantization scheme.
     #[module(skip)]
     pub weight_quant: Option<QScheme>,
+    /// After quantization, the weight packed for the integer kernels.
+    #[module(skip)]
+    pub integer: Option<IntegerWeights>,
 }
 
 impl Conv2d {
@@ -242,13 +299,38 @@ impl Conv2d {
 
     /// The convolution, the input first cast to the weight's dtype and quantized as
     /// [`Conv2d::input`] says.
+    /// On a host device, a layer with an integer form runs on the integer kernels instead
+    /// (see [`crate::integer`]).
     pub fn forward(&self, input: Tensor<4>) -> Tensor<4> {
         let weight = self.weight.val();
         let training = weight.is_tracked();
+        let [_, _, height, width] = input.dims();
+        let (rows, cols) = self.resolved_padding(height, width);
+        if let Some(integer) = &self.integer {
+            if training {
+                integer.mark_trained();
+            } else {
+                let geometry = ConvGeometry {
+                    kernel: self.kernel_size,
+                    stride: self.stride,
+                    dilation: self.dilation,
+                    padding: [rows, cols],
+                };
+                if let Some(out) = crate::integer::conv2d(integer, &self.input, &input, &geometry) {
+                    return out;
+                }
+            }
+        }
         let weight = effective_weight(weight, self.weight_quant.as_ref());
         let input = self.input.apply(input.cast(weight.dtype()), training);
-        let [_, _, height, width] = input.dims();
-        let (rows, cols) = match self.padding {
+        let options =
+            ConvOptions::new_with_padding(self.stride, [rows, cols], self.dilation, self.groups);
+        conv2d(input, weight, self.bias.as_ref().map(Param::val), options)
+    }
+
+    /// Padding `(before, after)` of rows and columns for an input of this size.
+    fn resolved_padding(&self, height: usize, width: usize) -> ((usize, usize), (usize, usize)) {
+        match self.padding {
             PaddingConfig2d::Valid => ((0, 0), (0, 0)),
             PaddingConfig2d::Explicit(top, left, bottom, right) => ((top, bottom), (left, right)),
             PaddingConfig2d::Same => (
@@ -260,10 +342,24 @@ impl Conv2d {
                 ),
                 same_padding(self.kernel_size[1], self.stride[1], self.dilation[1], width),
             ),
-        };
-        let options =
-            ConvOptions::new_with_padding(self.stride, [rows, cols], self.dilation, self.groups);
-        conv2d(input, weight, self.bias.as_ref().map(Param::val), options)
+        }
+    }
+
+    /// The integer form of this layer with `weight` (`[out, in, kh, kw]`); grouped
+    /// convolutions keep their float path.
+    fn pack(&self, weight: &QTensor, kernel: Int8Kernel) -> Option<IntegerWeights> {
+        if self.groups != 1 || self.weight.val().dtype() != DType::F32 {
+            return None;
+        }
+        let [out, channels, kh, kw] = self.weight.dims();
+        IntegerWeights::new(
+            weight,
+            WeightLayout::OutputMajor,
+            0,
+            (channels * kh * kw, out),
+            host_bias(self.bias.as_ref())?,
+            kernel,
+        )
     }
 }
 
@@ -300,6 +396,7 @@ impl From<burn::nn::conv::Conv2d> for Conv2d {
             padding: layer.padding,
             input: InputQuant::Float,
             weight_quant: None,
+            integer: None,
         }
     }
 }

@@ -10,6 +10,7 @@ use ember_observe::{CalibrationConfig, ObserverConfig, RangeMethod, calibrate};
 use ember_tensor::{Classifier, LabeledData, ParamInfo, Selector, param_values, params};
 use serde::{Deserialize, Serialize};
 
+use crate::Int8Kernel;
 use crate::nn::{Calibration, InputQuant, QuantLayers};
 use crate::qtensor::QTensor;
 use crate::scheme::{Mode, QScheme, QType};
@@ -26,6 +27,40 @@ pub struct Quantized<M> {
     pub weights: BTreeMap<String, QTensor>,
     /// What each layer does to its input, by layer path, as the pass set it.
     pub inputs: BTreeMap<String, InputQuant>,
+}
+
+impl<M: QuantLayers> Quantized<M> {
+    /// Run every layer whose weight and input are both quantized on the integer kernels with
+    /// `kernel`, or put every layer back on its float path (`None`: dequantized weights and
+    /// fake-quantized inputs, the same function up to float rounding). The passes call it
+    /// with [`Int8Kernel::detect`]. Returns the layers that now run on integers; a scheme the
+    /// kernels cannot run (per-group weights, a grouped convolution) keeps its float path.
+    pub fn set_integer_kernel(&mut self, kernel: Option<Int8Kernel>) -> Vec<String> {
+        let mut on = Vec::new();
+        for (name, layer) in self.model.quant_layers() {
+            let integer_input = matches!(
+                self.inputs.get(&name),
+                Some(InputQuant::Dynamic(_) | InputQuant::Static { .. })
+            );
+            let form = match (kernel, self.weights.get(&format!("{name}.weight"))) {
+                (Some(kernel), Some(weight)) if integer_input => Some((weight, kernel)),
+                _ => None,
+            };
+            if layer.set_integer(form) {
+                on.push(name);
+            }
+        }
+        on
+    }
+
+    /// The layers that run on the integer kernels, with the kernel of each.
+    pub fn integer_layers(&mut self) -> Vec<(String, Int8Kernel)> {
+        self.model
+            .quant_layers()
+            .into_iter()
+            .filter_map(|(name, layer)| layer.integer().map(|i| (name, i.kernel())))
+            .collect()
+    }
 }
 
 /// How weights are grouped for their scales, resolved per layer kind (burn's linear weight is
@@ -199,6 +234,7 @@ pub fn quantize_dynamic<M: Module + QuantLayers>(
             q.inputs.insert(name, input);
         }
     }
+    q.set_integer_kernel(Some(Int8Kernel::detect()));
     Ok(q)
 }
 
@@ -302,6 +338,7 @@ impl<M: Module + QuantLayers> Prepared<M> {
                 q.inputs.insert(name, input);
             }
         }
+        q.set_integer_kernel(Some(Int8Kernel::detect()));
         Ok(q)
     }
 }

@@ -275,11 +275,13 @@ pub fn load_quantized<M: Module + QuantLayers>(
             "`{unknown}` is not a quantizable layer of the model"
         )));
     }
-    Ok(Quantized {
+    let mut quantized = Quantized {
         model,
         weights,
         inputs: restored,
-    })
+    };
+    quantized.set_integer_kernel(Some(crate::Int8Kernel::detect()));
+    Ok(quantized)
 }
 
 /// A layer's input is quantized with one scale and zero point (see `quantize.rs`).

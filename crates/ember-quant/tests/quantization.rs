@@ -585,6 +585,182 @@ fn saved_input_parameters_are_checked_on_load() {
     }
 }
 
+/// The integer kernels and the float path with fake-quantized inputs compute the same function
+/// up to float rounding; a rounding that lands a later layer's input on the other side of a
+/// quantization step moves that input by one step, so logits agree to a few steps.
+const INTEGER_TOLERANCE: f32 = 2e-2;
+
+/// Logits of `q` on `images` with every kernel this CPU runs and on the float path.
+fn logits_by_kernel<M: Classifier + QuantLayers + Clone>(
+    q: &ember_quant::Quantized<M>,
+    images: &Tensor<4>,
+) -> (Vec<f32>, Vec<(&'static str, Vec<f32>)>) {
+    let mut float = q.clone();
+    assert!(float.set_integer_kernel(None).is_empty());
+    let reference = host(float.model.forward(images.clone()));
+    let runs = ember_quant::Int8Kernel::available()
+        .into_iter()
+        .map(|kernel| {
+            let mut forced = q.clone();
+            let on = forced.set_integer_kernel(Some(kernel));
+            assert_eq!(on.len(), q.inputs.len(), "{}: {on:?}", kernel.name());
+            (kernel.name(), host(forced.model.forward(images.clone())))
+        })
+        .collect();
+    (reference, runs)
+}
+
+fn assert_same_function(reference: &[f32], runs: &[(&str, Vec<f32>)], classes: usize) {
+    let argmax = |row: &[f32]| {
+        (0..row.len())
+            .max_by(|&a, &b| row[a].total_cmp(&row[b]))
+            .unwrap()
+    };
+    for (kernel, logits) in runs {
+        let scale = reference.iter().fold(1.0f32, |m, v| m.max(v.abs()));
+        let diff = reference
+            .iter()
+            .zip(logits)
+            .fold(0.0f32, |m, (r, l)| m.max((r - l).abs()));
+        assert!(
+            diff <= INTEGER_TOLERANCE * scale,
+            "{kernel}: logits differ by {diff} (largest {scale})"
+        );
+        let rows = reference.len() / classes;
+        let same = (0..rows)
+            .filter(|&r| {
+                let span = r * classes..(r + 1) * classes;
+                argmax(&reference[span.clone()]) == argmax(&logits[span])
+            })
+            .count();
+        assert!(
+            same * 100 >= rows * 99,
+            "{kernel}: {same} of {rows} predictions agree"
+        );
+    }
+}
+
+#[test]
+fn integer_kernels_compute_what_the_fake_quantized_model_does() {
+    let _seeded = seeded_lock();
+    let device = Device::flex();
+    // Dynamic int8 MLP (per-tensor weights) and static LeNet-5 (per-channel weights, every
+    // observer's uint8 inputs), on data neither saw.
+    let mlp_q = quantize_dynamic(mlp(&device, 30), &DynamicConfig::default()).unwrap();
+    assert_eq!(
+        mlp_q.clone().integer_layers().len(),
+        3,
+        "every layer of the MLP runs on integers"
+    );
+    let points = Blobs::new(256, 3, 31);
+    let (images, _) = points.batch(&(0..256).collect::<Vec<_>>(), &device);
+    let (reference, runs) = logits_by_kernel(&mlp_q, &images);
+    assert_same_function(&reference, &runs, 3);
+
+    let calibration = Noise::new(64, 32);
+    let lenet_q = quantize_static(
+        lenet(&device, 33),
+        &StaticConfig::default(),
+        &calibration,
+        &device,
+    )
+    .unwrap();
+    let (images, _) = Noise::new(128, 34).batch(&(0..128).collect::<Vec<_>>(), &device);
+    let (reference, runs) = logits_by_kernel(&lenet_q, &images);
+    assert_same_function(&reference, &runs, 3);
+
+    // A batch of one and an empty batch.
+    let (one, _) = Noise::new(1, 35).batch(&[0], &device);
+    let (reference, runs) = logits_by_kernel(&lenet_q, &one);
+    assert_same_function(&reference, &runs, 3);
+    let empty = Tensor::<4>::zeros([0, 1, Noise::SIDE, Noise::SIDE], &device);
+    assert_eq!(lenet_q.model.forward(empty).dims(), [0, 3]);
+}
+
+#[test]
+fn integer_convolutions_follow_every_geometry() {
+    use burn::nn::PaddingConfig2d;
+    let _seeded = seeded_lock();
+    let device = Device::flex();
+    let data = Noise::new(8, 40);
+    let (images, _) = data.batch(&(0..8).collect::<Vec<_>>(), &device);
+    let geometries = [
+        Conv2dConfig::new([1, 5], [3, 3]).with_stride([2, 2]),
+        Conv2dConfig::new([1, 4], [3, 2])
+            .with_dilation([2, 1])
+            .with_padding(PaddingConfig2d::Explicit(1, 2, 0, 3)),
+        Conv2dConfig::new([1, 3], [4, 4])
+            .with_stride([3, 2])
+            .with_padding(PaddingConfig2d::Same)
+            .with_bias(false),
+    ];
+    for (i, config) in geometries.iter().enumerate() {
+        device.seed(41 + i as u64);
+        let conv = ember_tensor::init_now(Conv2d::new(config, &device));
+        for qtype in [QType::UInt8, QType::Int8] {
+            let config = StaticConfig {
+                activations: QScheme::new(qtype, Mode::Affine),
+                observer: ObserverConfig::min_max(),
+                ..StaticConfig::default()
+            };
+            let prepared = ember_quant::prepare(Single { conv: conv.clone() }, &config).unwrap();
+            let _ = prepared.model.conv.forward(images.clone());
+            let q = prepared.convert().unwrap();
+            let mut float = q.clone();
+            float.set_integer_kernel(None);
+            let expected = host(float.model.conv.forward(images.clone()));
+            for kernel in ember_quant::Int8Kernel::available() {
+                let mut forced = q.clone();
+                assert_eq!(forced.set_integer_kernel(Some(kernel)).len(), 1);
+                let got = forced.model.conv.forward(images.clone());
+                assert_eq!(got.dims(), float.model.conv.forward(images.clone()).dims());
+                // One layer, its input quantized identically on both paths: only the float
+                // path's summation order differs.
+                assert_close(&host(got), &expected, 1e-4);
+            }
+        }
+    }
+}
+
+/// One drop-in convolution as a model.
+#[derive(Module, Debug)]
+struct Single {
+    conv: Conv2d,
+}
+
+impl QuantLayers for Single {
+    fn quant_layers(&mut self) -> Vec<(String, &mut dyn ember_quant::QuantLayer)> {
+        vec![("conv".to_string(), &mut self.conv)]
+    }
+}
+
+#[test]
+fn a_layer_trained_after_conversion_leaves_its_packed_weight() {
+    let _seeded = seeded_lock();
+    let device = Device::flex();
+    let q = quantize_dynamic(mlp(&device, 50), &DynamicConfig::default()).unwrap();
+    let data = Blobs::new(128, 3, 51);
+    let config = ember_tensor::TrainConfig {
+        epochs: 1,
+        batch_size: 32,
+        ..ember_tensor::TrainConfig::default()
+    };
+    let (trained, _) = ember_tensor::train(q.model.clone(), &data, &config, &device).unwrap();
+    let (points, _) = data.batch(&(0..128).collect::<Vec<_>>(), &device);
+    // The trained weights, fake-quantized inputs: what the model now is. Its packed weights
+    // would be those from before training.
+    let mut float = ember_quant::Quantized {
+        model: trained.clone(),
+        weights: q.weights.clone(),
+        inputs: q.inputs.clone(),
+    };
+    float.set_integer_kernel(None);
+    assert_eq!(
+        host(trained.forward(points.clone())),
+        host(float.model.forward(points))
+    );
+}
+
 #[test]
 fn the_zoo_model_enum_lists_its_layers_with_the_variant() {
     let _seeded = seeded_lock();

@@ -85,6 +85,15 @@ impl FromStr for BackendKind {
     }
 }
 
+/// Whether `device` computes in this process's memory with plain (non-autodiff) tensors: flex
+/// or ndarray, where host kernels (ember-kernels' integer GEMM) can take over an operation.
+pub fn is_host(device: &Device) -> bool {
+    // burn names no backend in its device's public API; its debug form does, and costs less
+    // than a microsecond next to the matrix product it decides about.
+    let name = format!("{:?}", device.as_dispatch());
+    name.starts_with("Flex") || name.starts_with("NdArray")
+}
+
 /// Wait until the device has finished all queued work; GPU timings need it inside the timed
 /// region.
 pub fn sync(device: &Device) -> Result<()> {
@@ -114,6 +123,18 @@ pub fn require_dtype(device: &Device, dtype: DType) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn host_devices_are_the_plain_cpu_ones() {
+        #[allow(deprecated)]
+        for device in [Device::flex(), Device::ndarray()] {
+            assert!(is_host(&device), "{device:?}");
+            assert!(
+                !is_host(&device.clone().autodiff()),
+                "{device:?} with autodiff"
+            );
+        }
+    }
 
     #[test]
     fn names_round_trip_and_ignore_case() {

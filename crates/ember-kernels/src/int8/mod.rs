@@ -1,0 +1,490 @@
+//! Integer GEMM for quantized layers: `u8` activations times `i8` weights, summed exactly in
+//! `i32`, then dequantized to `f32` with the bias and an optional ReLU in the same pass.
+//!
+//! The weights are packed once ([`PackedWeights`]) when a model is converted: blocks of 16
+//! output columns, each holding 4 consecutive input elements of every column together, the
+//! order AVX-512 VNNI's `vpdpbusd` consumes (one 64-byte load feeds 16 columns x 4 products).
+//! Their column sums are kept beside them, so that the activation's zero point folds out of the
+//! sum: `Σ (a - za)(w - zw) = Σ a·w - za·Σw - zw·Σa + K·za·zw`.
+//!
+//! Three kernels compute `Σ a·w`, chosen at run time ([`Int8Kernel::detect`]), every one exact
+//! on the full `u8` x `i8` range and tested against the same plain triple loop:
+//! - AVX-512 VNNI: `vpdpbusd` adds four `u8·i8` products into an `i32` lane with no narrower
+//!   intermediate;
+//! - AVX2: `vpmaddubsw` would add two products in a saturating `i16` (255·127·2 > 32767, the
+//!   silent error fbgemm avoids with 7-bit activations), so this kernel widens both sides to
+//!   `i16` and uses `vpmaddwd`, whose pair sums land in `i32`: exact for any input, so the
+//!   quantization scheme need not depend on the CPU;
+//! - portable: scalar code over the same packed layout, the reference the others are forced
+//!   against in the tests.
+
+mod portable;
+#[cfg(target_arch = "x86_64")]
+mod x86;
+
+use rayon::prelude::*;
+
+use crate::{KernelError, Result, check_len};
+
+/// Output columns per packed block (one 512-bit vector of `i32`).
+pub const BLOCK_COLS: usize = 16;
+/// Input elements per packed group (one `vpdpbusd` lane).
+pub const GROUP: usize = 4;
+/// The deepest product whose `i32` sum cannot overflow at full range: `K · 255 · 128 < 2^31`.
+pub const MAX_DEPTH: usize = (i32::MAX as usize) / (255 * 128);
+/// Multiply-adds from which the columns are split across rayon's threads.
+const PARALLEL_MIN_MACS: usize = 1 << 22;
+
+/// Which integer kernel runs. The SIMD variants hold a token that only their constructors make,
+/// after checking the CPU: a kernel the CPU lacks cannot be built, so it is never run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Int8Kernel {
+    /// Scalar code, on any CPU.
+    Portable,
+    /// 256-bit vectors, `vpmaddwd` on widened inputs (x86-64 with AVX2).
+    Avx2(CpuChecked),
+    /// 512-bit vectors, `vpdpbusd` (x86-64 with AVX-512 F, BW and VNNI).
+    Avx512Vnni(CpuChecked),
+}
+
+/// Proof that the CPU was checked for a kernel's features; only this module makes one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CpuChecked(());
+
+impl Int8Kernel {
+    /// The fastest kernel this CPU runs.
+    pub fn detect() -> Self {
+        Self::avx512_vnni()
+            .or_else(Self::avx2)
+            .unwrap_or(Self::Portable)
+    }
+
+    /// The AVX2 kernel, if the CPU has AVX2.
+    pub fn avx2() -> Option<Self> {
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx2") {
+            return Some(Self::Avx2(CpuChecked(())));
+        }
+        None
+    }
+
+    /// The AVX-512 VNNI kernel, if the CPU has AVX-512 F, BW and VNNI.
+    pub fn avx512_vnni() -> Option<Self> {
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx512f")
+            && std::arch::is_x86_feature_detected!("avx512bw")
+            && std::arch::is_x86_feature_detected!("avx512vnni")
+        {
+            return Some(Self::Avx512Vnni(CpuChecked(())));
+        }
+        None
+    }
+
+    /// Every kernel this CPU runs, portable first.
+    pub fn available() -> Vec<Self> {
+        std::iter::once(Self::Portable)
+            .chain(Self::avx2())
+            .chain(Self::avx512_vnni())
+            .collect()
+    }
+
+    /// Its name in reports: `portable`, `avx2`, `avx512_vnni`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Portable => "portable",
+            Self::Avx2(_) => "avx2",
+            Self::Avx512Vnni(_) => "avx512_vnni",
+        }
+    }
+}
+
+/// How a weight matrix is laid out in the slice handed to [`PackedWeights::new`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WeightLayout {
+    /// Row-major `[k, n]`: burn's `Linear` weight `[d_input, d_output]`.
+    InputMajor,
+    /// Row-major `[n, k]`: a convolution's `[out, in · kh · kw]`, PyTorch's `Linear`.
+    OutputMajor,
+}
+
+/// An `i8` weight matrix `[k, n]` packed for the kernels, with its per-column scales and zero
+/// points (one of each for the whole matrix, or one per output column) and column sums.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PackedWeights {
+    k: usize,
+    n: usize,
+    /// `k` rounded up to a multiple of [`GROUP`].
+    k_padded: usize,
+    /// `[n / 16 blocks][k_padded / 4 groups][16 columns][4 elements]`, zero-padded.
+    data: Vec<i8>,
+    col_sums: Vec<i32>,
+    scales: Vec<f32>,
+    zero_points: Vec<i32>,
+}
+
+impl PackedWeights {
+    /// Pack `values` (`k · n` integers in `layout`), dequantized as `(w - zero_point) · scale`
+    /// with one scale and zero point per output column, or one of each for all of them.
+    pub fn new(
+        values: &[i8],
+        k: usize,
+        n: usize,
+        layout: WeightLayout,
+        scales: &[f32],
+        zero_points: &[i32],
+    ) -> Result<Self> {
+        let numel = k.checked_mul(n).ok_or(KernelError::TooLarge(k))?;
+        check_len("weights", numel, values.len())?;
+        if k > MAX_DEPTH {
+            return Err(KernelError::TooLarge(k));
+        }
+        let per_column = |what: &'static str, len: usize| {
+            if len == 1 || len == n {
+                Ok(())
+            } else {
+                Err(KernelError::Length {
+                    what,
+                    expected: n,
+                    actual: len,
+                })
+            }
+        };
+        per_column("weight scales", scales.len())?;
+        per_column("weight zero points", zero_points.len())?;
+        if let Some(&bad) = scales.iter().find(|s| !(s.is_finite() && **s > 0.0)) {
+            return Err(KernelError::Parameter {
+                what: "weight scale",
+                value: bad.to_string(),
+            });
+        }
+        if let Some(&bad) = zero_points.iter().find(|z| !(-128..=127).contains(*z)) {
+            return Err(KernelError::Parameter {
+                what: "weight zero point",
+                value: bad.to_string(),
+            });
+        }
+        let at = |kk: usize, nn: usize| match layout {
+            WeightLayout::InputMajor => values[kk * n + nn],
+            WeightLayout::OutputMajor => values[nn * k + kk],
+        };
+        let k_padded = k.next_multiple_of(GROUP);
+        let blocks = n.div_ceil(BLOCK_COLS);
+        let mut data = vec![0i8; blocks * k_padded * BLOCK_COLS];
+        let mut col_sums = vec![0i32; n];
+        for (nn, sum) in col_sums.iter_mut().enumerate() {
+            let (block, col) = (nn / BLOCK_COLS, nn % BLOCK_COLS);
+            for kk in 0..k {
+                let w = at(kk, nn);
+                *sum += i32::from(w);
+                let (group, lane) = (kk / GROUP, kk % GROUP);
+                data[((block * (k_padded / GROUP) + group) * BLOCK_COLS + col) * GROUP + lane] = w;
+            }
+        }
+        let expand = |v: &[f32]| {
+            if v.len() == n {
+                v.to_vec()
+            } else {
+                vec![v[0]; n]
+            }
+        };
+        let zero_points = if zero_points.len() == n {
+            zero_points.to_vec()
+        } else {
+            vec![zero_points[0]; n]
+        };
+        Ok(Self {
+            k,
+            n,
+            k_padded,
+            data,
+            col_sums,
+            scales: expand(scales),
+            zero_points,
+        })
+    }
+
+    /// The depth `k` (input elements per output).
+    pub fn depth(&self) -> usize {
+        self.k
+    }
+
+    /// The width `n` (outputs).
+    pub fn width(&self) -> usize {
+        self.n
+    }
+
+    /// Bytes held: the packed integers and the per-column numbers.
+    pub fn bytes(&self) -> usize {
+        self.data.len() + 12 * self.n
+    }
+
+    fn blocks(&self) -> usize {
+        self.n.div_ceil(BLOCK_COLS)
+    }
+
+    /// The packed panel of `block`: `[k_padded / 4][16][4]`.
+    fn block(&self, block: usize) -> &[i8] {
+        let len = self.k_padded * BLOCK_COLS;
+        &self.data[block * len..(block + 1) * len]
+    }
+}
+
+/// `u8` activations `[m, k]` (row-major) with their per-tensor scale and zero point.
+#[derive(Debug, Clone, Copy)]
+pub struct Activations<'a> {
+    /// The integers.
+    pub values: &'a [u8],
+    /// Rows (batch x positions).
+    pub rows: usize,
+    /// Step between integers.
+    pub scale: f32,
+    /// The integer that stands for 0.0.
+    pub zero_point: i32,
+}
+
+/// What happens to each output after dequantization.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Epilogue<'a> {
+    /// Added per output column.
+    pub bias: Option<&'a [f32]>,
+    /// Clamp at zero.
+    pub relu: bool,
+}
+
+/// Quantize `x` to `u8` as `clamp(round_half_even(x / scale) + zero_point, min, max)`: the
+/// same arithmetic as the scalar quantizer that fake quantization uses, so both see the same
+/// integers. A scheme of fewer bits or a signed one (shifted by 128) narrows `min..=max`.
+/// `out` is cleared and refilled.
+pub fn quantize_u8(
+    x: &[f32],
+    scale: f32,
+    zero_point: i32,
+    (min, max): (u8, u8),
+    out: &mut Vec<u8>,
+) {
+    out.clear();
+    let (min, max) = (i64::from(min), i64::from(max));
+    out.extend(x.iter().map(|&v| {
+        let q = (v / scale).round_ties_even() as i64 + i64::from(zero_point);
+        q.clamp(min, max) as u8
+    }));
+}
+
+/// `out = dequantize(a · w) + bias` (then ReLU), `out` row-major `[rows, n]`: the whole
+/// quantized linear layer after its input is quantized.
+pub fn linear(
+    kernel: Int8Kernel,
+    a: Activations<'_>,
+    w: &PackedWeights,
+    epilogue: Epilogue<'_>,
+    out: &mut [f32],
+) -> Result<()> {
+    let (m, k, n) = (a.rows, w.k, w.n);
+    check_len("activations", m * k, a.values.len())?;
+    check_len("output", m * n, out.len())?;
+    if let Some(bias) = epilogue.bias {
+        check_len("bias", n, bias.len())?;
+    }
+    if !(a.scale.is_finite() && a.scale > 0.0) {
+        return Err(KernelError::Parameter {
+            what: "activation scale",
+            value: a.scale.to_string(),
+        });
+    }
+    if !(0..=255).contains(&a.zero_point) {
+        return Err(KernelError::Parameter {
+            what: "activation zero point",
+            value: a.zero_point.to_string(),
+        });
+    }
+    if m == 0 || n == 0 {
+        return Ok(());
+    }
+    let packed = pack_rows(kernel, a.values, m, k, w.k_padded);
+    let row_sums: Vec<i32> = (0..m)
+        .map(|r| {
+            a.values[r * k..(r + 1) * k]
+                .iter()
+                .map(|&v| i32::from(v))
+                .sum()
+        })
+        .collect();
+    let finish = Finish {
+        w,
+        a_scale: a.scale,
+        a_zero: a.zero_point,
+        row_sums: &row_sums,
+        epilogue,
+    };
+    let blocks = w.blocks();
+    let threads = if m * k * n >= PARALLEL_MIN_MACS {
+        rayon::current_num_threads().min(blocks)
+    } else {
+        1
+    };
+    if threads <= 1 {
+        let mut tile = vec![0i32; m * blocks * BLOCK_COLS];
+        sums(kernel, &packed, m, w, 0..blocks, &mut tile);
+        finish.write(&tile, 0..blocks, out, n);
+        return Ok(());
+    }
+    // Output columns are independent, and each is summed in the same order whatever the
+    // split: the result does not depend on the thread count.
+    let per_thread = blocks.div_ceil(threads);
+    let parts: Vec<(std::ops::Range<usize>, Vec<i32>)> = (0..blocks)
+        .step_by(per_thread)
+        .collect::<Vec<_>>()
+        .into_par_iter()
+        .map(|start| {
+            let range = start..(start + per_thread).min(blocks);
+            let mut tile = vec![0i32; m * range.len() * BLOCK_COLS];
+            sums(kernel, &packed, m, w, range.clone(), &mut tile);
+            (range, tile)
+        })
+        .collect();
+    for (range, tile) in parts {
+        finish.write(&tile, range, out, n);
+    }
+    Ok(())
+}
+
+/// The raw sums `Σ a·w` for `[rows, n]`, zero points not applied: what the kernels compute,
+/// exposed for tests and benchmarks.
+pub fn gemm_sums(
+    kernel: Int8Kernel,
+    a: &[u8],
+    rows: usize,
+    w: &PackedWeights,
+    out: &mut [i32],
+) -> Result<()> {
+    check_len("activations", rows * w.k, a.len())?;
+    check_len("output", rows * w.n, out.len())?;
+    if rows == 0 || w.n == 0 {
+        return Ok(());
+    }
+    let packed = pack_rows(kernel, a, rows, w.k, w.k_padded);
+    let blocks = w.blocks();
+    let mut tile = vec![0i32; rows * blocks * BLOCK_COLS];
+    sums(kernel, &packed, rows, w, 0..blocks, &mut tile);
+    let width = blocks * BLOCK_COLS;
+    for (r, row) in out.chunks_mut(w.n).enumerate() {
+        row.copy_from_slice(&tile[r * width..r * width + w.n]);
+    }
+    Ok(())
+}
+
+/// The activations as a kernel reads them: rows padded to `k_padded` with zeros (which add
+/// nothing to any sum), widened to `i16` for the AVX2 kernel.
+enum PackedRows {
+    U8(Vec<u8>),
+    I16(Vec<i16>),
+}
+
+fn pack_rows(kernel: Int8Kernel, a: &[u8], m: usize, k: usize, k_padded: usize) -> PackedRows {
+    let rows = |r: usize| &a[r * k..(r + 1) * k];
+    match kernel {
+        Int8Kernel::Avx2(_) => {
+            let mut out = vec![0i16; m * k_padded];
+            for r in 0..m {
+                for (d, &s) in out[r * k_padded..].iter_mut().zip(rows(r)) {
+                    *d = i16::from(s);
+                }
+            }
+            PackedRows::I16(out)
+        }
+        _ => {
+            if k == k_padded {
+                return PackedRows::U8(a[..m * k].to_vec());
+            }
+            let mut out = vec![0u8; m * k_padded];
+            for r in 0..m {
+                out[r * k_padded..r * k_padded + k].copy_from_slice(rows(r));
+            }
+            PackedRows::U8(out)
+        }
+    }
+}
+
+/// Raw sums of the column blocks `blocks` into `tile`, row-major `[m, blocks.len() · 16]`.
+fn sums(
+    kernel: Int8Kernel,
+    a: &PackedRows,
+    m: usize,
+    w: &PackedWeights,
+    blocks: std::ops::Range<usize>,
+    tile: &mut [i32],
+) {
+    let width = blocks.len() * BLOCK_COLS;
+    match (kernel, a) {
+        #[cfg(target_arch = "x86_64")]
+        (Int8Kernel::Avx512Vnni(cpu), PackedRows::U8(a)) => x86::vnni(cpu, a, m, w, blocks, tile),
+        #[cfg(target_arch = "x86_64")]
+        (Int8Kernel::Avx2(cpu), PackedRows::I16(a)) => x86::avx2(cpu, a, m, w, blocks, tile),
+        (_, PackedRows::U8(a)) => {
+            for (i, block) in blocks.enumerate() {
+                let col0 = i * BLOCK_COLS;
+                portable::block(a, m, w.k_padded, w.block(block), tile, width, col0);
+            }
+        }
+        (_, PackedRows::I16(a)) => {
+            for (i, block) in blocks.enumerate() {
+                let col0 = i * BLOCK_COLS;
+                portable::block_i16(a, m, w.k_padded, w.block(block), tile, width, col0);
+            }
+        }
+    }
+}
+
+/// The epilogue: zero-point corrections, dequantization, bias and ReLU.
+struct Finish<'a> {
+    w: &'a PackedWeights,
+    a_scale: f32,
+    a_zero: i32,
+    row_sums: &'a [i32],
+    epilogue: Epilogue<'a>,
+}
+
+impl Finish<'_> {
+    fn write(&self, tile: &[i32], blocks: std::ops::Range<usize>, out: &mut [f32], n: usize) {
+        let width = blocks.len() * BLOCK_COLS;
+        let col0 = blocks.start * BLOCK_COLS;
+        let cols = col0..(blocks.end * BLOCK_COLS).min(n);
+        let k = self.w.k as i64;
+        let za = i64::from(self.a_zero);
+        for (r, out_row) in out.chunks_mut(n).enumerate() {
+            let sums = &tile[r * width..(r + 1) * width];
+            let row_sum = i64::from(self.row_sums[r]);
+            for c in cols.clone() {
+                let zw = i64::from(self.w.zero_points[c]);
+                let exact =
+                    i64::from(sums[c - col0]) - za * i64::from(self.w.col_sums[c]) - zw * row_sum
+                        + k * za * zw;
+                let mut v = exact as f32 * (self.a_scale * self.w.scales[c]);
+                if let Some(bias) = self.epilogue.bias {
+                    v += bias[c];
+                }
+                if self.epilogue.relu {
+                    v = v.max(0.0);
+                }
+                out_row[c] = v;
+            }
+        }
+    }
+}
+
+/// The plain triple loop every kernel is tested against: `Σ_k a[r, k] · w[k, c]` for `w` in
+/// [`WeightLayout::InputMajor`].
+pub fn reference_sums(a: &[u8], rows: usize, w: &[i8], k: usize, n: usize) -> Vec<i32> {
+    let mut out = vec![0i32; rows * n];
+    for r in 0..rows {
+        for c in 0..n {
+            out[r * n + c] = (0..k)
+                .map(|i| i32::from(a[r * k + i]) * i32::from(w[i * n + c]))
+                .sum();
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,258 @@
+#![allow(clippy::unwrap_used)]
+
+use proptest::prelude::*;
+
+use super::*;
+
+/// A GEMM problem with full-range inputs: every `u8` and every `i8` can appear, so a kernel
+/// whose intermediate sums saturate fails.
+#[derive(Debug, Clone)]
+struct Problem {
+    m: usize,
+    k: usize,
+    n: usize,
+    a: Vec<u8>,
+    w: Vec<i8>,
+}
+
+fn problem(max_m: usize, max_k: usize, max_n: usize) -> impl Strategy<Value = Problem> {
+    (0..=max_m, 1..=max_k, 1..=max_n).prop_flat_map(|(m, k, n)| {
+        (
+            prop::collection::vec(any::<u8>(), m * k),
+            prop::collection::vec(any::<i8>(), k * n),
+        )
+            .prop_map(move |(a, w)| Problem { m, k, n, a, w })
+    })
+}
+
+fn packed(p: &Problem) -> PackedWeights {
+    PackedWeights::new(&p.w, p.k, p.n, WeightLayout::InputMajor, &[1.0], &[0]).unwrap()
+}
+
+/// Runs every kernel this CPU has on `p` and compares with the triple loop, exactly.
+fn check(p: &Problem) -> std::result::Result<(), TestCaseError> {
+    let expected = reference_sums(&p.a, p.m, &p.w, p.k, p.n);
+    let w = packed(p);
+    for kernel in Int8Kernel::available() {
+        let mut got = vec![0i32; p.m * p.n];
+        gemm_sums(kernel, &p.a, p.m, &w, &mut got).unwrap();
+        prop_assert_eq!(
+            &got,
+            &expected,
+            "{} on {}x{}x{}",
+            kernel.name(),
+            p.m,
+            p.k,
+            p.n
+        );
+    }
+    Ok(())
+}
+
+#[test]
+fn kernels_this_cpu_lacks_are_named_and_skipped() {
+    let names: Vec<&str> = Int8Kernel::available().iter().map(|k| k.name()).collect();
+    for (name, kernel) in [
+        ("avx2", Int8Kernel::avx2()),
+        ("avx512_vnni", Int8Kernel::avx512_vnni()),
+    ] {
+        if kernel.is_none() {
+            eprintln!("int8: this CPU has no {name}: its kernel is not tested here");
+        }
+        assert_eq!(names.contains(&name), kernel.is_some());
+    }
+    assert_eq!(names[0], "portable");
+}
+
+#[test]
+fn hand_computed_product_with_zero_points_and_bias() {
+    // a = [[1, 2], [3, 4]] with zero point 1, scale 0.5; w = [[1, -1], [2, 0]] ([k, n]) with
+    // zero points [0, -1], scales [1, 2]; bias [10, 20].
+    // (a - 1) = [[0, 1], [2, 3]]; (w - zw) = [[1, 0], [2, 1]].
+    // Products: [[2, 1], [8, 3]]; times 0.5 · [1, 2]: [[1, 1], [4, 3]]; plus bias.
+    let w = PackedWeights::new(
+        &[1, -1, 2, 0],
+        2,
+        2,
+        WeightLayout::InputMajor,
+        &[1.0, 2.0],
+        &[0, -1],
+    )
+    .unwrap();
+    for kernel in Int8Kernel::available() {
+        let mut out = vec![0.0; 4];
+        let a = Activations {
+            values: &[1, 2, 3, 4],
+            rows: 2,
+            scale: 0.5,
+            zero_point: 1,
+        };
+        let epilogue = Epilogue {
+            bias: Some(&[10.0, 20.0]),
+            relu: false,
+        };
+        linear(kernel, a, &w, epilogue, &mut out).unwrap();
+        assert_eq!(out, vec![11.0, 21.0, 14.0, 23.0], "{}", kernel.name());
+        let relu = Epilogue {
+            bias: Some(&[-2.0, -2.0]),
+            relu: true,
+        };
+        linear(kernel, a, &w, relu, &mut out).unwrap();
+        assert_eq!(out, vec![0.0, 0.0, 2.0, 1.0], "{}", kernel.name());
+    }
+}
+
+#[test]
+fn both_layouts_pack_the_same_matrix() {
+    // [k = 3, n = 2] and its transpose.
+    let kn = [1i8, 2, 3, 4, 5, 6];
+    let nk = [1i8, 3, 5, 2, 4, 6];
+    let a = PackedWeights::new(&kn, 3, 2, WeightLayout::InputMajor, &[1.0], &[0]).unwrap();
+    let b = PackedWeights::new(&nk, 3, 2, WeightLayout::OutputMajor, &[1.0], &[0]).unwrap();
+    assert_eq!(a, b);
+    assert_eq!(a.col_sums, vec![9, 12]);
+}
+
+#[test]
+fn full_range_extremes_are_exact() {
+    // The case that saturates `vpmaddubsw`: 255 · -128 + 255 · -128 < -32768.
+    for (k, n) in [(1, 1), (4, 16), (768, 40), (4096, 3)] {
+        let p = Problem {
+            m: 7,
+            k,
+            n,
+            a: vec![255; 7 * k],
+            w: vec![-128; k * n],
+        };
+        check(&p).unwrap();
+        let p = Problem {
+            m: 7,
+            k,
+            n,
+            a: vec![255; 7 * k],
+            w: vec![127; k * n],
+        };
+        check(&p).unwrap();
+    }
+}
+
+#[test]
+fn empty_batches_and_bad_parameters() {
+    let w = PackedWeights::new(&[1, 2], 1, 2, WeightLayout::InputMajor, &[1.0], &[0]).unwrap();
+    for kernel in Int8Kernel::available() {
+        let mut out = vec![];
+        let a = Activations {
+            values: &[],
+            rows: 0,
+            scale: 1.0,
+            zero_point: 0,
+        };
+        linear(kernel, a, &w, Epilogue::default(), &mut out).unwrap();
+        let bad = Activations {
+            values: &[1],
+            rows: 1,
+            scale: 0.0,
+            zero_point: 0,
+        };
+        let mut out = vec![0.0; 2];
+        assert!(matches!(
+            linear(kernel, bad, &w, Epilogue::default(), &mut out),
+            Err(KernelError::Parameter { .. })
+        ));
+    }
+    assert!(matches!(
+        PackedWeights::new(&[1, 2], 1, 2, WeightLayout::InputMajor, &[f32::NAN], &[0]),
+        Err(KernelError::Parameter { .. })
+    ));
+    assert!(matches!(
+        PackedWeights::new(
+            &[1, 2],
+            1,
+            2,
+            WeightLayout::InputMajor,
+            &[1.0, 1.0, 1.0],
+            &[0]
+        ),
+        Err(KernelError::Length { .. })
+    ));
+    assert!(matches!(
+        PackedWeights::new(
+            &[1],
+            MAX_DEPTH + 1,
+            0,
+            WeightLayout::InputMajor,
+            &[1.0],
+            &[0]
+        ),
+        Err(KernelError::Length { .. } | KernelError::TooLarge(_))
+    ));
+}
+
+#[test]
+fn the_thread_split_gives_the_same_result() {
+    // Large enough to cross PARALLEL_MIN_MACS: 64 x 256 x 300.
+    let (m, k, n) = (64, 256, 300);
+    let a: Vec<u8> = (0..m * k).map(|i| (i * 37 % 256) as u8).collect();
+    let w: Vec<i8> = (0..k * n).map(|i| (i * 101 % 256) as u8 as i8).collect();
+    assert!(m * k * n >= PARALLEL_MIN_MACS);
+    let packed = PackedWeights::new(&w, k, n, WeightLayout::InputMajor, &[0.01], &[3]).unwrap();
+    let expected = reference_sums(&a, m, &w, k, n);
+    let row_sums: Vec<i64> = a
+        .chunks(k)
+        .map(|r| r.iter().map(|&v| i64::from(v)).sum())
+        .collect();
+    for kernel in Int8Kernel::available() {
+        let mut out = vec![0.0; m * n];
+        let acts = Activations {
+            values: &a,
+            rows: m,
+            scale: 0.5,
+            zero_point: 7,
+        };
+        linear(kernel, acts, &packed, Epilogue::default(), &mut out).unwrap();
+        for r in 0..m {
+            for c in 0..n {
+                let col_sum: i64 = (0..k).map(|i| i64::from(w[i * n + c])).sum();
+                let exact = i64::from(expected[r * n + c]) - 7 * col_sum - 3 * row_sums[r]
+                    + (k as i64) * 7 * 3;
+                assert_eq!(
+                    out[r * n + c],
+                    exact as f32 * (0.5 * 0.01),
+                    "{} ({r}, {c})",
+                    kernel.name()
+                );
+            }
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// Small shapes: every tail of the 6-row, 4-block and 4-element tiles, M = 0 and 1, K = 1.
+    #[test]
+    fn every_kernel_matches_the_triple_loop_on_small_shapes(p in problem(14, 40, 70)) {
+        check(&p)?;
+    }
+
+    /// Deeper products with full-range values.
+    #[test]
+    fn every_kernel_matches_the_triple_loop_on_deep_products(p in problem(3, 2100, 20)) {
+        check(&p)?;
+    }
+
+    /// `quantize_u8` is the scalar quantizer: round half to even, clamp to 0..=255.
+    #[test]
+    fn quantize_matches_the_scalar_rule(x in prop::collection::vec(-300.0f32..300.0, 0..50),
+                                        scale in 0.01f32..4.0, zero_point in 0i32..=255,
+                                        max in 1u8..=255) {
+        let mut out = Vec::new();
+        quantize_u8(&x, scale, zero_point, (0, max), &mut out);
+        prop_assert_eq!(out.len(), x.len());
+        for (&v, &q) in x.iter().zip(&out) {
+            let expected = ((v / scale).round_ties_even() as i64 + i64::from(zero_point))
+                .clamp(0, i64::from(max));
+            prop_assert_eq!(i64::from(q), expected);
+        }
+    }
+}

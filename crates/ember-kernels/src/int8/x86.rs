@@ -1,0 +1,227 @@
+//! The x86-64 kernels. Each safe entry point takes the [`CpuChecked`] token that only
+//! [`super::Int8Kernel`]'s constructors make after detecting the features its `unsafe` body is
+//! compiled for, and checks every slice length before the body reads through raw pointers.
+#![allow(unsafe_code)]
+
+use std::arch::x86_64::*;
+
+use super::{BLOCK_COLS, CpuChecked, GROUP, PackedWeights};
+
+/// Rows per tile of the VNNI kernel: 6 rows x 4 blocks keep 24 accumulators, 4 weight vectors
+/// and one broadcast in the 32 zmm registers.
+const VNNI_ROWS: usize = 6;
+const VNNI_BLOCKS: usize = 4;
+/// Rows per tile of the AVX2 kernel: 6 rows x 2 quads of columns keep 12 accumulators, 2 weight
+/// vectors and one broadcast in the 16 ymm registers.
+const AVX2_ROWS: usize = 6;
+const AVX2_QUADS: usize = 2;
+
+/// Calls `$kernel::<MR, N>` for run-time `mr` (1..=6) and `n` (1..=4).
+macro_rules! dispatch {
+    ($kernel:ident, $mr:expr, $n:expr, $tile:expr) => {
+        match ($mr, $n) {
+            (1, 1) => $kernel::<1, 1>($tile),
+            (1, 2) => $kernel::<1, 2>($tile),
+            (1, 3) => $kernel::<1, 3>($tile),
+            (1, _) => $kernel::<1, 4>($tile),
+            (2, 1) => $kernel::<2, 1>($tile),
+            (2, 2) => $kernel::<2, 2>($tile),
+            (2, 3) => $kernel::<2, 3>($tile),
+            (2, _) => $kernel::<2, 4>($tile),
+            (3, 1) => $kernel::<3, 1>($tile),
+            (3, 2) => $kernel::<3, 2>($tile),
+            (3, 3) => $kernel::<3, 3>($tile),
+            (3, _) => $kernel::<3, 4>($tile),
+            (4, 1) => $kernel::<4, 1>($tile),
+            (4, 2) => $kernel::<4, 2>($tile),
+            (4, 3) => $kernel::<4, 3>($tile),
+            (4, _) => $kernel::<4, 4>($tile),
+            (5, 1) => $kernel::<5, 1>($tile),
+            (5, 2) => $kernel::<5, 2>($tile),
+            (5, 3) => $kernel::<5, 3>($tile),
+            (5, _) => $kernel::<5, 4>($tile),
+            (_, 1) => $kernel::<6, 1>($tile),
+            (_, 2) => $kernel::<6, 2>($tile),
+            (_, 3) => $kernel::<6, 3>($tile),
+            (_, _) => $kernel::<6, 4>($tile),
+        }
+    };
+}
+
+/// What a tile kernel reads and writes, checked once by the safe entry points.
+struct Tile {
+    a: *const u8,
+    /// Elements (not bytes) between rows of `a`.
+    a_stride: usize,
+    w: *const i8,
+    /// Bytes between the packed panels of neighbouring blocks.
+    block_stride: usize,
+    groups: usize,
+    out: *mut i32,
+    out_stride: usize,
+}
+
+fn check(a_len: usize, m: usize, k_padded: usize, w_len: usize, tile_len: usize, width: usize) {
+    // Violations are bugs of the driver in mod.rs, never of user input, which it has checked.
+    assert!(a_len >= m * k_padded, "activation rows too short");
+    assert!(tile_len >= m * width, "tile too short");
+    assert!(
+        w_len.is_multiple_of((k_padded * BLOCK_COLS).max(1)),
+        "bad panel"
+    );
+}
+
+/// Raw sums of the column blocks `blocks` of `packed` for `m` rows of `a`, into `tile`
+/// (row-major, `blocks.len() · 16` wide, block `blocks.start` at column 0).
+pub(super) fn vnni(
+    _: CpuChecked,
+    a: &[u8],
+    m: usize,
+    packed: &PackedWeights,
+    blocks: std::ops::Range<usize>,
+    tile: &mut [i32],
+) {
+    let (k_padded, w, width) = (packed.k_padded, &packed.data, blocks.len() * BLOCK_COLS);
+    check(a.len(), m, k_padded, w.len(), tile.len(), width);
+    let block_stride = k_padded * BLOCK_COLS;
+    assert!(w.len() >= blocks.end * block_stride, "panel too short");
+    assert!(width >= blocks.len() * BLOCK_COLS, "tile too narrow");
+    for b0 in blocks.clone().step_by(VNNI_BLOCKS) {
+        let nb = (blocks.end - b0).min(VNNI_BLOCKS);
+        for r0 in (0..m).step_by(VNNI_ROWS) {
+            let mr = (m - r0).min(VNNI_ROWS);
+            let t = Tile {
+                // SAFETY (all three): in bounds by the checks above (row r0 < m, block b0 <
+                // blocks.end, column (b0 - start) · 16 < width).
+                a: unsafe { a.as_ptr().add(r0 * k_padded) },
+                a_stride: k_padded,
+                w: unsafe { w.as_ptr().add(b0 * block_stride) },
+                block_stride,
+                groups: k_padded / GROUP,
+                out: unsafe {
+                    tile.as_mut_ptr()
+                        .add(r0 * width + (b0 - blocks.start) * BLOCK_COLS)
+                },
+                out_stride: width,
+            };
+            // SAFETY: the token proves AVX-512 F, BW and VNNI; the tile's `mr` rows and `nb`
+            // blocks lie inside the checked slices.
+            unsafe { dispatch!(vnni_tile, mr, nb, &t) };
+        }
+    }
+}
+
+/// The same for the AVX2 kernel, whose activations are widened to `i16`.
+pub(super) fn avx2(
+    _: CpuChecked,
+    a: &[i16],
+    m: usize,
+    packed: &PackedWeights,
+    blocks: std::ops::Range<usize>,
+    tile: &mut [i32],
+) {
+    let (k_padded, w, width) = (packed.k_padded, &packed.data, blocks.len() * BLOCK_COLS);
+    check(a.len(), m, k_padded, w.len(), tile.len(), width);
+    let block_stride = k_padded * BLOCK_COLS;
+    assert!(w.len() >= blocks.end * block_stride, "panel too short");
+    assert!(width >= blocks.len() * BLOCK_COLS, "tile too narrow");
+    let quads_per_block = BLOCK_COLS / 4;
+    for block in blocks.clone() {
+        for q0 in (0..quads_per_block).step_by(AVX2_QUADS) {
+            for r0 in (0..m).step_by(AVX2_ROWS) {
+                let mr = (m - r0).min(AVX2_ROWS);
+                let t = Tile {
+                    // SAFETY (all three): in bounds by the checks above; `a` counts i16
+                    // elements, cast back in the kernel.
+                    a: unsafe { a.as_ptr().add(r0 * k_padded) }.cast(),
+                    a_stride: k_padded,
+                    w: unsafe { w.as_ptr().add(block * block_stride + q0 * 4 * GROUP) },
+                    block_stride,
+                    groups: k_padded / GROUP,
+                    out: unsafe {
+                        tile.as_mut_ptr()
+                            .add(r0 * width + (block - blocks.start) * BLOCK_COLS + q0 * 4)
+                    },
+                    out_stride: width,
+                };
+                // SAFETY: the token proves AVX2; rows and quads lie inside the checked slices.
+                unsafe { dispatch!(avx2_tile, mr, AVX2_QUADS, &t) };
+            }
+        }
+    }
+}
+
+/// `MR` rows x `NB` blocks of 16 columns: per group of 4 inputs, one broadcast of 4 activation
+/// bytes per row and one 64-byte weight load per block feed `MR · NB` `vpdpbusd`.
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+unsafe fn vnni_tile<const MR: usize, const NB: usize>(t: &Tile) {
+    let mut acc = [[_mm512_setzero_si512(); NB]; MR];
+    for g in 0..t.groups {
+        let mut w = [_mm512_setzero_si512(); NB];
+        for (b, w) in w.iter_mut().enumerate() {
+            // SAFETY: block b's group g is inside the panel (checked by the caller).
+            *w = unsafe { _mm512_loadu_si512(t.w.add(b * t.block_stride + g * 64).cast()) };
+        }
+        for (r, acc) in acc.iter_mut().enumerate() {
+            // SAFETY: row r's group g is inside the activations.
+            let a4 = unsafe {
+                t.a.add(r * t.a_stride + g * GROUP)
+                    .cast::<i32>()
+                    .read_unaligned()
+            };
+            let a = _mm512_set1_epi32(a4);
+            for (acc, &w) in acc.iter_mut().zip(&w) {
+                *acc = _mm512_dpbusd_epi32(*acc, a, w);
+            }
+        }
+    }
+    for (r, acc) in acc.iter().enumerate() {
+        for (b, &acc) in acc.iter().enumerate() {
+            // SAFETY: the tile's rows and columns are inside `out` (checked by the caller).
+            unsafe { _mm512_storeu_si512(t.out.add(r * t.out_stride + b * 16).cast(), acc) };
+        }
+    }
+}
+
+/// `MR` rows x `NQ` quads of 4 columns. Per group of 4 inputs, the row's 4 activations (as
+/// `i16`) are broadcast to every quad, each quad's 16 weights are sign-extended to `i16`, and
+/// `vpmaddwd` adds each pair of products into an `i32` lane: `[c0: a0w0 + a1w1, c0: a2w2 +
+/// a3w3, c1: ..., c3: ...]`, whose neighbours are added at the end.
+#[target_feature(enable = "avx2")]
+unsafe fn avx2_tile<const MR: usize, const NQ: usize>(t: &Tile) {
+    let a = t.a.cast::<i16>();
+    let mut acc = [[_mm256_setzero_si256(); NQ]; MR];
+    for g in 0..t.groups {
+        let mut w = [_mm256_setzero_si256(); NQ];
+        for (q, w) in w.iter_mut().enumerate() {
+            // SAFETY: quad q of group g is inside the block's panel.
+            let bytes = unsafe { _mm_loadu_si128(t.w.add(g * 64 + q * 16).cast()) };
+            *w = _mm256_cvtepi8_epi16(bytes);
+        }
+        for (r, acc) in acc.iter_mut().enumerate() {
+            // SAFETY: row r's group g (4 i16) is inside the activations.
+            let a4 = unsafe {
+                a.add(r * t.a_stride + g * GROUP)
+                    .cast::<i64>()
+                    .read_unaligned()
+            };
+            let a = _mm256_set1_epi64x(a4);
+            for (acc, &w) in acc.iter_mut().zip(&w) {
+                *acc = _mm256_add_epi32(*acc, _mm256_madd_epi16(a, w));
+            }
+        }
+    }
+    for (r, acc) in acc.iter().enumerate() {
+        for (q, &acc) in acc.iter().enumerate() {
+            let mut lanes = [0i32; 8];
+            // SAFETY: `lanes` holds 8 i32.
+            unsafe { _mm256_storeu_si256(lanes.as_mut_ptr().cast(), acc) };
+            for c in 0..4 {
+                // SAFETY: the quad's 4 columns are inside `out` (checked by the caller).
+                unsafe {
+                    *t.out.add(r * t.out_stride + q * 4 + c) = lanes[2 * c] + lanes[2 * c + 1]
+                };
+            }
+        }
+    }
+}

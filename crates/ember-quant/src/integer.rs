@@ -1,0 +1,273 @@
+//! Quantized layers on integer kernels: after a pass has quantized a layer's weight and input,
+//! the drop-in [`crate::nn::Linear`] and [`crate::nn::Conv2d`] hold their weight packed for
+//! ember-kernels' `u8` x `i8` GEMM and run on it whenever their input is on a host device
+//! (flex, ndarray) without autodiff: the input is quantized exactly as fake quantization does,
+//! multiplied in integers, and dequantized with the bias in the kernel's epilogue.
+//!
+//! Elsewhere (wgpu, training, a half-precision model, a batch that dynamic quantization leaves
+//! in float) the layer keeps its float path with dequantized weights, which computes the same
+//! function up to float rounding. A layer that trains after conversion stops using its packed
+//! weight for good (`stale`): the packed integers would no longer be its weight.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use burn::tensor::{DType, Tensor, TensorData};
+use ember_kernels::int8::{self, Activations, Epilogue, Int8Kernel, PackedWeights, WeightLayout};
+use ember_observe::Range;
+
+use crate::Granularity;
+use crate::nn::InputQuant;
+use crate::qtensor::QTensor;
+
+/// A layer's weight packed for the integer kernels, its bias on the host, and the kernel.
+#[derive(Debug, Clone)]
+pub struct IntegerWeights {
+    packed: Arc<PackedWeights>,
+    bias: Option<Arc<Vec<f32>>>,
+    kernel: Int8Kernel,
+    /// Set once the layer has trained since it was packed; shared by every clone of the layer
+    /// (burn clones skipped fields through `fork` / `valid`), so a trained copy never runs the
+    /// weight it had before.
+    stale: Arc<AtomicBool>,
+}
+
+impl IntegerWeights {
+    /// The integer form of `weight` (`[k, n]` in `layout`, outputs along `output_axis`), or
+    /// `None` where the kernels cannot run it: per-group scales or per-channel scales along
+    /// another axis.
+    pub(crate) fn new(
+        weight: &QTensor,
+        layout: WeightLayout,
+        output_axis: usize,
+        (k, n): (usize, usize),
+        bias: Option<Vec<f32>>,
+        kernel: Int8Kernel,
+    ) -> Option<Self> {
+        let scheme = weight.scheme();
+        match scheme.granularity {
+            Granularity::PerTensor => {}
+            Granularity::PerChannel { axis } if axis == output_axis => {}
+            _ => return None,
+        }
+        // Every scheme of Ember has at most 8 bits: an unsigned 8-bit one is shifted into i8.
+        let shift = if !scheme.qtype.signed() && scheme.qtype.bits() == 8 {
+            128
+        } else {
+            0
+        };
+        let values: Vec<i8> = weight
+            .values()
+            .into_iter()
+            .map(|q| i8::try_from(q - shift))
+            .collect::<Result<_, _>>()
+            .ok()?;
+        let params = weight.params();
+        let zero_points: Vec<i32> = params.zero_point.iter().map(|z| z - shift).collect();
+        let packed = PackedWeights::new(&values, k, n, layout, &params.scale, &zero_points).ok()?;
+        if bias.as_ref().is_some_and(|b| b.len() != n) {
+            return None;
+        }
+        Some(Self {
+            packed: Arc::new(packed),
+            bias: bias.map(Arc::new),
+            kernel,
+            stale: Arc::new(AtomicBool::new(false)),
+        })
+    }
+
+    /// The kernel this layer runs on.
+    pub fn kernel(&self) -> Int8Kernel {
+        self.kernel
+    }
+
+    /// Bytes its packed weight holds.
+    pub fn bytes(&self) -> usize {
+        self.packed.bytes()
+    }
+
+    /// Mark the layer as trained since packing: it keeps its float path from now on.
+    pub(crate) fn mark_trained(&self) {
+        self.stale.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether this input can run on the kernels: a plain host tensor of f32 whose last axis
+    /// is the packed depth, in a layer that has not trained since.
+    fn accepts<const D: usize>(&self, input: &Tensor<D>, depth: usize) -> bool {
+        !self.stale.load(Ordering::Relaxed)
+            && input.dtype() == DType::F32
+            && depth == self.packed.depth()
+            && ember_tensor::device::is_host(&input.device())
+    }
+}
+
+/// An input quantized to `u8` for the kernels, with its scale and zero point.
+struct QuantizedInput {
+    values: Vec<u8>,
+    scale: f32,
+    zero_point: i32,
+}
+
+/// Quantize `x` as `quant` says, in `u8` (a signed scheme's integers shifted by 128): the same
+/// integers fake quantization computes. `None` where fake quantization leaves the input in
+/// float (a dynamic batch with NaN or Inf, or all zeros) or the layer has no integer input.
+fn quantize_input(quant: &InputQuant, x: &[f32]) -> Option<QuantizedInput> {
+    let (scheme, params) = match quant {
+        InputQuant::Dynamic(scheme) => {
+            let min = x.iter().copied().fold(f32::INFINITY, f32::min);
+            let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            if !(min.is_finite() && max.is_finite()) || x.iter().any(|v| v.is_nan()) {
+                return None;
+            }
+            (
+                *scheme,
+                scheme.qparams(&[Range { min, max }], "input").ok()?,
+            )
+        }
+        InputQuant::Static { scheme, params } => (*scheme, params.clone()),
+        _ => return None,
+    };
+    let shift = if scheme.qtype.signed() { 128 } else { 0 };
+    let (lo, hi) = scheme.bounds();
+    let bounds = (
+        u8::try_from(lo + shift).ok()?,
+        u8::try_from(hi + shift).ok()?,
+    );
+    let scale = *params.scale.first()?;
+    let zero_point = params.zero_point.first()? + shift;
+    let mut values = Vec::with_capacity(x.len());
+    int8::quantize_u8(x, scale, zero_point, bounds, &mut values);
+    Some(QuantizedInput {
+        values,
+        scale,
+        zero_point,
+    })
+}
+
+fn host_values<const D: usize>(input: &Tensor<D>) -> Option<Vec<f32>> {
+    input.clone().into_data().try_into_vec::<f32>().ok()
+}
+
+/// `input · W + b` on the integer kernels, or `None` to take the float path.
+pub(crate) fn linear<const D: usize>(
+    weights: &IntegerWeights,
+    quant: &InputQuant,
+    input: &Tensor<D>,
+) -> Option<Tensor<D>> {
+    let mut shape = input.dims();
+    let depth = shape[D - 1];
+    if !weights.accepts(input, depth) {
+        return None;
+    }
+    let x = host_values(input)?;
+    let q = quantize_input(quant, &x)?;
+    let rows = x.len() / depth.max(1);
+    let n = weights.packed.width();
+    let mut out = vec![0.0f32; rows * n];
+    run(weights, &q, rows, &mut out)?;
+    shape[D - 1] = n;
+    Some(Tensor::from_data(
+        TensorData::new(out, shape),
+        &input.device(),
+    ))
+}
+
+fn run(weights: &IntegerWeights, q: &QuantizedInput, rows: usize, out: &mut [f32]) -> Option<()> {
+    let activations = Activations {
+        values: &q.values,
+        rows,
+        scale: q.scale,
+        zero_point: q.zero_point,
+    };
+    let epilogue = Epilogue {
+        bias: weights.bias.as_deref().map(Vec::as_slice),
+        relu: false,
+    };
+    int8::linear(weights.kernel, activations, &weights.packed, epilogue, out).ok()
+}
+
+/// The geometry of a convolution with its padding resolved for the input at hand.
+pub(crate) struct ConvGeometry {
+    pub kernel: [usize; 2],
+    pub stride: [usize; 2],
+    pub dilation: [usize; 2],
+    /// `(top, bottom)` and `(left, right)`.
+    pub padding: [(usize, usize); 2],
+}
+
+/// A convolution (one group) on the integer kernels: the input quantized once, unfolded into
+/// rows of `channels · kh · kw` (im2col, the padding filled with the zero point, which is what
+/// zero quantizes to), multiplied by the `[out, in · kh · kw]` weight, and laid back out as
+/// `[batch, out, h, w]`. `None` to take the float path.
+pub(crate) fn conv2d(
+    weights: &IntegerWeights,
+    quant: &InputQuant,
+    input: &Tensor<4>,
+    geometry: &ConvGeometry,
+) -> Option<Tensor<4>> {
+    let [batch, channels, height, width] = input.dims();
+    let [kh, kw] = geometry.kernel;
+    let depth = channels * kh * kw;
+    if !weights.accepts(input, depth) {
+        return None;
+    }
+    let out_size = |size: usize, axis: usize| {
+        let (before, after) = geometry.padding[axis];
+        let span = geometry.dilation[axis] * (geometry.kernel[axis] - 1) + 1;
+        (size + before + after)
+            .checked_sub(span)
+            .map(|s| s / geometry.stride[axis] + 1)
+    };
+    let (oh, ow) = (out_size(height, 0)?, out_size(width, 1)?);
+    let x = host_values(input)?;
+    let q = quantize_input(quant, &x)?;
+    let rows = batch * oh * ow;
+    let zero = u8::try_from(q.zero_point).ok()?;
+    let mut unfolded = vec![zero; rows * depth];
+    let ((top, _), (left, _)) = (geometry.padding[0], geometry.padding[1]);
+    for b in 0..batch {
+        for oy in 0..oh {
+            for ox in 0..ow {
+                let row = ((b * oh + oy) * ow + ox) * depth;
+                for c in 0..channels {
+                    let image = &q.values[(b * channels + c) * height * width..][..height * width];
+                    for ky in 0..kh {
+                        let y =
+                            (oy * geometry.stride[0] + ky * geometry.dilation[0]).checked_sub(top);
+                        let Some(y) = y.filter(|&y| y < height) else {
+                            continue;
+                        };
+                        for kx in 0..kw {
+                            let xx = (ox * geometry.stride[1] + kx * geometry.dilation[1])
+                                .checked_sub(left);
+                            if let Some(xx) = xx.filter(|&xx| xx < width) {
+                                unfolded[row + (c * kh + ky) * kw + kx] = image[y * width + xx];
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    let unfolded = QuantizedInput {
+        values: unfolded,
+        ..q
+    };
+    let n = weights.packed.width();
+    let mut out = vec![0.0f32; rows * n];
+    run(weights, &unfolded, rows, &mut out)?;
+    // [batch, oh · ow, out] -> [batch, out, oh · ow]
+    let positions = oh * ow;
+    let mut nchw = vec![0.0f32; out.len()];
+    for b in 0..batch {
+        for p in 0..positions {
+            for o in 0..n {
+                nchw[(b * n + o) * positions + p] = out[(b * positions + p) * n + o];
+            }
+        }
+    }
+    Some(Tensor::from_data(
+        TensorData::new(nchw, [batch, n, oh, ow]),
+        &input.device(),
+    ))
+}
