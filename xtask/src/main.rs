@@ -2,9 +2,13 @@
 //!
 //! - `cargo xtask ci`: format check, clippy with warnings denied, the tests (wgpu's too when a
 //!   Vulkan driver is installed), and the docs.
-//! - `cargo xtask repro baseline [--backend flex|ndarray|wgpu] [--data DIR] [--quick]`: train the
-//!   reference models and write `target/repro/baseline/{report.md,metrics.json}`.
+//! - `cargo xtask repro <experiment> [--backend flex|ndarray|wgpu] [--data DIR] [--quick]`:
+//!   reproduce a published result (`baseline`, `distill`, `prune`, `lottery`, `quant`) and write
+//!   `target/repro/<experiment>/{report.md,metrics.json}`.
+//! - `cargo xtask bench kernels [--quick]`: the int8 kernels against f32 matmul and quantized
+//!   models against float, on 1 and 2 threads, written to `target/bench/kernels.{json,md}`.
 
+mod bench;
 mod ci;
 mod repro;
 
@@ -31,11 +35,18 @@ enum Task {
         #[command(subcommand)]
         experiment: repro::Experiment,
     },
+    /// Run a criterion bench at 1 and 2 threads and print its ratios side by side, writing
+    /// `target/bench/<name>.{json,md}`.
+    Bench {
+        #[command(subcommand)]
+        bench: bench::Bench,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().task {
         Task::Ci(args) => ci::run(&args),
         Task::Repro { experiment } => repro::run(experiment),
+        Task::Bench { bench } => bench::run(bench),
     }
 }

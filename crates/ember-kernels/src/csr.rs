@@ -207,6 +207,35 @@ mod tests {
     }
 
     #[test]
+    fn the_threaded_split_matches_the_reference() {
+        // nnz · n above PARALLEL_MIN_MACS, so rows are split across rayon's pool.
+        let (m, k, n) = (128, 512, 512);
+        let a: Vec<f32> = (0..m * k)
+            .map(|i| {
+                if i % 3 == 0 {
+                    ((i % 17) as f32) - 8.0
+                } else {
+                    0.0
+                }
+            })
+            .collect();
+        let b: Vec<f32> = (0..k * n).map(|i| ((i % 13) as f32) * 0.5 - 3.0).collect();
+        let csr = Csr::from_dense(m, k, &a).unwrap();
+        assert!(csr.nnz() * n >= PARALLEL_MIN_MACS);
+        let got = csr.matmul(&b, n).unwrap();
+        let expected = reference_matmul(&a, &b, m, k, n);
+        for (g, e) in got.iter().zip(&expected) {
+            assert!((g - e).abs() <= 1e-3 * (1.0 + e.abs()), "{g} vs {e}");
+        }
+        // One thread gives the same bits: each row sums in the same order.
+        let one = rayon::ThreadPoolBuilder::new()
+            .num_threads(1)
+            .build()
+            .unwrap();
+        assert_eq!(one.install(|| csr.matmul(&b, n).unwrap()), got);
+    }
+
+    #[test]
     fn wrong_lengths_are_errors() {
         assert_eq!(
             Csr::from_dense(2, 3, &[0.0; 5]),

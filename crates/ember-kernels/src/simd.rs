@@ -1,6 +1,12 @@
 //! The instruction set a kernel runs with, chosen at run time: a binary built for any x86-64
 //! still uses AVX2 and FMA where the CPU has them.
 
+/// Proof that the CPU was checked for a kernel's features. Only this crate makes one, right
+/// after the check, so a SIMD variant that holds it (`Isa::Avx2Fma`, the int8 kernels) cannot
+/// be built on a CPU that lacks its instructions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CpuChecked(pub(crate) ());
+
 /// What the running CPU lets a kernel use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Isa {
@@ -8,7 +14,7 @@ pub enum Isa {
     Portable,
     /// 256-bit vectors with fused multiply-add.
     #[cfg(target_arch = "x86_64")]
-    Avx2Fma,
+    Avx2Fma(CpuChecked),
 }
 
 impl Isa {
@@ -17,9 +23,85 @@ impl Isa {
         #[cfg(target_arch = "x86_64")]
         if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
         {
-            return Isa::Avx2Fma;
+            return Isa::Avx2Fma(CpuChecked(()));
         }
         Isa::Portable
+    }
+}
+
+/// Which instruction set the f32 peak loop uses: AVX-512 F where the CPU has it, else AVX2
+/// with FMA. Returns the name and the floating-point operations of `iterations` rounds (an
+/// FMA counts two) with a checksum, or `None` on a CPU with neither.
+pub fn fma_peak(iterations: usize) -> Option<(&'static str, u64, f32)> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        #[allow(unsafe_code)]
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            // SAFETY: AVX-512 F was just detected.
+            let sum = unsafe { x86_peak::avx512(iterations) };
+            return Some((
+                "avx512f",
+                iterations as u64 * x86_peak::CHAINS as u64 * 16 * 2,
+                sum,
+            ));
+        }
+        #[allow(unsafe_code)]
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+        {
+            // SAFETY: AVX2 and FMA were just detected.
+            let sum = unsafe { x86_peak::avx2(iterations) };
+            return Some((
+                "avx2_fma",
+                iterations as u64 * x86_peak::CHAINS as u64 * 8 * 2,
+                sum,
+            ));
+        }
+    }
+    let _ = iterations;
+    None
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86_peak {
+    use std::arch::x86_64::*;
+
+    /// Independent accumulators: more than FMA's latency times its throughput.
+    pub const CHAINS: usize = 12;
+
+    #[target_feature(enable = "avx512f")]
+    pub fn avx512(iterations: usize) -> f32 {
+        let (a, b) = (_mm512_set1_ps(0.999_999), _mm512_set1_ps(1e-7));
+        let mut acc = [_mm512_setzero_ps(); CHAINS];
+        for _ in 0..iterations {
+            for acc in &mut acc {
+                *acc = _mm512_fmadd_ps(*acc, a, b);
+            }
+            std::hint::black_box(&a);
+        }
+        acc.iter().map(|&v| _mm512_reduce_add_ps(v)).sum()
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    pub fn avx2(iterations: usize) -> f32 {
+        let (a, b) = (_mm256_set1_ps(0.999_999), _mm256_set1_ps(1e-7));
+        let mut acc = [_mm256_setzero_ps(); CHAINS];
+        for _ in 0..iterations {
+            for acc in &mut acc {
+                *acc = _mm256_fmadd_ps(*acc, a, b);
+            }
+            std::hint::black_box(&a);
+        }
+        let mut total = 0.0;
+        for v in acc {
+            let mut lanes = [0.0f32; 8];
+            #[allow(unsafe_code)]
+            // SAFETY: `lanes` holds 8 f32.
+            unsafe {
+                _mm256_storeu_ps(lanes.as_mut_ptr(), v)
+            };
+            total += lanes.iter().sum::<f32>();
+        }
+        total
     }
 }
 
@@ -30,9 +112,9 @@ pub(crate) fn sparse_axpy(isa: Isa, out: &mut [f32], cols: &[u32], values: &[f32
         Isa::Portable => sparse_axpy_body::<false>(out, cols, values, b),
         #[cfg(target_arch = "x86_64")]
         #[allow(unsafe_code)]
-        // SAFETY: `Isa::Avx2Fma` is only ever produced by `detect`, after checking that the CPU
-        // has AVX2 and FMA, the features the function is compiled for.
-        Isa::Avx2Fma => unsafe { sparse_axpy_avx2(out, cols, values, b) },
+        // SAFETY: `Isa::Avx2Fma` holds a `CpuChecked`, which only `detect` makes, after checking
+        // that the CPU has AVX2 and FMA, the features the function is compiled for.
+        Isa::Avx2Fma(_) => unsafe { sparse_axpy_avx2(out, cols, values, b) },
     }
 }
 
@@ -94,6 +176,43 @@ mod tests {
         sparse_axpy(Isa::detect(), &mut detected, &cols, &values, &b);
         for (p, d) in portable.iter().zip(&detected) {
             assert!((p - d).abs() <= 1e-5 * (1.0 + p.abs()), "{p} vs {d}");
+        }
+    }
+
+    #[test]
+    fn rows_wider_than_one_vector_take_every_path() {
+        // 8-wide vectors: 37 columns run four full vectors and a tail of 5; 7 stored values run
+        // one pass of four and a remainder of three.
+        let n = 37;
+        let b: Vec<f32> = (0..10 * n).map(|i| ((i * 7) % 23) as f32 - 11.0).collect();
+        let (cols, values) = (
+            [0u32, 1, 3, 4, 6, 8, 9],
+            [1.0f32, -2.0, 0.5, 3.0, -1.0, 0.25, 2.0],
+        );
+        let mut expected = vec![0.5f32; n];
+        for (c, v) in cols.iter().zip(values) {
+            for (e, x) in expected.iter_mut().zip(&b[*c as usize * n..]) {
+                *e += v * x;
+            }
+        }
+        for isa in [Isa::Portable, Isa::detect()] {
+            let mut out = vec![0.5f32; n];
+            sparse_axpy(isa, &mut out, &cols, &values, &b);
+            for (j, (o, e)) in out.iter().zip(&expected).enumerate() {
+                assert!(
+                    (o - e).abs() <= 1e-5 * (1.0 + e.abs()),
+                    "{isa:?} column {j}: {o} vs {e}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn fma_peak_counts_its_work() {
+        if let Some((name, flops, sum)) = fma_peak(3) {
+            let lanes = if name == "avx512f" { 16 } else { 8 };
+            assert_eq!(flops, 3 * 12 * lanes * 2);
+            assert!(sum > 0.0);
         }
     }
 }

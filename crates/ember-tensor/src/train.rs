@@ -57,6 +57,10 @@ pub struct Batch {
     pub indices: Vec<usize>,
 }
 
+/// "No step yet" in the device-side record of the first diverging step: above any step index
+/// an epoch has (exact in f32 up to 2^24).
+const NO_STEP: f32 = 16_777_216.0;
+
 /// Batches of `0..len` in order, the last one possibly short.
 pub fn ordered_batches(len: usize, batch_size: usize) -> Vec<Vec<usize>> {
     (0..len)
@@ -290,14 +294,16 @@ pub fn fit_with_hook<M: Module, E: From<Error>>(
     let mut report = TrainReport::default();
     for epoch in 1..=config.epochs {
         let started = Instant::now();
-        // Reading the loss back every step would stall a GPU queue: sum it on the device.
+        // Reading the loss back every step would stall a GPU queue: sum it on the device, and
+        // keep there the first step whose loss was not finite (NO_STEP while none).
         let mut loss_sum = Tensor::<1>::zeros([1], device);
+        let mut first_bad = Tensor::<1>::full([1], NO_STEP, device);
         let batches = shuffled_batches(
             data.len(),
             config.batch_size,
             shuffle_seed(config.seed, epoch),
         );
-        for indices in &batches {
+        for (i, indices) in batches.iter().enumerate() {
             let (images, labels) = data.batch(indices, &autodiff);
             let batch = Batch {
                 images,
@@ -305,7 +311,13 @@ pub fn fit_with_hook<M: Module, E: From<Error>>(
                 indices: indices.clone(),
             };
             let loss = loss(&model, batch)?;
-            loss_sum = loss_sum + loss.clone().detach().without_autodiff();
+            let value = loss.clone().detach().without_autodiff();
+            let bad = value.clone().is_nan().bool_or(value.clone().is_inf());
+            first_bad = first_bad
+                .clone()
+                .mask_fill(bad, i as f32)
+                .min_pair(first_bad);
+            loss_sum = loss_sum + value;
             let grads = GradientsParams::from_grads(loss.backward(), &model);
             let lr = match config.schedule {
                 LrSchedule::Cosine => cosine.step(),
@@ -329,10 +341,15 @@ pub fn fit_with_hook<M: Module, E: From<Error>>(
         let seconds = started.elapsed().as_secs_f64();
         if !loss.is_finite() {
             bar.abandon();
+            let first = first_bad.into_scalar::<f32>();
             return Err(Error::Diverged {
                 loss,
                 epoch,
-                step: batches.len(),
+                step: if first < NO_STEP {
+                    first as usize + 1
+                } else {
+                    batches.len()
+                },
             }
             .into());
         }
@@ -429,5 +446,54 @@ mod schedule_tests {
         assert!(last > 0.0 && last < 1e-2);
         // Replaying all of it is the full schedule.
         assert_eq!(LrSchedule::tail_rate(10, 10, 1.0, 0, 100), 1.0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use burn::nn::{Linear, LinearConfig};
+
+    use crate::testing::Blobs;
+
+    #[test]
+    fn a_diverging_loss_names_its_epoch_and_first_step() {
+        let _seeded = crate::testing::seeded_lock();
+        let device = Device::flex();
+        let model: Linear = LinearConfig::new(Blobs::DIM, 3).init(&device);
+        let data = Blobs::new(64, 3, 1);
+        let config = TrainConfig {
+            epochs: 2,
+            batch_size: 8,
+            progress: false,
+            ..TrainConfig::default()
+        };
+        let mut calls = 0;
+        let result = fit(
+            model,
+            &data,
+            &config,
+            &device,
+            |model: &Linear, batch: Batch| {
+                calls += 1;
+                let out = model.forward(batch.images.flatten::<2>(1, 3)).mean();
+                // Finite for two steps, then NaN: the third of the epoch's eight steps diverges.
+                Ok::<_, Error>(if calls >= 3 {
+                    out.mul_scalar(f32::NAN)
+                } else {
+                    out
+                })
+            },
+        );
+        match result {
+            Err(Error::Diverged {
+                epoch: 1, step: 3, ..
+            }) => {}
+            other => panic!(
+                "expected divergence at epoch 1 step 3, got {:?}",
+                other.err()
+            ),
+        }
     }
 }

@@ -6,7 +6,7 @@
 mod baseline;
 mod distill;
 mod lottery;
-mod machine;
+pub mod machine;
 mod plot;
 mod prune;
 mod quant;

@@ -65,6 +65,9 @@ struct Row {
     accuracy: Option<f64>,
     /// Seconds to evaluate the test set.
     seconds: Option<f64>,
+    /// For a model on the integer kernels: the same evaluation on the float path (dequantized
+    /// weights, fake-quantized inputs) and the share of test images both predict alike, in %.
+    float_path: Option<(f64, f64)>,
     bytes: Option<u64>,
     note: String,
 }
@@ -296,6 +299,18 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         cnn_rows[2].accuracy.unwrap_or(f64::NAN),
     );
     report.metric("mlp_int4_acc", mlp_rows[3].accuracy.unwrap_or(f64::NAN));
+    for (key, row) in [
+        ("mlp_float", &mlp_rows[0]),
+        ("mlp_int8_dynamic", &mlp_rows[1]),
+        ("cnn_float", &cnn_rows[0]),
+        ("cnn_int8_static", &cnn_rows[1]),
+    ] {
+        report.metric(&format!("{key}_seconds"), row.seconds.unwrap_or(f64::NAN));
+        if let Some((seconds, same)) = row.float_path {
+            report.metric(&format!("{key}_float_path_seconds"), seconds);
+            report.metric(&format!("{key}_same_predictions_pct"), same);
+        }
+    }
     report.metric("cnn_int4_acc", cnn_rows[4].accuracy.unwrap_or(f64::NAN));
 
     let quick = common.quick;
@@ -343,6 +358,8 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         "file bytes",
         "size ratio",
         "test-set seconds",
+        "float-path seconds",
+        "same predictions as float path %",
         "reload",
     ];
     report.table(
@@ -408,13 +425,19 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     );
     report.section(
         "How to read this",
-        "Sizes are the files `ember_quant::save_quantized` writes (safetensors, format \
-         `ember-quant/1`), against the float model in the same format. A quantized model \
-         computes with dequantized weights and fake-quantized activations, the values an \
-         integer kernel would see: the accuracies are those of int8 arithmetic, but the time is \
-         float arithmetic plus the quantize-dequantize steps (there is no integer kernel yet), \
-         so a quantized model evaluates more slowly than the float one. \"reload\" says whether the \
-         model loaded back from its file gives bit-identical logits on the first test batch.",
+        &format!(
+            "Sizes are the files `ember_quant::save_quantized` writes (safetensors, format \
+             `ember-quant/1`), against the float model in the same format. A layer whose weight \
+             and input are both quantized runs on the integer kernels on a host backend (here: \
+             `{}` on {}): \"test-set seconds\" is that model, \"float-path seconds\" the same \
+             model computing in float with dequantized weights and fake-quantized inputs (what \
+             quantized models did before the kernels, and still do on wgpu), and the next column \
+             how many test images both paths classify alike. Weight-only and cast models have no \
+             integer input and stay float. \"reload\" says whether the model loaded back from \
+             its file gives bit-identical logits on the first test batch.",
+            ember_quant::Int8Kernel::detect().name(),
+            common.backend
+        ),
     );
     report.write(
         &out,
@@ -465,6 +488,7 @@ impl Bench<'_> {
                 method: "float32".into(),
                 accuracy: Some(acc),
                 seconds: Some(seconds),
+                float_path: None,
                 bytes: Some(bytes),
                 note: reload,
             },
@@ -481,6 +505,14 @@ impl Bench<'_> {
         skeleton: M,
     ) -> anyhow::Result<Row> {
         let (acc, seconds) = self.timed_accuracy(&q.model)?;
+        let float_path = if q.clone().integer_layers().is_empty() {
+            None
+        } else {
+            let mut float = q.clone();
+            float.set_integer_kernel(None);
+            let (_, seconds) = self.timed_accuracy(&float.model)?;
+            Some((seconds, self.agreement(&q.model, &float.model)?))
+        };
         let path = self.dir.join(format!("{name}.safetensors"));
         let bytes = save_quantized(q, &path)?;
         let reload = self.reloads_identically(&q.model, skeleton, &path)?;
@@ -488,9 +520,23 @@ impl Bench<'_> {
             method: method.into(),
             accuracy: Some(acc),
             seconds: Some(seconds),
+            float_path,
             bytes: Some(bytes),
             note: reload,
         })
+    }
+
+    /// The share of test images, in %, on which `a` and `b` predict the same class.
+    fn agreement<M: Classifier>(&self, a: &M, b: &M) -> anyhow::Result<f64> {
+        let test = &self.data.test;
+        let mut same = 0usize;
+        for batch in ember_tensor::train::ordered_batches(test.len(), EVAL_BATCH) {
+            let (images, _) = test.batch(&batch, self.device);
+            let pa = a.forward(images.clone()).argmax(1);
+            let pb = b.forward(images).argmax(1);
+            same += pa.equal(pb).int().sum().into_scalar::<i64>() as usize;
+        }
+        Ok(100.0 * same as f64 / test.len().max(1) as f64)
     }
 
     fn cast_row<M: Classifier + QuantLayers>(
@@ -515,6 +561,7 @@ impl Bench<'_> {
                 method,
                 accuracy: None,
                 seconds: None,
+                float_path: None,
                 bytes: None,
                 note: format!("not on this backend: {e}"),
             }),
@@ -558,6 +605,9 @@ fn table(rows: &[Row], float_acc: f64, float_bytes: u64) -> Vec<Vec<String>> {
                     format!("{:.2}x", float_bytes as f64 / b as f64)
                 }),
                 r.seconds.map_or("-".into(), |s| format!("{s:.2}")),
+                r.float_path.map_or("-".into(), |(s, _)| format!("{s:.2}")),
+                r.float_path
+                    .map_or("-".into(), |(_, same)| format!("{same:.2}")),
                 r.note.clone(),
             ]
         })

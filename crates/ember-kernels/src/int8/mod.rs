@@ -47,9 +47,7 @@ pub enum Int8Kernel {
     Avx512Vnni(CpuChecked),
 }
 
-/// Proof that the CPU was checked for a kernel's features; only this module makes one.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct CpuChecked(());
+pub use crate::simd::CpuChecked;
 
 impl Int8Kernel {
     /// The fastest kernel this CPU runs.
@@ -469,6 +467,31 @@ impl Finish<'_> {
                 out_row[c] = v;
             }
         }
+    }
+}
+
+/// A loop of the kernel's inner instruction sequence on independent registers, for the peak
+/// rate benchmarks compare the kernel with: `iterations` rounds, returning the integer
+/// operations done (a multiply-add counts two, as GEMM figures count them) and a checksum that
+/// keeps the loop from being optimized away. `None` for the portable kernel, which has no
+/// single instruction to time.
+pub fn peak_loop(kernel: Int8Kernel, iterations: usize) -> Option<(u64, i64)> {
+    match kernel {
+        Int8Kernel::Portable => None,
+        #[cfg(target_arch = "x86_64")]
+        Int8Kernel::Avx512Vnni(cpu) => {
+            // 12 chains x 16 lanes x 4 products per round.
+            let ops = iterations as u64 * 12 * 16 * 4 * 2;
+            Some((ops, x86::vnni_peak(cpu, iterations)))
+        }
+        #[cfg(target_arch = "x86_64")]
+        Int8Kernel::Avx2(cpu) => {
+            // 12 chains x 8 lanes x 2 products per round.
+            let ops = iterations as u64 * 12 * 8 * 2 * 2;
+            Some((ops, x86::avx2_peak(cpu, iterations)))
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        _ => None,
     }
 }
 

@@ -65,6 +65,24 @@ fn kernels_this_cpu_lacks_are_named_and_skipped() {
 }
 
 #[test]
+fn peak_loops_do_the_work_they_count() {
+    for kernel in Int8Kernel::available() {
+        let Some((ops, checksum)) = peak_loop(kernel, 10) else {
+            assert_eq!(kernel, Int8Kernel::Portable);
+            continue;
+        };
+        // Every product is 1 · (1, 2, 3 or 4) or 2 · 1 + 3 · 1: the sum over all lanes is
+        // known exactly from the rounds.
+        let expected = match kernel {
+            Int8Kernel::Avx512Vnni(_) => 10 * 12 * 16 * (1 + 2 + 3 + 4),
+            _ => 10 * 12 * 8 * (2 + 3),
+        };
+        assert_eq!(checksum, expected, "{}", kernel.name());
+        assert!(ops > 0);
+    }
+}
+
+#[test]
 fn hand_computed_product_with_zero_points_and_bias() {
     // a = [[1, 2], [3, 4]] with zero point 1, scale 0.5; w = [[1, -1], [2, 0]] ([k, n]) with
     // zero points [0, -1], scales [1, 2]; bias [10, 20].

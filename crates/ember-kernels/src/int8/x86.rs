@@ -225,3 +225,58 @@ unsafe fn avx2_tile<const MR: usize, const NQ: usize>(t: &Tile) {
         }
     }
 }
+
+/// Independent accumulators of the peak loops: more than the instructions' latency times
+/// their throughput, so the loop runs at throughput.
+const PEAK_CHAINS: usize = 12;
+
+/// `iterations` rounds of `vpdpbusd` on 12 independent accumulators: the instruction the VNNI
+/// kernel spends its time in, at its best rate. Returns a sum that depends on every result.
+pub(super) fn vnni_peak(_: CpuChecked, iterations: usize) -> i64 {
+    // SAFETY: the token proves AVX-512 F, BW and VNNI.
+    unsafe { vnni_peak_body(iterations) }
+}
+
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+fn vnni_peak_body(iterations: usize) -> i64 {
+    let a = _mm512_set1_epi32(0x0102_0304);
+    let w = _mm512_set1_epi32(0x0101_0101);
+    let mut acc = [_mm512_setzero_si512(); PEAK_CHAINS];
+    for _ in 0..iterations {
+        for acc in &mut acc {
+            *acc = _mm512_dpbusd_epi32(*acc, a, w);
+        }
+        // Keeps the compiler from folding the loop: `a` is opaque from here on.
+        std::hint::black_box(&a);
+    }
+    acc.iter()
+        .map(|&v| i64::from(_mm512_reduce_add_epi32(v)))
+        .sum()
+}
+
+/// The same for the AVX2 kernel's inner sequence, `vpmaddwd` then `vpaddd`.
+pub(super) fn avx2_peak(_: CpuChecked, iterations: usize) -> i64 {
+    // SAFETY: the token proves AVX2.
+    unsafe { avx2_peak_body(iterations) }
+}
+
+#[target_feature(enable = "avx2")]
+fn avx2_peak_body(iterations: usize) -> i64 {
+    let a = _mm256_set1_epi32(0x0002_0003);
+    let w = _mm256_set1_epi32(0x0001_0001);
+    let mut acc = [_mm256_setzero_si256(); PEAK_CHAINS];
+    for _ in 0..iterations {
+        for acc in &mut acc {
+            *acc = _mm256_add_epi32(*acc, _mm256_madd_epi16(a, w));
+        }
+        std::hint::black_box(&a);
+    }
+    let mut total = 0i64;
+    for v in acc {
+        let mut lanes = [0i32; 8];
+        // SAFETY: `lanes` holds 8 i32.
+        unsafe { _mm256_storeu_si256(lanes.as_mut_ptr().cast(), v) };
+        total += lanes.iter().map(|&l| i64::from(l)).sum::<i64>();
+    }
+    total
+}
