@@ -79,6 +79,7 @@ fn gemm(c: &mut Criterion) {
                         let a = Activations {
                             values: black_box(&x_u8),
                             rows: batch,
+                            stride: k,
                             scale: 0.01,
                             zero_point: 128,
                         };

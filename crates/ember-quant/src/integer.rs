@@ -104,6 +104,8 @@ impl IntegerWeights {
 /// An input quantized to `u8` for the kernels, with its scale and zero point.
 struct QuantizedInput {
     values: Vec<u8>,
+    /// Elements from one row to the next.
+    stride: usize,
     scale: f32,
     zero_point: i32,
 }
@@ -139,6 +141,7 @@ fn quantize_input(quant: &InputQuant, x: &[f32]) -> Option<QuantizedInput> {
     int8::quantize_u8(x, scale, zero_point, bounds, &mut values);
     Some(QuantizedInput {
         values,
+        stride: x.len(),
         scale,
         zero_point,
     })
@@ -160,7 +163,10 @@ pub(crate) fn linear<const D: usize>(
         return None;
     }
     let x = host_values(input)?;
-    let q = quantize_input(quant, &x)?;
+    let q = QuantizedInput {
+        stride: depth,
+        ..quantize_input(quant, &x)?
+    };
     let rows = x.len() / depth.max(1);
     let n = weights.packed.width();
     let mut out = vec![0.0f32; rows * n];
@@ -176,6 +182,7 @@ fn run(weights: &IntegerWeights, q: &QuantizedInput, rows: usize, out: &mut [f32
     let activations = Activations {
         values: &q.values,
         rows,
+        stride: q.stride,
         scale: q.scale,
         zero_point: q.zero_point,
     };
@@ -223,25 +230,42 @@ pub(crate) fn conv2d(
     let q = quantize_input(quant, &x)?;
     let rows = batch * oh * ow;
     let zero = u8::try_from(q.zero_point).ok()?;
-    let mut unfolded = vec![zero; rows * depth];
+    // Rows at the kernels' padded depth, read in place: the tail past `depth` stays 0 (it
+    // must add nothing), the taps that fall in the convolution's padding hold the zero point.
+    let stride = weights.packed.padded_depth();
+    let mut unfolded = vec![0u8; rows * stride];
     let ((top, _), (left, _)) = (geometry.padding[0], geometry.padding[1]);
+    let [sy, sx] = geometry.stride;
+    let [dy, dx] = geometry.dilation;
     for b in 0..batch {
+        let images = &q.values[b * channels * height * width..][..channels * height * width];
         for oy in 0..oh {
             for ox in 0..ow {
-                let row = ((b * oh + oy) * ow + ox) * depth;
+                let r = (b * oh + oy) * ow + ox;
+                let row = &mut unfolded[r * stride..r * stride + depth];
+                row.fill(zero);
+                // The window's first column; when it lies inside the image at unit dilation,
+                // each tap row is one contiguous copy.
+                let x0 = (ox * sx).checked_sub(left);
+                let inside = dx == 1 && x0.is_some_and(|x0| x0 + kw <= width);
                 for c in 0..channels {
-                    let image = &q.values[(b * channels + c) * height * width..][..height * width];
+                    let image = &images[c * height * width..][..height * width];
                     for ky in 0..kh {
-                        let y =
-                            (oy * geometry.stride[0] + ky * geometry.dilation[0]).checked_sub(top);
-                        let Some(y) = y.filter(|&y| y < height) else {
+                        let Some(y) = (oy * sy + ky * dy).checked_sub(top).filter(|&y| y < height)
+                        else {
                             continue;
                         };
-                        for kx in 0..kw {
-                            let xx = (ox * geometry.stride[1] + kx * geometry.dilation[1])
-                                .checked_sub(left);
-                            if let Some(xx) = xx.filter(|&xx| xx < width) {
-                                unfolded[row + (c * kh + ky) * kw + kx] = image[y * width + xx];
+                        let source = &image[y * width..][..width];
+                        let taps = &mut row[(c * kh + ky) * kw..][..kw];
+                        match x0 {
+                            Some(x0) if inside => taps.copy_from_slice(&source[x0..x0 + kw]),
+                            _ => {
+                                for (kx, tap) in taps.iter_mut().enumerate() {
+                                    let x = (ox * sx + kx * dx).checked_sub(left);
+                                    if let Some(x) = x.filter(|&x| x < width) {
+                                        *tap = source[x];
+                                    }
+                                }
                             }
                         }
                     }
@@ -251,6 +275,7 @@ pub(crate) fn conv2d(
     }
     let unfolded = QuantizedInput {
         values: unfolded,
+        stride,
         ..q
     };
     let n = weights.packed.width();

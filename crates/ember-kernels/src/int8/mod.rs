@@ -30,8 +30,9 @@ use crate::{KernelError, Result, check_len};
 pub const BLOCK_COLS: usize = 16;
 /// Input elements per packed group (one `vpdpbusd` lane).
 pub const GROUP: usize = 4;
-/// The deepest product whose `i32` sum cannot overflow at full range: `K · 255 · 128 < 2^31`.
-pub const MAX_DEPTH: usize = (i32::MAX as usize) / (255 * 128);
+/// The deepest product whose exact result fits `i32` at full range, zero points included:
+/// `K · 255 · 255 < 2^31` (33 025; BERT-large's widest layer is 4096 deep).
+pub const MAX_DEPTH: usize = (i32::MAX as usize) / (255 * 255);
 /// Multiply-adds from which the columns are split across rayon's threads.
 const PARALLEL_MIN_MACS: usize = 1 << 22;
 
@@ -211,6 +212,12 @@ impl PackedWeights {
         self.n
     }
 
+    /// The depth rounded up to the kernels' group of 4: a row stride at which activations are
+    /// read in place.
+    pub fn padded_depth(&self) -> usize {
+        self.k_padded
+    }
+
     /// Bytes held: the packed integers and the per-column numbers.
     pub fn bytes(&self) -> usize {
         self.data.len() + 12 * self.n
@@ -230,10 +237,13 @@ impl PackedWeights {
 /// `u8` activations `[m, k]` (row-major) with their per-tensor scale and zero point.
 #[derive(Debug, Clone, Copy)]
 pub struct Activations<'a> {
-    /// The integers.
+    /// The integers: row `r` is `values[r * stride..][..k]`.
     pub values: &'a [u8],
     /// Rows (batch x positions).
     pub rows: usize,
+    /// Elements from one row to the next: `k`, or [`PackedWeights::padded_depth`] with the
+    /// padding zero, which the kernels then read in place instead of copying.
+    pub stride: usize,
     /// Step between integers.
     pub scale: f32,
     /// The integer that stands for 0.0.
@@ -261,10 +271,20 @@ pub fn quantize_u8(
     out: &mut Vec<u8>,
 ) {
     out.clear();
-    let (min, max) = (i64::from(min), i64::from(max));
+    // `round_ties_even` is a library call on a baseline x86-64 build (no SSE4.1), which cost
+    // more than the matrix product. Adding and subtracting 1.5 · 2^23 rounds half to even in
+    // the default rounding mode for |v| < 2^22, and clamping first keeps v there without
+    // changing the result: anything below min - zp - 1 ends at min either way.
+    const MAGIC: f32 = 12_582_912.0;
+    let lo = (i32::from(min) - zero_point - 1) as f32;
+    let hi = (i32::from(max) - zero_point + 1) as f32;
+    let (min, max) = (i32::from(min), i32::from(max));
     out.extend(x.iter().map(|&v| {
-        let q = (v / scale).round_ties_even() as i64 + i64::from(zero_point);
-        q.clamp(min, max) as u8
+        // NaN stays NaN through the clamp and the rounding and casts to 0, as
+        // `round_ties_even() as i64` does.
+        let v = (v / scale).clamp(lo, hi);
+        let rounded = (v + MAGIC) - MAGIC;
+        (rounded as i32 + zero_point).clamp(min, max) as u8
     }));
 }
 
@@ -278,7 +298,14 @@ pub fn linear(
     out: &mut [f32],
 ) -> Result<()> {
     let (m, k, n) = (a.rows, w.k, w.n);
-    check_len("activations", m * k, a.values.len())?;
+    if a.stride != k && a.stride != w.k_padded {
+        return Err(KernelError::Length {
+            what: "activation row stride",
+            expected: k,
+            actual: a.stride,
+        });
+    }
+    check_len("activations", m * a.stride, a.values.len())?;
     check_len("output", m * n, out.len())?;
     if let Some(bias) = epilogue.bias {
         check_len("bias", n, bias.len())?;
@@ -298,22 +325,14 @@ pub fn linear(
     if m == 0 || n == 0 {
         return Ok(());
     }
-    let packed = pack_rows(kernel, a.values, m, k, w.k_padded);
+    let packed = pack_rows(kernel, a.values, m, a.stride, k, w.k_padded);
     let row_sums: Vec<i32> = (0..m)
         .map(|r| {
-            a.values[r * k..(r + 1) * k]
-                .iter()
-                .map(|&v| i32::from(v))
-                .sum()
+            let row = &a.values[r * a.stride..][..k];
+            row.iter().map(|&v| i32::from(v)).sum()
         })
         .collect();
-    let finish = Finish {
-        w,
-        a_scale: a.scale,
-        a_zero: a.zero_point,
-        row_sums: &row_sums,
-        epilogue,
-    };
+    let finish = Finish::new(w, a.scale, a.zero_point, &row_sums, epilogue);
     let blocks = w.blocks();
     let threads = if m * k * n >= PARALLEL_MIN_MACS {
         rayon::current_num_threads().min(blocks)
@@ -360,7 +379,7 @@ pub fn gemm_sums(
     if rows == 0 || w.n == 0 {
         return Ok(());
     }
-    let packed = pack_rows(kernel, a, rows, w.k, w.k_padded);
+    let packed = pack_rows(kernel, a, rows, w.k, w.k, w.k_padded);
     let blocks = w.blocks();
     let mut tile = vec![0i32; rows * blocks * BLOCK_COLS];
     sums(kernel, &packed, rows, w, 0..blocks, &mut tile);
@@ -371,15 +390,23 @@ pub fn gemm_sums(
     Ok(())
 }
 
-/// The activations as a kernel reads them: rows padded to `k_padded` with zeros (which add
-/// nothing to any sum), widened to `i16` for the AVX2 kernel.
-enum PackedRows {
-    U8(Vec<u8>),
+/// The activations as a kernel reads them: rows `k_padded` apart, the padding zero (which
+/// adds nothing to any sum), borrowed where the caller laid them out so already, widened to
+/// `i16` for the AVX2 kernel.
+enum PackedRows<'a> {
+    U8(std::borrow::Cow<'a, [u8]>),
     I16(Vec<i16>),
 }
 
-fn pack_rows(kernel: Int8Kernel, a: &[u8], m: usize, k: usize, k_padded: usize) -> PackedRows {
-    let rows = |r: usize| &a[r * k..(r + 1) * k];
+fn pack_rows(
+    kernel: Int8Kernel,
+    a: &[u8],
+    m: usize,
+    stride: usize,
+    k: usize,
+    k_padded: usize,
+) -> PackedRows<'_> {
+    let rows = |r: usize| &a[r * stride..r * stride + k];
     match kernel {
         Int8Kernel::Avx2(_) => {
             let mut out = vec![0i16; m * k_padded];
@@ -390,15 +417,13 @@ fn pack_rows(kernel: Int8Kernel, a: &[u8], m: usize, k: usize, k_padded: usize) 
             }
             PackedRows::I16(out)
         }
+        _ if stride == k_padded => PackedRows::U8(std::borrow::Cow::Borrowed(&a[..m * k_padded])),
         _ => {
-            if k == k_padded {
-                return PackedRows::U8(a[..m * k].to_vec());
-            }
             let mut out = vec![0u8; m * k_padded];
             for r in 0..m {
                 out[r * k_padded..r * k_padded + k].copy_from_slice(rows(r));
             }
-            PackedRows::U8(out)
+            PackedRows::U8(std::borrow::Cow::Owned(out))
         }
     }
 }
@@ -433,38 +458,82 @@ fn sums(
     }
 }
 
-/// The epilogue: zero-point corrections, dequantization, bias and ReLU.
+/// The epilogue: zero-point corrections, dequantization, bias and ReLU, with everything that
+/// depends on the column alone computed once per call.
+///
+/// The exact sum `Σ (a - za)(w - zw) = Σ a·w - (za·Σw - K·za·zw) - zw·Σa` is computed in
+/// wrapping `i32`: its terms can leave `i32`'s range, but the result is within it (|result| <=
+/// K · 255 · 255 < 2^31 for K <= [`MAX_DEPTH`]), so arithmetic modulo 2^32 gives it exactly, in
+/// a loop the compiler vectorizes.
 struct Finish<'a> {
-    w: &'a PackedWeights,
-    a_scale: f32,
-    a_zero: i32,
+    /// `za · Σw - K · za · zw` per column.
+    col_terms: Vec<i32>,
+    /// `sa · sw` per column.
+    scales: Vec<f32>,
+    zero_points: &'a [i32],
     row_sums: &'a [i32],
     epilogue: Epilogue<'a>,
 }
 
-impl Finish<'_> {
+impl<'a> Finish<'a> {
+    fn new(
+        w: &'a PackedWeights,
+        a_scale: f32,
+        a_zero: i32,
+        row_sums: &'a [i32],
+        epilogue: Epilogue<'a>,
+    ) -> Self {
+        let k = w.k as i32;
+        let col_terms = w
+            .col_sums
+            .iter()
+            .zip(&w.zero_points)
+            .map(|(&sum, &zw)| {
+                a_zero
+                    .wrapping_mul(sum)
+                    .wrapping_sub(k.wrapping_mul(a_zero).wrapping_mul(zw))
+            })
+            .collect();
+        Self {
+            col_terms,
+            scales: w.scales.iter().map(|s| a_scale * s).collect(),
+            zero_points: &w.zero_points,
+            row_sums,
+            epilogue,
+        }
+    }
+
     fn write(&self, tile: &[i32], blocks: std::ops::Range<usize>, out: &mut [f32], n: usize) {
         let width = blocks.len() * BLOCK_COLS;
         let col0 = blocks.start * BLOCK_COLS;
         let cols = col0..(blocks.end * BLOCK_COLS).min(n);
-        let k = self.w.k as i64;
-        let za = i64::from(self.a_zero);
+        let (col_terms, scales) = (&self.col_terms[cols.clone()], &self.scales[cols.clone()]);
+        let zero_points = &self.zero_points[cols.clone()];
         for (r, out_row) in out.chunks_mut(n).enumerate() {
-            let sums = &tile[r * width..(r + 1) * width];
-            let row_sum = i64::from(self.row_sums[r]);
-            for c in cols.clone() {
-                let zw = i64::from(self.w.zero_points[c]);
-                let exact =
-                    i64::from(sums[c - col0]) - za * i64::from(self.w.col_sums[c]) - zw * row_sum
-                        + k * za * zw;
-                let mut v = exact as f32 * (self.a_scale * self.w.scales[c]);
-                if let Some(bias) = self.epilogue.bias {
-                    v += bias[c];
+            let sums = &tile[r * width..][..cols.len()];
+            let row_sum = self.row_sums[r];
+            let out_row = &mut out_row[cols.clone()];
+            for ((((o, &sum), &term), &zw), &scale) in out_row
+                .iter_mut()
+                .zip(sums)
+                .zip(col_terms)
+                .zip(zero_points)
+                .zip(scales)
+            {
+                let exact = sum
+                    .wrapping_sub(term)
+                    .wrapping_sub(zw.wrapping_mul(row_sum));
+                *o = exact as f32 * scale;
+            }
+            if let Some(bias) = self.epilogue.bias {
+                for (o, b) in out_row.iter_mut().zip(&bias[cols.clone()]) {
+                    *o += b;
                 }
-                if self.epilogue.relu {
-                    v = v.max(0.0);
+            }
+            if self.epilogue.relu {
+                for o in out_row.iter_mut() {
+                    *o = o.max(0.0);
                 }
-                out_row[c] = v;
             }
         }
     }

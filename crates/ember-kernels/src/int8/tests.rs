@@ -102,6 +102,7 @@ fn hand_computed_product_with_zero_points_and_bias() {
         let a = Activations {
             values: &[1, 2, 3, 4],
             rows: 2,
+            stride: 2,
             scale: 0.5,
             zero_point: 1,
         };
@@ -117,6 +118,35 @@ fn hand_computed_product_with_zero_points_and_bias() {
         };
         linear(kernel, a, &w, relu, &mut out).unwrap();
         assert_eq!(out, vec![0.0, 0.0, 2.0, 1.0], "{}", kernel.name());
+    }
+}
+
+#[test]
+fn quantizing_rounds_ties_to_even_and_maps_nan_and_infinities_like_the_scalar_rule() {
+    let mut x: Vec<f32> = (-300..300).map(|i| i as f32 * 0.5).collect();
+    x.extend([
+        f32::NAN,
+        f32::INFINITY,
+        f32::NEG_INFINITY,
+        1e30,
+        -1e30,
+        0.0,
+        -0.0,
+    ]);
+    for (zero_point, (min, max)) in [
+        (128, (0, 255)),
+        (0, (0, 255)),
+        (3, (0, 15)),
+        (250, (0, 255)),
+    ] {
+        let mut out = Vec::new();
+        quantize_u8(&x, 1.0, zero_point, (min, max), &mut out);
+        for (&v, &q) in x.iter().zip(&out) {
+            let expected = (v.round_ties_even() as i64)
+                .saturating_add(i64::from(zero_point))
+                .clamp(i64::from(min), i64::from(max));
+            assert_eq!(i64::from(q), expected, "{v} with zero point {zero_point}");
+        }
     }
 }
 
@@ -162,6 +192,7 @@ fn empty_batches_and_bad_parameters() {
         let a = Activations {
             values: &[],
             rows: 0,
+            stride: 1,
             scale: 1.0,
             zero_point: 0,
         };
@@ -169,6 +200,7 @@ fn empty_batches_and_bad_parameters() {
         let bad = Activations {
             values: &[1],
             rows: 1,
+            stride: 1,
             scale: 0.0,
             zero_point: 0,
         };
@@ -224,6 +256,7 @@ fn the_thread_split_gives_the_same_result() {
         let acts = Activations {
             values: &a,
             rows: m,
+            stride: k,
             scale: 0.5,
             zero_point: 7,
         };
