@@ -111,21 +111,16 @@ struct QuantizedInput {
 }
 
 /// Quantize `x` as `quant` says, in `u8` (a signed scheme's integers shifted by 128): the same
-/// integers fake quantization computes. `None` where fake quantization leaves the input in
-/// float (a dynamic batch with NaN or Inf, or all zeros) or the layer has no integer input.
+/// integers fake quantization computes. `None` sends the input to the float path: where fake
+/// quantization leaves it in float (a dynamic batch of zeros), where NaN or an infinity must
+/// reach the output as it does there, or where the layer has no integer input.
 fn quantize_input(quant: &InputQuant, x: &[f32]) -> Option<QuantizedInput> {
+    let (min, max) = int8::finite_range(x)?;
     let (scheme, params) = match quant {
-        InputQuant::Dynamic(scheme) => {
-            let min = x.iter().copied().fold(f32::INFINITY, f32::min);
-            let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-            if !(min.is_finite() && max.is_finite()) || x.iter().any(|v| v.is_nan()) {
-                return None;
-            }
-            (
-                *scheme,
-                scheme.qparams(&[Range { min, max }], "input").ok()?,
-            )
-        }
+        InputQuant::Dynamic(scheme) => (
+            *scheme,
+            scheme.qparams(&[Range { min, max }], "input").ok()?,
+        ),
         InputQuant::Static { scheme, params } => (*scheme, params.clone()),
         _ => return None,
     };

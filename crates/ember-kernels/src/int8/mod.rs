@@ -259,10 +259,11 @@ pub struct Epilogue<'a> {
     pub relu: bool,
 }
 
-/// Quantize `x` to `u8` as `clamp(round_half_even(x / scale) + zero_point, min, max)`: the
-/// same arithmetic as the scalar quantizer that fake quantization uses, so both see the same
-/// integers. A scheme of fewer bits or a signed one (shifted by 128) narrows `min..=max`.
-/// `out` is cleared and refilled.
+/// Quantize finite `x` to `u8` as `clamp(round_half_even(x / scale) + zero_point, min, max)`:
+/// the same arithmetic as the scalar quantizer that fake quantization uses, so both see the
+/// same integers. A scheme of fewer bits or a signed one (shifted by 128) narrows
+/// `min..=max`. `out` is cleared and refilled. NaN, which the caller has excluded (see
+/// [`finite_range`]), would land on `min`.
 pub fn quantize_u8(
     x: &[f32],
     scale: f32,
@@ -270,22 +271,53 @@ pub fn quantize_u8(
     (min, max): (u8, u8),
     out: &mut Vec<u8>,
 ) {
-    out.clear();
-    // `round_ties_even` is a library call on a baseline x86-64 build (no SSE4.1), which cost
-    // more than the matrix product. Adding and subtracting 1.5 · 2^23 rounds half to even in
-    // the default rounding mode for |v| < 2^22, and clamping first keeps v there without
-    // changing the result: anything below min - zp - 1 ends at min either way.
+    // `round_ties_even` is a library call on a baseline x86-64 build (no SSE4.1), and the
+    // scalar loop around it cost more than the matrix product. Adding and subtracting
+    // 1.5 · 2^23 rounds half to even in the default rounding mode for |v| < 2^22; clamping
+    // first keeps v there without changing the result (anything below min - zp - 1 ends at
+    // min either way), and the loop vectorizes.
     const MAGIC: f32 = 12_582_912.0;
     let lo = (i32::from(min) - zero_point - 1) as f32;
     let hi = (i32::from(max) - zero_point + 1) as f32;
     let (min, max) = (i32::from(min), i32::from(max));
-    out.extend(x.iter().map(|&v| {
-        // NaN stays NaN through the clamp and the rounding and casts to 0, as
-        // `round_ties_even() as i64` does.
-        let v = (v / scale).clamp(lo, hi);
+    out.clear();
+    out.resize(x.len(), 0);
+    for (q, &v) in out.iter_mut().zip(x) {
+        let v = (v / scale).max(lo).min(hi);
         let rounded = (v + MAGIC) - MAGIC;
-        (rounded as i32 + zero_point).clamp(min, max) as u8
-    }));
+        *q = (rounded as i32 + zero_point).clamp(min, max) as u8;
+    }
+}
+
+/// The minimum and maximum of `x`, or `None` if it is empty or holds NaN or an infinity: one
+/// pass in 16 lanes, which the compiler vectorizes.
+pub fn finite_range(x: &[f32]) -> Option<(f32, f32)> {
+    const LANES: usize = 16;
+    let mut lo = [f32::INFINITY; LANES];
+    let mut hi = [f32::NEG_INFINITY; LANES];
+    let mut bad = [false; LANES];
+    let chunks = x.chunks_exact(LANES);
+    let rest = chunks.remainder();
+    for chunk in chunks {
+        for i in 0..LANES {
+            let v = chunk[i];
+            lo[i] = if v < lo[i] { v } else { lo[i] };
+            hi[i] = if v > hi[i] { v } else { hi[i] };
+            bad[i] |= !v.is_finite();
+        }
+    }
+    for (i, &v) in rest.iter().enumerate() {
+        lo[i] = if v < lo[i] { v } else { lo[i] };
+        hi[i] = if v > hi[i] { v } else { hi[i] };
+        bad[i] |= !v.is_finite();
+    }
+    if x.is_empty() || bad.iter().any(|&b| b) {
+        return None;
+    }
+    Some((
+        lo.iter().copied().fold(f32::INFINITY, f32::min),
+        hi.iter().copied().fold(f32::NEG_INFINITY, f32::max),
+    ))
 }
 
 /// `out = dequantize(a · w) + bias` (then ReLU), `out` row-major `[rows, n]`: the whole
