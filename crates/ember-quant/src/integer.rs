@@ -197,10 +197,15 @@ pub(crate) struct ConvGeometry {
     pub padding: [(usize, usize); 2],
 }
 
-/// A convolution (one group) on the integer kernels: the input quantized once, unfolded into
-/// rows of `channels · kh · kw` (im2col, the padding filled with the zero point, which is what
-/// zero quantizes to), multiplied by the `[out, in · kh · kw]` weight, and laid back out as
-/// `[batch, out, h, w]`. `None` to take the float path.
+/// Multiply-adds from which a convolution's images are split across rayon's threads.
+const PARALLEL_MIN_MACS: usize = 1 << 22;
+
+/// A convolution (one group) on the integer kernels, image by image so that each image's
+/// unfolded rows and products stay in cache: the input quantized once, each image unfolded
+/// into rows of `channels · kh · kw` (im2col, the padding filled with the zero point, which is
+/// what zero quantizes to), multiplied by the `[out, in · kh · kw]` weight, and written out as
+/// `[out, h, w]`. Images split across threads when the batch is large enough. `None` to take
+/// the float path.
 pub(crate) fn conv2d(
     weights: &IntegerWeights,
     quant: &InputQuant,
@@ -223,34 +228,104 @@ pub(crate) fn conv2d(
     let (oh, ow) = (out_size(height, 0)?, out_size(width, 1)?);
     let x = host_values(input)?;
     let q = quantize_input(quant, &x)?;
-    let rows = batch * oh * ow;
-    let zero = u8::try_from(q.zero_point).ok()?;
-    // Rows at the kernels' padded depth, read in place: the tail past `depth` stays 0 (it
-    // must add nothing), the taps that fall in the convolution's padding hold the zero point.
-    let stride = weights.packed.padded_depth();
-    let mut unfolded = vec![0u8; rows * stride];
-    let ((top, _), (left, _)) = (geometry.padding[0], geometry.padding[1]);
-    let [sy, sx] = geometry.stride;
-    let [dy, dx] = geometry.dilation;
-    for b in 0..batch {
-        let images = &q.values[b * channels * height * width..][..channels * height * width];
+    let unfold = Unfold {
+        geometry,
+        channels,
+        height,
+        width,
+        out: [oh, ow],
+        stride: weights.packed.padded_depth(),
+        zero: u8::try_from(q.zero_point).ok()?,
+    };
+    let n = weights.packed.width();
+    let positions = oh * ow;
+    let mut out = vec![0.0f32; batch * n * positions];
+    let image_len = channels * height * width;
+    let one_image = |(b, out_image): (usize, &mut [f32])| -> Option<()> {
+        let unfolded = QuantizedInput {
+            values: unfold.image(&q.values[b * image_len..][..image_len]),
+            stride: unfold.stride,
+            scale: q.scale,
+            zero_point: q.zero_point,
+        };
+        let mut products = vec![0.0f32; positions * n];
+        run(weights, &unfolded, positions, &mut products)?;
+        // [positions, out] -> [out, positions]
+        for (p, row) in products.chunks_exact(n).enumerate() {
+            for (o, &v) in row.iter().enumerate() {
+                out_image[o * positions + p] = v;
+            }
+        }
+        Some(())
+    };
+    if out.is_empty() {
+        return Some(Tensor::from_data(
+            TensorData::new(out, [batch, n, oh, ow]),
+            &input.device(),
+        ));
+    }
+    // Images are independent and each is computed the same way on any thread: the result does
+    // not depend on the thread count.
+    let done = if batch > 1 && batch * positions * depth * n >= PARALLEL_MIN_MACS {
+        use rayon::prelude::*;
+        out.par_chunks_mut(n * positions)
+            .enumerate()
+            .map(one_image)
+            .collect::<Option<Vec<()>>>()
+    } else {
+        out.chunks_mut(n * positions)
+            .enumerate()
+            .map(one_image)
+            .collect::<Option<Vec<()>>>()
+    };
+    done?;
+    Some(Tensor::from_data(
+        TensorData::new(out, [batch, n, oh, ow]),
+        &input.device(),
+    ))
+}
+
+/// im2col for one image of quantized integers.
+struct Unfold<'a> {
+    geometry: &'a ConvGeometry,
+    channels: usize,
+    height: usize,
+    width: usize,
+    out: [usize; 2],
+    /// The kernels' padded depth: each row's tail past `channels · kh · kw` stays 0 (it must
+    /// add nothing to the sums).
+    stride: usize,
+    /// What the convolution's padding holds: the zero point, the integer of 0.0.
+    zero: u8,
+}
+
+impl Unfold<'_> {
+    fn image(&self, image: &[u8]) -> Vec<u8> {
+        let [kh, kw] = self.geometry.kernel;
+        let [sy, sx] = self.geometry.stride;
+        let [dy, dx] = self.geometry.dilation;
+        let ((top, _), (left, _)) = (self.geometry.padding[0], self.geometry.padding[1]);
+        let (height, width) = (self.height, self.width);
+        let depth = self.channels * kh * kw;
+        let [oh, ow] = self.out;
+        let mut unfolded = vec![0u8; oh * ow * self.stride];
         for oy in 0..oh {
             for ox in 0..ow {
-                let r = (b * oh + oy) * ow + ox;
-                let row = &mut unfolded[r * stride..r * stride + depth];
-                row.fill(zero);
+                let r = oy * ow + ox;
+                let row = &mut unfolded[r * self.stride..r * self.stride + depth];
+                row.fill(self.zero);
                 // The window's first column; when it lies inside the image at unit dilation,
                 // each tap row is one contiguous copy.
                 let x0 = (ox * sx).checked_sub(left);
                 let inside = dx == 1 && x0.is_some_and(|x0| x0 + kw <= width);
-                for c in 0..channels {
-                    let image = &images[c * height * width..][..height * width];
+                for c in 0..self.channels {
+                    let plane = &image[c * height * width..][..height * width];
                     for ky in 0..kh {
                         let Some(y) = (oy * sy + ky * dy).checked_sub(top).filter(|&y| y < height)
                         else {
                             continue;
                         };
-                        let source = &image[y * width..][..width];
+                        let source = &plane[y * width..][..width];
                         let taps = &mut row[(c * kh + ky) * kw..][..kw];
                         match x0 {
                             Some(x0) if inside => taps.copy_from_slice(&source[x0..x0 + kw]),
@@ -267,27 +342,6 @@ pub(crate) fn conv2d(
                 }
             }
         }
+        unfolded
     }
-    let unfolded = QuantizedInput {
-        values: unfolded,
-        stride,
-        ..q
-    };
-    let n = weights.packed.width();
-    let mut out = vec![0.0f32; rows * n];
-    run(weights, &unfolded, rows, &mut out)?;
-    // [batch, oh · ow, out] -> [batch, out, oh · ow]
-    let positions = oh * ow;
-    let mut nchw = vec![0.0f32; out.len()];
-    for b in 0..batch {
-        for p in 0..positions {
-            for o in 0..n {
-                nchw[(b * n + o) * positions + p] = out[(b * positions + p) * n + o];
-            }
-        }
-    }
-    Some(Tensor::from_data(
-        TensorData::new(nchw, [batch, n, oh, ow]),
-        &input.device(),
-    ))
 }
