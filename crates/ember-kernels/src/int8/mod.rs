@@ -35,6 +35,8 @@ pub const GROUP: usize = 4;
 pub const MAX_DEPTH: usize = (i32::MAX as usize) / (255 * 255);
 /// Multiply-adds from which the columns are split across rayon's threads.
 const PARALLEL_MIN_MACS: usize = 1 << 22;
+/// Column blocks summed into one tile before the epilogue: 64 columns, the VNNI tile's width.
+const SPAN_BLOCKS: usize = 4;
 
 /// Which integer kernel runs. The SIMD variants hold a token that only their constructors make,
 /// after checking the CPU: a kernel the CPU lacks cannot be built, so it is never run.
@@ -371,28 +373,42 @@ pub fn linear(
     } else {
         1
     };
+    // Each span of column blocks is summed into a small tile and finished into the output
+    // right away: the raw sums never make a matrix of their own (a fresh `m x n` buffer per
+    // call costs page faults comparable to the product itself).
+    let spans = |range: std::ops::Range<usize>, out: &mut [f32], base: usize, width: usize| {
+        let mut tile = vec![0i32; m * SPAN_BLOCKS * BLOCK_COLS];
+        for start in range.clone().step_by(SPAN_BLOCKS) {
+            let span = start..(start + SPAN_BLOCKS).min(range.end);
+            let tile = &mut tile[..m * span.len() * BLOCK_COLS];
+            sums(kernel, &packed, m, w, span.clone(), tile);
+            finish.write(tile, span, out, width, base);
+        }
+    };
     if threads <= 1 {
-        let mut tile = vec![0i32; m * blocks * BLOCK_COLS];
-        sums(kernel, &packed, m, w, 0..blocks, &mut tile);
-        finish.write(&tile, 0..blocks, out, n);
+        spans(0..blocks, out, 0, n);
         return Ok(());
     }
     // Output columns are independent, and each is summed in the same order whatever the
     // split: the result does not depend on the thread count.
     let per_thread = blocks.div_ceil(threads);
-    let parts: Vec<(std::ops::Range<usize>, Vec<i32>)> = (0..blocks)
+    let parts: Vec<(usize, usize, Vec<f32>)> = (0..blocks)
         .step_by(per_thread)
         .collect::<Vec<_>>()
         .into_par_iter()
         .map(|start| {
             let range = start..(start + per_thread).min(blocks);
-            let mut tile = vec![0i32; m * range.len() * BLOCK_COLS];
-            sums(kernel, &packed, m, w, range.clone(), &mut tile);
-            (range, tile)
+            let base = start * BLOCK_COLS;
+            let width = (range.end * BLOCK_COLS).min(n) - base;
+            let mut part = vec![0.0f32; m * width];
+            spans(range, &mut part, base, width);
+            (base, width, part)
         })
         .collect();
-    for (range, tile) in parts {
-        finish.write(&tile, range, out, n);
+    for (base, width, part) in parts {
+        for (row, part_row) in out.chunks_mut(n).zip(part.chunks(width)) {
+            row[base..base + width].copy_from_slice(part_row);
+        }
     }
     Ok(())
 }
@@ -535,16 +551,25 @@ impl<'a> Finish<'a> {
         }
     }
 
-    fn write(&self, tile: &[i32], blocks: std::ops::Range<usize>, out: &mut [f32], n: usize) {
+    /// Finish the sums of column blocks `blocks` (`tile`, `blocks.len() · 16` wide) into `out`,
+    /// whose rows are `out_width` wide and hold the columns from `base` on.
+    fn write(
+        &self,
+        tile: &[i32],
+        blocks: std::ops::Range<usize>,
+        out: &mut [f32],
+        out_width: usize,
+        base: usize,
+    ) {
         let width = blocks.len() * BLOCK_COLS;
         let col0 = blocks.start * BLOCK_COLS;
-        let cols = col0..(blocks.end * BLOCK_COLS).min(n);
+        let cols = col0..(blocks.end * BLOCK_COLS).min(base + out_width);
         let (col_terms, scales) = (&self.col_terms[cols.clone()], &self.scales[cols.clone()]);
         let zero_points = &self.zero_points[cols.clone()];
-        for (r, out_row) in out.chunks_mut(n).enumerate() {
+        for (r, out_row) in out.chunks_mut(out_width).enumerate() {
             let sums = &tile[r * width..][..cols.len()];
             let row_sum = self.row_sums[r];
-            let out_row = &mut out_row[cols.clone()];
+            let out_row = &mut out_row[cols.start - base..cols.end - base];
             for ((((o, &sum), &term), &zw), &scale) in out_row
                 .iter_mut()
                 .zip(sums)
