@@ -278,12 +278,37 @@ pub fn quantize_u8(
     // 1.5 · 2^23 rounds half to even in the default rounding mode for |v| < 2^22; clamping
     // first keeps v there without changing the result (anything below min - zp - 1 ends at
     // min either way), and the loop vectorizes.
+    quantize_u8_with(Int8Kernel::detect(), x, scale, zero_point, (min, max), out);
+}
+
+/// [`quantize_u8`] with the vector instructions of `kernel` (each gives the same bytes).
+pub fn quantize_u8_with(
+    kernel: Int8Kernel,
+    x: &[f32],
+    scale: f32,
+    zero_point: i32,
+    (min, max): (u8, u8),
+    out: &mut Vec<u8>,
+) {
+    out.clear();
+    out.resize(x.len(), 0);
+    match kernel {
+        #[cfg(target_arch = "x86_64")]
+        Int8Kernel::Avx512Vnni(cpu) => {
+            x86::quantize_avx512(cpu, x, scale, zero_point, (min, max), out)
+        }
+        #[cfg(target_arch = "x86_64")]
+        Int8Kernel::Avx2(cpu) => x86::quantize_avx2(cpu, x, scale, zero_point, (min, max), out),
+        _ => quantize_body(x, scale, zero_point, (min, max), out),
+    }
+}
+
+#[inline(always)]
+fn quantize_body(x: &[f32], scale: f32, zero_point: i32, (min, max): (u8, u8), out: &mut [u8]) {
     const MAGIC: f32 = 12_582_912.0;
     let lo = (i32::from(min) - zero_point - 1) as f32;
     let hi = (i32::from(max) - zero_point + 1) as f32;
     let (min, max) = (i32::from(min), i32::from(max));
-    out.clear();
-    out.resize(x.len(), 0);
     for (q, &v) in out.iter_mut().zip(x) {
         let v = (v / scale).max(lo).min(hi);
         let rounded = (v + MAGIC) - MAGIC;
@@ -294,6 +319,17 @@ pub fn quantize_u8(
 /// The minimum and maximum of `x`, or `None` if it is empty or holds NaN or an infinity: one
 /// pass in 16 lanes, which the compiler vectorizes.
 pub fn finite_range(x: &[f32]) -> Option<(f32, f32)> {
+    match Int8Kernel::detect() {
+        #[cfg(target_arch = "x86_64")]
+        Int8Kernel::Avx512Vnni(cpu) => x86::finite_range_avx512(cpu, x),
+        #[cfg(target_arch = "x86_64")]
+        Int8Kernel::Avx2(cpu) => x86::finite_range_avx2(cpu, x),
+        _ => finite_range_body(x),
+    }
+}
+
+#[inline(always)]
+fn finite_range_body(x: &[f32]) -> Option<(f32, f32)> {
     const LANES: usize = 16;
     let mut lo = [f32::INFINITY; LANES];
     let mut hi = [f32::NEG_INFINITY; LANES];

@@ -131,13 +131,21 @@ fn quantizing_rounds_ties_to_even_and_clamps_like_the_scalar_rule() {
         (3, (0, 15)),
         (250, (0, 255)),
     ] {
-        let mut out = Vec::new();
-        quantize_u8(&x, 1.0, zero_point, (min, max), &mut out);
-        for (&v, &q) in x.iter().zip(&out) {
-            let expected = (v.round_ties_even() as i64)
-                .saturating_add(i64::from(zero_point))
-                .clamp(i64::from(min), i64::from(max));
-            assert_eq!(i64::from(q), expected, "{v} with zero point {zero_point}");
+        for kernel in Int8Kernel::available() {
+            let mut out = Vec::new();
+            quantize_u8_with(kernel, &x, 1.0, zero_point, (min, max), &mut out);
+            assert_eq!(out.len(), x.len());
+            for (&v, &q) in x.iter().zip(&out) {
+                let expected = (v.round_ties_even() as i64)
+                    .saturating_add(i64::from(zero_point))
+                    .clamp(i64::from(min), i64::from(max));
+                let name = kernel.name();
+                assert_eq!(
+                    i64::from(q),
+                    expected,
+                    "{name}: {v} with zero point {zero_point}"
+                );
+            }
         }
     }
 }
@@ -303,13 +311,15 @@ proptest! {
     fn quantize_matches_the_scalar_rule(x in prop::collection::vec(-300.0f32..300.0, 0..50),
                                         scale in 0.01f32..4.0, zero_point in 0i32..=255,
                                         max in 1u8..=255) {
-        let mut out = Vec::new();
-        quantize_u8(&x, scale, zero_point, (0, max), &mut out);
-        prop_assert_eq!(out.len(), x.len());
-        for (&v, &q) in x.iter().zip(&out) {
-            let expected = ((v / scale).round_ties_even() as i64 + i64::from(zero_point))
-                .clamp(0, i64::from(max));
-            prop_assert_eq!(i64::from(q), expected);
+        for kernel in Int8Kernel::available() {
+            let mut out = Vec::new();
+            quantize_u8_with(kernel, &x, scale, zero_point, (0, max), &mut out);
+            prop_assert_eq!(out.len(), x.len());
+            for (&v, &q) in x.iter().zip(&out) {
+                let expected = ((v / scale).round_ties_even() as i64 + i64::from(zero_point))
+                    .clamp(0, i64::from(max));
+                prop_assert_eq!(i64::from(q), expected, "{}", kernel.name());
+            }
         }
     }
 }

@@ -5,7 +5,7 @@
 
 use std::arch::x86_64::*;
 
-use super::{BLOCK_COLS, CpuChecked, GROUP, PackedWeights};
+use super::{BLOCK_COLS, CpuChecked, GROUP, PackedWeights, finite_range_body, quantize_body};
 
 /// Rows per tile of the VNNI kernel: 6 rows x 4 blocks keep 24 accumulators, 4 weight vectors
 /// and one broadcast in the 32 zmm registers.
@@ -279,4 +279,120 @@ fn avx2_peak_body(iterations: usize) -> i64 {
         total += lanes.iter().map(|&l| i64::from(l)).sum::<i64>();
     }
     total
+}
+
+/// [`super::quantize_u8`] with AVX-512: `vcvtps2dq` rounds half to even in the default
+/// rounding mode, so 16 values take a division, a clamp, one conversion, the zero point, a
+/// clamp and a saturating narrow to bytes.
+pub(super) fn quantize_avx512(
+    _: CpuChecked,
+    x: &[f32],
+    scale: f32,
+    zero_point: i32,
+    bounds: (u8, u8),
+    out: &mut [u8],
+) {
+    // SAFETY: the token proves AVX-512 F and BW.
+    unsafe { quantize_avx512_body(x, scale, zero_point, bounds, out) }
+}
+
+#[target_feature(enable = "avx512f,avx512bw")]
+fn quantize_avx512_body(
+    x: &[f32],
+    scale: f32,
+    zero_point: i32,
+    (min, max): (u8, u8),
+    out: &mut [u8],
+) {
+    let lo = _mm512_set1_ps((i32::from(min) - zero_point - 1) as f32);
+    let hi = _mm512_set1_ps((i32::from(max) - zero_point + 1) as f32);
+    let (qmin, qmax) = (_mm512_set1_epi32(min.into()), _mm512_set1_epi32(max.into()));
+    let (scale_v, zp) = (_mm512_set1_ps(scale), _mm512_set1_epi32(zero_point));
+    let n = x.len().min(out.len());
+    let full = n / 16 * 16;
+    for i in (0..full).step_by(16) {
+        // SAFETY: i + 16 <= n, inside both slices.
+        let v = unsafe { _mm512_loadu_ps(x.as_ptr().add(i)) };
+        let v = _mm512_min_ps(_mm512_max_ps(_mm512_div_ps(v, scale_v), lo), hi);
+        let q = _mm512_add_epi32(_mm512_cvtps_epi32(v), zp);
+        let q = _mm512_min_epi32(_mm512_max_epi32(q, qmin), qmax);
+        // SAFETY: 16 bytes from i, inside `out`.
+        unsafe { _mm_storeu_si128(out.as_mut_ptr().add(i).cast(), _mm512_cvtusepi32_epi8(q)) };
+    }
+    quantize_body(
+        &x[full..n],
+        scale,
+        zero_point,
+        (min, max),
+        &mut out[full..n],
+    );
+}
+
+/// [`super::quantize_u8`] with AVX2, by the same steps 8 values at a time.
+pub(super) fn quantize_avx2(
+    _: CpuChecked,
+    x: &[f32],
+    scale: f32,
+    zero_point: i32,
+    bounds: (u8, u8),
+    out: &mut [u8],
+) {
+    // SAFETY: the token proves AVX2.
+    unsafe { quantize_avx2_body(x, scale, zero_point, bounds, out) }
+}
+
+#[target_feature(enable = "avx2")]
+fn quantize_avx2_body(
+    x: &[f32],
+    scale: f32,
+    zero_point: i32,
+    (min, max): (u8, u8),
+    out: &mut [u8],
+) {
+    let lo = _mm256_set1_ps((i32::from(min) - zero_point - 1) as f32);
+    let hi = _mm256_set1_ps((i32::from(max) - zero_point + 1) as f32);
+    let (qmin, qmax) = (_mm256_set1_epi32(min.into()), _mm256_set1_epi32(max.into()));
+    let (scale_v, zp) = (_mm256_set1_ps(scale), _mm256_set1_epi32(zero_point));
+    let n = x.len().min(out.len());
+    let full = n / 8 * 8;
+    let mut lanes = [0i32; 8];
+    for i in (0..full).step_by(8) {
+        // SAFETY: i + 8 <= n, inside `x`.
+        let v = unsafe { _mm256_loadu_ps(x.as_ptr().add(i)) };
+        let v = _mm256_min_ps(_mm256_max_ps(_mm256_div_ps(v, scale_v), lo), hi);
+        let q = _mm256_add_epi32(_mm256_cvtps_epi32(v), zp);
+        let q = _mm256_min_epi32(_mm256_max_epi32(q, qmin), qmax);
+        // SAFETY: `lanes` holds 8 i32.
+        unsafe { _mm256_storeu_si256(lanes.as_mut_ptr().cast(), q) };
+        for (o, &l) in out[i..i + 8].iter_mut().zip(&lanes) {
+            *o = l as u8;
+        }
+    }
+    quantize_body(
+        &x[full..n],
+        scale,
+        zero_point,
+        (min, max),
+        &mut out[full..n],
+    );
+}
+
+/// [`super::finite_range`]'s pass compiled for AVX-512.
+pub(super) fn finite_range_avx512(_: CpuChecked, x: &[f32]) -> Option<(f32, f32)> {
+    #[target_feature(enable = "avx512f,avx512bw")]
+    fn body(x: &[f32]) -> Option<(f32, f32)> {
+        finite_range_body(x)
+    }
+    // SAFETY: the token proves AVX-512 F and BW.
+    unsafe { body(x) }
+}
+
+/// [`super::finite_range`]'s pass compiled for AVX2.
+pub(super) fn finite_range_avx2(_: CpuChecked, x: &[f32]) -> Option<(f32, f32)> {
+    #[target_feature(enable = "avx2")]
+    fn body(x: &[f32]) -> Option<(f32, f32)> {
+        finite_range_body(x)
+    }
+    // SAFETY: the token proves AVX2.
+    unsafe { body(x) }
 }
