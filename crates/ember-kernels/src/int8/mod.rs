@@ -37,6 +37,8 @@ pub const MAX_DEPTH: usize = (i32::MAX as usize) / (255 * 255);
 const PARALLEL_MIN_MACS: usize = 1 << 22;
 /// Column blocks summed into one tile before the epilogue: 64 columns, the VNNI tile's width.
 const SPAN_BLOCKS: usize = 4;
+/// Rows of the kernels' tiles: a thread's share of a batch is a multiple of it.
+const ROW_TILE: usize = 6;
 
 /// Which integer kernel runs. The SIMD variants hold a token that only their constructors make,
 /// after checking the CPU: a kernel the CPU lacks cannot be built, so it is never run.
@@ -402,32 +404,49 @@ pub fn linear(
             row.iter().map(|&v| i32::from(v)).sum()
         })
         .collect();
-    let finish = Finish::new(w, a.scale, a.zero_point, &row_sums, epilogue);
+    let finish = Finish::new(w, a.scale, a.zero_point, epilogue);
     let blocks = w.blocks();
-    let threads = if m * k * n >= PARALLEL_MIN_MACS {
-        rayon::current_num_threads().min(blocks)
-    } else {
-        1
-    };
     // Each span of column blocks is summed into a small tile and finished into the output
     // right away: the raw sums never make a matrix of their own (a fresh `m x n` buffer per
     // call costs page faults comparable to the product itself).
-    let spans = |range: std::ops::Range<usize>, out: &mut [f32], base: usize, width: usize| {
+    let spans = |rows: std::ops::Range<usize>,
+                 range: std::ops::Range<usize>,
+                 out: &mut [f32],
+                 base: usize,
+                 width: usize| {
+        let a = packed.rows(rows.clone(), w.k_padded);
+        let m = rows.len();
         let mut tile = vec![0i32; m * SPAN_BLOCKS * BLOCK_COLS];
         for start in range.clone().step_by(SPAN_BLOCKS) {
             let span = start..(start + SPAN_BLOCKS).min(range.end);
             let tile = &mut tile[..m * span.len() * BLOCK_COLS];
-            sums(kernel, &packed, m, w, span.clone(), tile);
-            finish.write(tile, span, out, width, base);
+            sums(kernel, a, m, w, span.clone(), tile);
+            finish.write(tile, span, out, width, base, &row_sums[rows.clone()]);
         }
     };
+    let threads = if m * k * n >= PARALLEL_MIN_MACS {
+        rayon::current_num_threads()
+    } else {
+        1
+    };
     if threads <= 1 {
-        spans(0..blocks, out, 0, n);
+        spans(0..m, 0..blocks, out, 0, n);
         return Ok(());
     }
-    // Output columns are independent, and each is summed in the same order whatever the
-    // split: the result does not depend on the thread count.
-    let per_thread = blocks.div_ceil(threads);
+    // Rows, and columns, are independent, and each output is summed in the same order
+    // whatever the split: the result does not depend on the thread count. A batch splits by
+    // rows (each thread writes its own rows of the output); a single row splits by columns.
+    if m >= 2 * ROW_TILE {
+        let per_thread = m.div_ceil(threads).next_multiple_of(ROW_TILE);
+        out.par_chunks_mut(per_thread * n)
+            .enumerate()
+            .for_each(|(i, part)| {
+                let r0 = i * per_thread;
+                spans(r0..r0 + part.len() / n, 0..blocks, part, 0, n);
+            });
+        return Ok(());
+    }
+    let per_thread = blocks.div_ceil(threads.min(blocks));
     let parts: Vec<(usize, usize, Vec<f32>)> = (0..blocks)
         .step_by(per_thread)
         .collect::<Vec<_>>()
@@ -437,7 +456,7 @@ pub fn linear(
             let base = start * BLOCK_COLS;
             let width = (range.end * BLOCK_COLS).min(n) - base;
             let mut part = vec![0.0f32; m * width];
-            spans(range, &mut part, base, width);
+            spans(0..m, range, &mut part, base, width);
             (base, width, part)
         })
         .collect();
@@ -466,7 +485,14 @@ pub fn gemm_sums(
     let packed = pack_rows(kernel, a, rows, w.k, w.k, w.k_padded);
     let blocks = w.blocks();
     let mut tile = vec![0i32; rows * blocks * BLOCK_COLS];
-    sums(kernel, &packed, rows, w, 0..blocks, &mut tile);
+    sums(
+        kernel,
+        packed.rows(0..rows, w.k_padded),
+        rows,
+        w,
+        0..blocks,
+        &mut tile,
+    );
     let width = blocks * BLOCK_COLS;
     for (r, row) in out.chunks_mut(w.n).enumerate() {
         row.copy_from_slice(&tile[r * width..r * width + w.n]);
@@ -480,6 +506,23 @@ pub fn gemm_sums(
 enum PackedRows<'a> {
     U8(std::borrow::Cow<'a, [u8]>),
     I16(Vec<i16>),
+}
+
+/// Some rows of [`PackedRows`].
+#[derive(Clone, Copy)]
+enum Rows<'a> {
+    U8(&'a [u8]),
+    I16(&'a [i16]),
+}
+
+impl PackedRows<'_> {
+    fn rows(&self, rows: std::ops::Range<usize>, k_padded: usize) -> Rows<'_> {
+        let span = rows.start * k_padded..rows.end * k_padded;
+        match self {
+            Self::U8(a) => Rows::U8(&a[span]),
+            Self::I16(a) => Rows::I16(&a[span]),
+        }
+    }
 }
 
 fn pack_rows(
@@ -515,7 +558,7 @@ fn pack_rows(
 /// Raw sums of the column blocks `blocks` into `tile`, row-major `[m, blocks.len() · 16]`.
 fn sums(
     kernel: Int8Kernel,
-    a: &PackedRows,
+    a: Rows<'_>,
     m: usize,
     w: &PackedWeights,
     blocks: std::ops::Range<usize>,
@@ -524,16 +567,16 @@ fn sums(
     let width = blocks.len() * BLOCK_COLS;
     match (kernel, a) {
         #[cfg(target_arch = "x86_64")]
-        (Int8Kernel::Avx512Vnni(cpu), PackedRows::U8(a)) => x86::vnni(cpu, a, m, w, blocks, tile),
+        (Int8Kernel::Avx512Vnni(cpu), Rows::U8(a)) => x86::vnni(cpu, a, m, w, blocks, tile),
         #[cfg(target_arch = "x86_64")]
-        (Int8Kernel::Avx2(cpu), PackedRows::I16(a)) => x86::avx2(cpu, a, m, w, blocks, tile),
-        (_, PackedRows::U8(a)) => {
+        (Int8Kernel::Avx2(cpu), Rows::I16(a)) => x86::avx2(cpu, a, m, w, blocks, tile),
+        (_, Rows::U8(a)) => {
             for (i, block) in blocks.enumerate() {
                 let col0 = i * BLOCK_COLS;
                 portable::block(a, m, w.k_padded, w.block(block), tile, width, col0);
             }
         }
-        (_, PackedRows::I16(a)) => {
+        (_, Rows::I16(a)) => {
             for (i, block) in blocks.enumerate() {
                 let col0 = i * BLOCK_COLS;
                 portable::block_i16(a, m, w.k_padded, w.block(block), tile, width, col0);
@@ -555,18 +598,11 @@ struct Finish<'a> {
     /// `sa · sw` per column.
     scales: Vec<f32>,
     zero_points: &'a [i32],
-    row_sums: &'a [i32],
     epilogue: Epilogue<'a>,
 }
 
 impl<'a> Finish<'a> {
-    fn new(
-        w: &'a PackedWeights,
-        a_scale: f32,
-        a_zero: i32,
-        row_sums: &'a [i32],
-        epilogue: Epilogue<'a>,
-    ) -> Self {
+    fn new(w: &'a PackedWeights, a_scale: f32, a_zero: i32, epilogue: Epilogue<'a>) -> Self {
         let k = w.k as i32;
         let col_terms = w
             .col_sums
@@ -582,7 +618,6 @@ impl<'a> Finish<'a> {
             col_terms,
             scales: w.scales.iter().map(|s| a_scale * s).collect(),
             zero_points: &w.zero_points,
-            row_sums,
             epilogue,
         }
     }
@@ -596,6 +631,7 @@ impl<'a> Finish<'a> {
         out: &mut [f32],
         out_width: usize,
         base: usize,
+        row_sums: &[i32],
     ) {
         let width = blocks.len() * BLOCK_COLS;
         let col0 = blocks.start * BLOCK_COLS;
@@ -604,7 +640,7 @@ impl<'a> Finish<'a> {
         let zero_points = &self.zero_points[cols.clone()];
         for (r, out_row) in out.chunks_mut(out_width).enumerate() {
             let sums = &tile[r * width..][..cols.len()];
-            let row_sum = self.row_sums[r];
+            let row_sum = row_sums[r];
             let out_row = &mut out_row[cols.start - base..cols.end - base];
             for ((((o, &sum), &term), &zw), &scale) in out_row
                 .iter_mut()

@@ -253,39 +253,51 @@ fn empty_batches_and_bad_parameters() {
 }
 
 #[test]
-fn the_thread_split_gives_the_same_result() {
-    // Large enough to cross PARALLEL_MIN_MACS: 64 x 256 x 300.
-    let (m, k, n) = (64, 256, 300);
-    let a: Vec<u8> = (0..m * k).map(|i| (i * 37 % 256) as u8).collect();
-    let w: Vec<i8> = (0..k * n).map(|i| (i * 101 % 256) as u8 as i8).collect();
-    assert!(m * k * n >= PARALLEL_MIN_MACS);
-    let packed = PackedWeights::new(&w, k, n, WeightLayout::InputMajor, &[0.01], &[3]).unwrap();
-    let expected = reference_sums(&a, m, &w, k, n);
-    let row_sums: Vec<i64> = a
-        .chunks(k)
-        .map(|r| r.iter().map(|&v| i64::from(v)).sum())
-        .collect();
-    for kernel in Int8Kernel::available() {
-        let mut out = vec![0.0; m * n];
-        let acts = Activations {
-            values: &a,
-            rows: m,
-            stride: k,
-            scale: 0.5,
-            zero_point: 7,
-        };
-        linear(kernel, acts, &packed, Epilogue::default(), &mut out).unwrap();
-        for r in 0..m {
-            for c in 0..n {
-                let col_sum: i64 = (0..k).map(|i| i64::from(w[i * n + c])).sum();
-                let exact = i64::from(expected[r * n + c]) - 7 * col_sum - 3 * row_sums[r]
-                    + (k as i64) * 7 * 3;
-                assert_eq!(
-                    out[r * n + c],
-                    exact as f32 * (0.5 * 0.01),
-                    "{} ({r}, {c})",
-                    kernel.name()
-                );
+fn the_thread_splits_give_the_same_result() {
+    // Both large enough to cross PARALLEL_MIN_MACS: a batch splits by rows, one row by
+    // columns.
+    for (m, k, n) in [(64, 256, 300), (1, 4096, 1100)] {
+        let a: Vec<u8> = (0..m * k).map(|i| (i * 37 % 256) as u8).collect();
+        let w: Vec<i8> = (0..k * n).map(|i| (i * 101 % 256) as u8 as i8).collect();
+        assert!(m * k * n >= PARALLEL_MIN_MACS);
+        let packed = PackedWeights::new(&w, k, n, WeightLayout::InputMajor, &[0.01], &[3]).unwrap();
+        let expected = reference_sums(&a, m, &w, k, n);
+        let row_sums: Vec<i64> = a
+            .chunks(k)
+            .map(|r| r.iter().map(|&v| i64::from(v)).sum())
+            .collect();
+        let col_sums: Vec<i64> = (0..n)
+            .map(|c| (0..k).map(|i| i64::from(w[i * n + c])).sum())
+            .collect();
+        for kernel in Int8Kernel::available() {
+            let mut out = vec![0.0; m * n];
+            let acts = Activations {
+                values: &a,
+                rows: m,
+                stride: k,
+                scale: 0.5,
+                zero_point: 7,
+            };
+            linear(kernel, acts, &packed, Epilogue::default(), &mut out).unwrap();
+            let one = rayon::ThreadPoolBuilder::new()
+                .num_threads(1)
+                .build()
+                .unwrap();
+            let mut single = vec![0.0; m * n];
+            one.install(|| linear(kernel, acts, &packed, Epilogue::default(), &mut single))
+                .unwrap();
+            assert_eq!(out, single, "{}: threads change the result", kernel.name());
+            for r in 0..m {
+                for c in 0..n {
+                    let exact = i64::from(expected[r * n + c]) - 7 * col_sums[c] - 3 * row_sums[r]
+                        + (k as i64) * 7 * 3;
+                    assert_eq!(
+                        out[r * n + c],
+                        exact as f32 * (0.5 * 0.01),
+                        "{} ({r}, {c}) of {m}x{k}x{n}",
+                        kernel.name()
+                    );
+                }
             }
         }
     }
