@@ -33,8 +33,13 @@ pub const GROUP: usize = 4;
 /// The deepest product whose exact result fits `i32` at full range, zero points included:
 /// `K · 255 · 255 < 2^31` (33 025; BERT-large's widest layer is 4096 deep).
 pub const MAX_DEPTH: usize = (i32::MAX as usize) / (255 * 255);
-/// Multiply-adds from which the columns are split across rayon's threads.
+/// Multiply-adds from which one row's columns are split across rayon's threads: a large
+/// layer at batch 1 is bound by reading its weights, which two cores do faster than one.
 const PARALLEL_MIN_MACS: usize = 1 << 22;
+/// Multiply-adds from which a batch's rows are split: below it (LeNet-300-100's first layer at
+/// batch 256, 60 M), waking the pool costs more than the second core saves on the 2-core
+/// machines (`cargo xtask bench kernels`, `models_t2`).
+const PARALLEL_MIN_ROW_MACS: usize = 1 << 26;
 /// Column blocks summed into one tile before the epilogue: 64 columns, the VNNI tile's width.
 const SPAN_BLOCKS: usize = 4;
 /// Rows of the kernels' tiles: a thread's share of a batch is a multiple of it.
@@ -437,6 +442,10 @@ pub fn linear(
     // whatever the split: the result does not depend on the thread count. A batch splits by
     // rows (each thread writes its own rows of the output); a single row splits by columns.
     if m >= 2 * ROW_TILE {
+        if m * k * n < PARALLEL_MIN_ROW_MACS {
+            spans(0..m, 0..blocks, out, 0, n);
+            return Ok(());
+        }
         let per_thread = m.div_ceil(threads).next_multiple_of(ROW_TILE);
         out.par_chunks_mut(per_thread * n)
             .enumerate()

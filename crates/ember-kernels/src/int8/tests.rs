@@ -256,10 +256,17 @@ fn empty_batches_and_bad_parameters() {
 fn the_thread_splits_give_the_same_result() {
     // Both large enough to cross PARALLEL_MIN_MACS: a batch splits by rows, one row by
     // columns.
-    for (m, k, n) in [(64, 256, 300), (1, 4096, 1100)] {
+    for (m, k, n) in [(120, 800, 700), (1, 4096, 1100)] {
         let a: Vec<u8> = (0..m * k).map(|i| (i * 37 % 256) as u8).collect();
         let w: Vec<i8> = (0..k * n).map(|i| (i * 101 % 256) as u8 as i8).collect();
-        assert!(m * k * n >= PARALLEL_MIN_MACS);
+        assert!(
+            m * k * n
+                >= if m > 1 {
+                    PARALLEL_MIN_ROW_MACS
+                } else {
+                    PARALLEL_MIN_MACS
+                }
+        );
         let packed = PackedWeights::new(&w, k, n, WeightLayout::InputMajor, &[0.01], &[3]).unwrap();
         let expected = reference_sums(&a, m, &w, k, n);
         let row_sums: Vec<i64> = a
