@@ -1,5 +1,7 @@
-//! The post-training passes: weight-only quantization of any burn model, dynamic quantization,
-//! and static quantization with calibration (prepare, calibrate, convert).
+//! The quantization passes: weight-only quantization of any burn model, dynamic quantization,
+//! static quantization with calibration (prepare, calibrate, convert) and quantization-aware
+//! training (`prepare_qat`, train, `Qat::convert`). Every pass that quantizes inputs leaves
+//! its layers on the integer kernels where they can run (`Quantized::set_integer_kernel`).
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};

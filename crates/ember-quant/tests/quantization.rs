@@ -339,7 +339,7 @@ fn weight_only_works_on_any_burn_model_and_refuses_bad_weights() {
     assert_eq!(host(q.model.weight.val()), w.dequantize());
     assert!(q.weights.contains_key("bias"));
 
-    // NaN in a weight: a typed error naming it.
+    // An infinity in a weight (NaN takes the same check): a typed error naming it.
     let mut values = BTreeMap::new();
     let mut broken = original.clone();
     broken[7] = f32::INFINITY;
