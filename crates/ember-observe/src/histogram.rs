@@ -466,11 +466,35 @@ mod tests {
         tail.push(50.0);
         let mut h = Histogram::new();
         h.add(&tail);
+        // The threshold keeps the body (up to 1, within a bin of 2^-5) and clips the outlier;
+        // the search itself is checked by hand in `kl_of_quantizing_matches_hand_computed_cases`.
         let entropy = h.range(RangeMethod::Entropy, 256).unwrap();
-        assert!(entropy.max < 25.0 && entropy.max >= 0.9, "{entropy:?}");
+        assert!(
+            entropy.max < 50.0 && entropy.max >= 1.0 - 0.04,
+            "{entropy:?}"
+        );
+        assert_eq!(entropy.min, -1.0);
         assert_eq!(h.range(RangeMethod::Mse, 256).unwrap().max, 50.0);
         let mse4 = h.range(RangeMethod::Mse, 16).unwrap();
         assert!(mse4.max < 2.0 && mse4.max >= 0.9, "{mse4:?}");
+    }
+
+    #[test]
+    fn kl_of_quantizing_matches_hand_computed_cases() {
+        // Bins [4, 4, 4, 4, 0, 0, 0, 1] quantized to 4 levels.
+        let hist = [4u64, 4, 4, 4, 0, 0, 0, 1];
+        // All 8 bins, 2 per level: every level's non-empty bins share its total equally, which
+        // gives back P itself ([4, 4] [4, 4] [0, 0] [0, 1]): no divergence.
+        assert!(kl_of_quantizing(&hist, 8, 4).abs() < 1e-12);
+        // The first 4 bins, the outlier folded into the last: P = [4, 4, 4, 5] / 17 against
+        // Q = [4, 4, 4, 4] / 16.
+        let (p, q) = ([4.0f64, 4.0, 4.0, 5.0].map(|c| c / 17.0), 0.25f64);
+        let expected: f64 = p.iter().map(|&p| p * (p / q).ln()).sum();
+        assert!((kl_of_quantizing(&hist, 4, 4) - expected).abs() < 1e-12);
+        assert!(expected > 0.0);
+        // 5 bins: the last level covers bins 3 and 4, and bin 4 is empty in the histogram, so
+        // Q leaves it empty while P holds the folded outlier there: a far larger divergence.
+        assert!(kl_of_quantizing(&hist, 5, 4) > 100.0 * expected);
     }
 
     #[test]

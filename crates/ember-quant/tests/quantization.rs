@@ -762,6 +762,64 @@ fn a_layer_trained_after_conversion_leaves_its_packed_weight() {
 }
 
 #[test]
+fn sensitivity_quantizes_one_layer_at_a_time() {
+    let _seeded = seeded_lock();
+    let device = Device::flex();
+    let model = mlp(&device, 60);
+    let (calibration, eval) = (Blobs::new(128, 3, 61), Blobs::new(96, 3, 62));
+    let config = StaticConfig {
+        observer: ObserverConfig::min_max(),
+        ..StaticConfig::default()
+    };
+    let rows = ember_quant::sensitivity(&model, &config, &calibration, &eval, 32, &device).unwrap();
+    let names: Vec<&str> = rows.iter().map(|r| r.layer.as_str()).collect();
+    assert_eq!(names, ["layers.0", "layers.1", "layers.2"]);
+    let float_acc = ember_tensor::evaluate(&model, &eval, 32, &device)
+        .unwrap()
+        .accuracy;
+    let infos = ember_tensor::params(&model);
+    let values = param_values(&model);
+    for row in &rows {
+        assert_eq!(
+            row.accuracy_change_pp,
+            row.accuracy - float_acc,
+            "{}",
+            row.layer
+        );
+        // The weight's SQNR by hand: the scalar quantizer's round trip of the float weight.
+        let path = format!("{}.weight", row.layer);
+        let info = infos.iter().find(|p| p.path == path).unwrap();
+        let w = host(
+            values
+                .iter()
+                .find(|v| v.info.path == path)
+                .unwrap()
+                .flat
+                .clone(),
+        );
+        let q = QTensor::quantize(&w, &info.shape, config.weights.scheme_for(info), &path)
+            .unwrap()
+            .dequantize();
+        let power: f64 = w.iter().map(|&x| f64::from(x) * f64::from(x)).sum();
+        let noise: f64 = w
+            .iter()
+            .zip(&q)
+            .map(|(&x, &y)| (f64::from(x) - f64::from(y)).powi(2))
+            .sum();
+        let expected = 10.0 * (power / noise).log10();
+        assert!(
+            (row.weight_sqnr_db - expected).abs() < 1e-9,
+            "{}: {} against {expected}",
+            row.layer,
+            row.weight_sqnr_db
+        );
+        // int8 per channel keeps a weight tens of dB above its noise, and the logits, which
+        // only one layer's noise reaches, likewise.
+        assert!(expected > 30.0 && row.output_sqnr_db > 20.0, "{row:?}");
+    }
+}
+
+#[test]
 fn the_zoo_model_enum_lists_its_layers_with_the_variant() {
     let _seeded = seeded_lock();
     let device = Device::flex();
