@@ -36,6 +36,59 @@ pub fn dynamic_params<const D: usize>(x: &Tensor<D>, scheme: &QScheme) -> Option
     scheme.qparams(&[Range { min, max }], "input").ok()
 }
 
+/// Dynamic quantization of one batch on the device: the per-tensor parameters that
+/// [`dynamic_params`] computes on the host, computed with the same f32 operations as tensors,
+/// so that the batch never waits for a read-back (each one stalls a GPU queue). A batch with
+/// NaN or an infinity is returned as it is, as [`dynamic_params`] leaves it; an all-zero batch
+/// quantizes to itself.
+pub fn fake_quantize_dynamic<const D: usize>(x: Tensor<D>, scheme: &QScheme) -> Tensor<D> {
+    let (qmin, qmax) = scheme.bounds();
+    let min = x.clone().min();
+    let max = x.clone().max();
+    let bad = min
+        .clone()
+        .is_nan()
+        .bool_or(min.clone().is_inf())
+        .bool_or(max.clone().is_nan())
+        .bool_or(max.clone().is_inf());
+    let (lo, hi) = (min.clamp_max(0.0), max.clamp_min(0.0));
+    let (scale, zero_point) = match scheme.mode {
+        crate::Mode::Symmetric => {
+            let scale = lo
+                .neg()
+                .max_pair(hi)
+                .div_scalar((qmax - qmin) as f32 / 2.0)
+                .clamp_min(f32::EPSILON);
+            let zero_point = scale.zeros_like().add_scalar(scheme.symmetric_zero_point());
+            (scale, zero_point)
+        }
+        crate::Mode::Affine => {
+            let scale = (hi - lo.clone())
+                .div_scalar((qmax - qmin) as f32)
+                .clamp_min(f32::EPSILON);
+            let zero_point = lo
+                .div(scale.clone())
+                .round()
+                .neg()
+                .add_scalar(qmin)
+                .clamp(qmin, qmax);
+            (scale, zero_point)
+        }
+    };
+    let one = [1; D];
+    let (scale, zero_point) = (scale.reshape(one), zero_point.reshape(one));
+    let quantized = x
+        .clone()
+        .div(scale.clone())
+        .round()
+        .add(zero_point.clone())
+        .clamp(qmin, qmax)
+        .sub(zero_point)
+        .mul(scale);
+    let shape = x.shape();
+    quantized.mask_where(bad.reshape(one).expand(shape), x)
+}
+
 /// [`fake_quantize`] with a straight-through estimator: the forward pass sees the quantized
 /// values, the backward pass the identity (rounding has no useful gradient), as in
 /// quantization-aware training (Jacob et al. 2018).

@@ -21,7 +21,9 @@ use ember_observe::Observer;
 
 use ember_kernels::int8::{Int8Kernel, WeightLayout};
 
-use crate::fake::{dynamic_params, fake_quantize, fake_quantize_ste, fake_quantize_weight_ste};
+use crate::fake::{
+    fake_quantize, fake_quantize_dynamic, fake_quantize_ste, fake_quantize_weight_ste,
+};
 use crate::integer::{ConvGeometry, IntegerWeights};
 use crate::qtensor::QTensor;
 use crate::scheme::{QParams, QScheme};
@@ -76,11 +78,9 @@ impl InputQuant {
                 observe(calibration, &input);
                 input
             }
-            Self::Dynamic(scheme) => match dynamic_params(&input, scheme) {
-                Some(params) => fake_quantize(input, scheme, &params),
-                // NaN or Inf stays visible in the output; an all-zero input is exact as is.
-                None => input,
-            },
+            // On the device: no read-back per layer per batch. NaN or Inf stays visible in the
+            // output; an all-zero input is exact as it is.
+            Self::Dynamic(scheme) => fake_quantize_dynamic(input, scheme),
             Self::Train {
                 scheme,
                 calibration,

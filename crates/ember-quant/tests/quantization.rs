@@ -189,6 +189,29 @@ ember_tensor::backend_tests! {
     }
 }
 
+ember_tensor::backend_tests! {
+    fn dynamic_fake_quantization_stays_on_the_device_and_matches_the_scalar_reference(device) {
+        let x: Vec<f32> = (0..97).map(|i| ((i * 37) % 101) as f32 * 0.07 - 2.5).collect();
+        let positive: Vec<f32> = x.iter().map(|v| v.abs() + 0.5).collect();
+        for scheme in [QScheme::new(QType::UInt8, Mode::Affine), QScheme::new(QType::Int8, Mode::Symmetric)] {
+            for values in [&x, &positive] {
+                let t = Tensor::<2>::from_data(TensorData::new(values.clone(), [1, values.len()]), &device);
+                let got = host(ember_quant::fake::fake_quantize_dynamic(t, &scheme));
+                assert_close(&got, &fake_quantize_host(values, scheme), 1e-6);
+            }
+            // All zeros stay zeros; a batch with NaN is left as it is.
+            let zeros = Tensor::<2>::zeros([2, 3], &device);
+            assert_eq!(host(ember_quant::fake::fake_quantize_dynamic(zeros, &scheme)), vec![0.0; 6]);
+            let mut with_nan = x.clone();
+            with_nan[5] = f32::NAN;
+            let t = Tensor::<2>::from_data(TensorData::new(with_nan.clone(), [1, with_nan.len()]), &device);
+            let got = host(ember_quant::fake::fake_quantize_dynamic(t, &scheme));
+            assert!(got[5].is_nan());
+            assert_eq!(&got[..5], &with_nan[..5]);
+        }
+    }
+}
+
 #[test]
 fn static_ranges_come_from_the_calibration_data() {
     let _seeded = seeded_lock();
