@@ -211,7 +211,12 @@ impl Linear {
     pub fn forward<const D: usize>(&self, input: Tensor<D>) -> Tensor<D> {
         let weight = self.weight.val();
         let training = weight.is_tracked();
-        if let Some(integer) = &self.integer {
+        // A model cast to half precision after conversion computes in its own dtype.
+        if let Some(integer) = self
+            .integer
+            .as_ref()
+            .filter(|_| weight.dtype() == DType::F32)
+        {
             if training {
                 integer.mark_trained();
             } else if let Some(out) = crate::integer::linear(integer, &self.input, &input) {
@@ -306,7 +311,11 @@ impl Conv2d {
         let training = weight.is_tracked();
         let [_, _, height, width] = input.dims();
         let (rows, cols) = self.resolved_padding(height, width);
-        if let Some(integer) = &self.integer {
+        if let Some(integer) = self
+            .integer
+            .as_ref()
+            .filter(|_| weight.dtype() == DType::F32)
+        {
             if training {
                 integer.mark_trained();
             } else {
