@@ -142,35 +142,46 @@ fn quantize_input(quant: &InputQuant, x: &[f32]) -> Option<QuantizedInput> {
     })
 }
 
-fn host_values<const D: usize>(input: &Tensor<D>) -> Option<Vec<f32>> {
-    input.clone().into_data().try_into_vec::<f32>().ok()
+/// Where a layer's forward pass went.
+pub(crate) enum Path<const D: usize> {
+    /// The integer kernels computed the output.
+    Integer(Tensor<D>),
+    /// The float path computes it from this input (given back).
+    Float(Tensor<D>),
 }
 
-/// `input · W + b` on the integer kernels, or `None` to take the float path.
+/// `input · W + b` on the integer kernels, or the input back for the float path. The tensor is
+/// taken by value so that flex hands its buffer over without a copy when nothing else holds
+/// it; where it had to be read before the float path is chosen, it is rebuilt from its data.
 pub(crate) fn linear<const D: usize>(
     weights: &IntegerWeights,
     quant: &InputQuant,
-    input: &Tensor<D>,
-) -> Option<Tensor<D>> {
+    input: Tensor<D>,
+) -> Path<D> {
     let mut shape = input.dims();
     let depth = shape[D - 1];
-    if !weights.accepts(input, depth) {
-        return None;
+    if !weights.accepts(&input, depth) {
+        return Path::Float(input);
     }
-    let x = host_values(input)?;
-    let q = QuantizedInput {
-        stride: depth,
-        ..quantize_input(quant, &x)?
-    };
-    let rows = x.len() / depth.max(1);
-    let n = weights.packed.width();
-    let mut out = vec![0.0f32; rows * n];
-    run(weights, &q, rows, &mut out)?;
-    shape[D - 1] = n;
-    Some(Tensor::from_data(
-        TensorData::new(out, shape),
-        &input.device(),
-    ))
+    let device = input.device();
+    let data = input.into_data();
+    let out = data.as_slice::<f32>().ok().and_then(|x| {
+        let q = QuantizedInput {
+            stride: depth,
+            ..quantize_input(quant, x)?
+        };
+        let rows = x.len() / depth.max(1);
+        let mut out = vec![0.0f32; rows * weights.packed.width()];
+        run(weights, &q, rows, &mut out)?;
+        Some(out)
+    });
+    match out {
+        Some(out) => {
+            shape[D - 1] = weights.packed.width();
+            Path::Integer(Tensor::from_data(TensorData::new(out, shape), &device))
+        }
+        None => Path::Float(Tensor::from_data(data, &device)),
+    }
 }
 
 fn run(weights: &IntegerWeights, q: &QuantizedInput, rows: usize, out: &mut [f32]) -> Option<()> {
@@ -204,20 +215,38 @@ const PARALLEL_MIN_MACS: usize = 1 << 22;
 /// unfolded rows and products stay in cache: the input quantized once, each image unfolded
 /// into rows of `channels · kh · kw` (im2col, the padding filled with the zero point, which is
 /// what zero quantizes to), multiplied by the `[out, in · kh · kw]` weight, and written out as
-/// `[out, h, w]`. Images split across threads when the batch is large enough. `None` to take
-/// the float path.
+/// `[out, h, w]`. Images split across threads when the batch is large enough.
 pub(crate) fn conv2d(
     weights: &IntegerWeights,
     quant: &InputQuant,
-    input: &Tensor<4>,
+    input: Tensor<4>,
     geometry: &ConvGeometry,
-) -> Option<Tensor<4>> {
+) -> Path<4> {
     let [batch, channels, height, width] = input.dims();
     let [kh, kw] = geometry.kernel;
     let depth = channels * kh * kw;
-    if !weights.accepts(input, depth) {
-        return None;
+    if !weights.accepts(&input, depth) {
+        return Path::Float(input);
     }
+    let device = input.device();
+    let data = input.into_data();
+    let dims = [batch, channels, height, width];
+    match conv2d_on_host(weights, quant, &data, dims, geometry) {
+        Some(out) => Path::Integer(Tensor::from_data(out, &device)),
+        None => Path::Float(Tensor::from_data(data, &device)),
+    }
+}
+
+/// [`conv2d`] on the input's host values: the output's data, or `None` for the float path.
+fn conv2d_on_host(
+    weights: &IntegerWeights,
+    quant: &InputQuant,
+    data: &TensorData,
+    [batch, channels, height, width]: [usize; 4],
+    geometry: &ConvGeometry,
+) -> Option<TensorData> {
+    let [kh, kw] = geometry.kernel;
+    let depth = channels * kh * kw;
     let out_size = |size: usize, axis: usize| {
         let (before, after) = geometry.padding[axis];
         let span = geometry.dilation[axis] * (geometry.kernel[axis] - 1) + 1;
@@ -226,8 +255,7 @@ pub(crate) fn conv2d(
             .map(|s| s / geometry.stride[axis] + 1)
     };
     let (oh, ow) = (out_size(height, 0)?, out_size(width, 1)?);
-    let x = host_values(input)?;
-    let q = quantize_input(quant, &x)?;
+    let q = quantize_input(quant, data.as_slice::<f32>().ok()?)?;
     let unfold = Unfold {
         geometry,
         channels,
@@ -259,10 +287,7 @@ pub(crate) fn conv2d(
         Some(())
     };
     if out.is_empty() {
-        return Some(Tensor::from_data(
-            TensorData::new(out, [batch, n, oh, ow]),
-            &input.device(),
-        ));
+        return Some(TensorData::new(out, [batch, n, oh, ow]));
     }
     // Images are independent and each is computed the same way on any thread: the result does
     // not depend on the thread count.
@@ -279,10 +304,7 @@ pub(crate) fn conv2d(
             .collect::<Option<Vec<()>>>()
     };
     done?;
-    Some(Tensor::from_data(
-        TensorData::new(out, [batch, n, oh, ow]),
-        &input.device(),
-    ))
+    Some(TensorData::new(out, [batch, n, oh, ow]))
 }
 
 /// im2col for one image of quantized integers.

@@ -24,7 +24,7 @@ use ember_kernels::int8::{Int8Kernel, WeightLayout};
 use crate::fake::{
     fake_quantize, fake_quantize_dynamic, fake_quantize_ste, fake_quantize_weight_ste,
 };
-use crate::integer::{ConvGeometry, IntegerWeights};
+use crate::integer::{ConvGeometry, IntegerWeights, Path};
 use crate::qtensor::QTensor;
 use crate::scheme::{QParams, QScheme};
 
@@ -211,6 +211,7 @@ impl Linear {
     pub fn forward<const D: usize>(&self, input: Tensor<D>) -> Tensor<D> {
         let weight = self.weight.val();
         let training = weight.is_tracked();
+        let mut input = input;
         // A model cast to half precision after conversion computes in its own dtype.
         if let Some(integer) = self
             .integer
@@ -219,8 +220,11 @@ impl Linear {
         {
             if training {
                 integer.mark_trained();
-            } else if let Some(out) = crate::integer::linear(integer, &self.input, &input) {
-                return out;
+            } else {
+                match crate::integer::linear(integer, &self.input, input) {
+                    Path::Integer(out) => return out,
+                    Path::Float(back) => input = back,
+                }
             }
         }
         let weight = effective_weight(weight, self.weight_quant.as_ref());
@@ -309,6 +313,7 @@ impl Conv2d {
     pub fn forward(&self, input: Tensor<4>) -> Tensor<4> {
         let weight = self.weight.val();
         let training = weight.is_tracked();
+        let mut input = input;
         let [_, _, height, width] = input.dims();
         let (rows, cols) = self.resolved_padding(height, width);
         if let Some(integer) = self
@@ -325,8 +330,9 @@ impl Conv2d {
                     dilation: self.dilation,
                     padding: [rows, cols],
                 };
-                if let Some(out) = crate::integer::conv2d(integer, &self.input, &input, &geometry) {
-                    return out;
+                match crate::integer::conv2d(integer, &self.input, input, &geometry) {
+                    Path::Integer(out) => return out,
+                    Path::Float(back) => input = back,
                 }
             }
         }
