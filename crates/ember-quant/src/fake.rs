@@ -51,32 +51,8 @@ pub fn fake_quantize_dynamic<const D: usize>(x: Tensor<D>, scheme: &QScheme) -> 
         .bool_or(min.clone().is_inf())
         .bool_or(max.clone().is_nan())
         .bool_or(max.clone().is_inf());
-    let (lo, hi) = (min.clamp_max(0.0), max.clamp_min(0.0));
-    let (scale, zero_point) = match scheme.mode {
-        crate::Mode::Symmetric => {
-            let scale = lo
-                .neg()
-                .max_pair(hi)
-                .div_scalar((qmax - qmin) as f32 / 2.0)
-                .clamp_min(f32::EPSILON);
-            let zero_point = scale.zeros_like().add_scalar(scheme.symmetric_zero_point());
-            (scale, zero_point)
-        }
-        crate::Mode::Affine => {
-            let scale = (hi - lo.clone())
-                .div_scalar((qmax - qmin) as f32)
-                .clamp_min(f32::EPSILON);
-            let zero_point = lo
-                .div(scale.clone())
-                .round()
-                .neg()
-                .add_scalar(qmin)
-                .clamp(qmin, qmax);
-            (scale, zero_point)
-        }
-    };
     let one = [1; D];
-    let (scale, zero_point) = (scale.reshape(one), zero_point.reshape(one));
+    let (scale, zero_point) = device_qparams(min.reshape(one), max.reshape(one), scheme);
     let quantized = x
         .clone()
         .div(scale.clone())
@@ -111,31 +87,10 @@ pub fn fake_quantize_weight_ste<const D: usize>(w: Tensor<D>, scheme: &QScheme) 
         crate::Granularity::PerChannel { axis } => (0..D).filter(|&d| d != axis).collect(),
         _ => (0..D).collect(),
     };
-    let min = values.clone().min_dims(&reduce).clamp_max(0.0);
-    let max = values.clone().max_dims(&reduce).clamp_min(0.0);
+    let min = values.clone().min_dims(&reduce);
+    let max = values.clone().max_dims(&reduce);
     let (qmin, qmax) = scheme.bounds();
-    let (scale, zero_point) = match scheme.mode {
-        crate::Mode::Symmetric => {
-            let magnitude = min.neg().max_pair(max);
-            let scale = magnitude
-                .div_scalar((qmax - qmin) as f32 / 2.0)
-                .clamp_min(f32::EPSILON);
-            let zero_point = scale.zeros_like().add_scalar(scheme.symmetric_zero_point());
-            (scale, zero_point)
-        }
-        crate::Mode::Affine => {
-            let scale = (max - min.clone())
-                .div_scalar((qmax - qmin) as f32)
-                .clamp_min(f32::EPSILON);
-            let zero_point = min
-                .div(scale.clone())
-                .round()
-                .neg()
-                .add_scalar(qmin)
-                .clamp(qmin, qmax);
-            (scale, zero_point)
-        }
-    };
+    let (scale, zero_point) = device_qparams(min, max, scheme);
     let quantized = values
         .div(scale.clone())
         .round()
@@ -144,4 +99,39 @@ pub fn fake_quantize_weight_ste<const D: usize>(w: Tensor<D>, scheme: &QScheme) 
         .sub(zero_point)
         .mul(scale);
     w.clone() + (quantized - w).detach()
+}
+
+/// Scales and zero points from min and max tensors (one value, or one per channel), on the
+/// device, with the same f32 arithmetic as [`QScheme::qparams`]: the range widened to contain
+/// zero, the scale at least `f32::EPSILON`.
+fn device_qparams<const D: usize>(
+    min: Tensor<D>,
+    max: Tensor<D>,
+    scheme: &QScheme,
+) -> (Tensor<D>, Tensor<D>) {
+    let (qmin, qmax) = scheme.bounds();
+    let (lo, hi) = (min.clamp_max(0.0), max.clamp_min(0.0));
+    match scheme.mode {
+        crate::Mode::Symmetric => {
+            let scale = lo
+                .neg()
+                .max_pair(hi)
+                .div_scalar((qmax - qmin) as f32 / 2.0)
+                .clamp_min(f32::EPSILON);
+            let zero_point = scale.zeros_like().add_scalar(scheme.symmetric_zero_point());
+            (scale, zero_point)
+        }
+        crate::Mode::Affine => {
+            let scale = (hi - lo.clone())
+                .div_scalar((qmax - qmin) as f32)
+                .clamp_min(f32::EPSILON);
+            let zero_point = lo
+                .div(scale.clone())
+                .round()
+                .neg()
+                .add_scalar(qmin)
+                .clamp(qmin, qmax);
+            (scale, zero_point)
+        }
+    }
 }
