@@ -17,7 +17,7 @@ use burn::nn::PaddingConfig2d;
 use burn::tensor::module::{conv2d, linear};
 use burn::tensor::ops::ConvOptions;
 use burn::tensor::{DType, Device, Tensor};
-use ember_observe::Observer;
+use ember_observe::{Observer, ObserverKind};
 
 use ember_kernels::int8::{Int8Kernel, WeightLayout};
 
@@ -119,17 +119,53 @@ impl InputQuant {
 }
 
 fn observe<const D: usize>(calibration: &Mutex<Calibration>, input: &Tensor<D>) {
-    let shape = input.shape().to_vec();
-    let values = ember_tensor::stats::read_f32(input.clone());
     let mut state = calibration
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner());
-    let result = values
-        .map_err(ember_observe::Error::from)
-        .and_then(|values| state.observer.observe(&values, &shape));
+    let result = match state.observer.config().kind {
+        // A per-tensor min/max observer (layer inputs are per tensor) needs only the batch's
+        // min and max: three numbers come back from the device instead of the whole batch.
+        ObserverKind::MinMax | ObserverKind::MovingAverage { .. }
+            if input.shape().num_elements() > 0 =>
+        {
+            observe_extremes(&mut state.observer, input)
+        }
+        _ => {
+            let shape = input.shape().to_vec();
+            ember_tensor::stats::read_f32(input.clone())
+                .map_err(ember_observe::Error::from)
+                .and_then(|values| state.observer.observe(&values, &shape))
+        }
+    };
     if let Err(e) = result {
         state.error.get_or_insert(e);
     }
+}
+
+/// Feed `observer` the batch's min and max (what a min/max observer keeps of it), read back
+/// with the count of non-finite values in one transfer.
+fn observe_extremes<const D: usize>(
+    observer: &mut Observer,
+    input: &Tensor<D>,
+) -> Result<(), ember_observe::Error> {
+    let flat = input.clone().flatten::<1>(0, D - 1);
+    let non_finite = flat
+        .clone()
+        .is_nan()
+        .bool_or(flat.clone().is_inf())
+        .float()
+        .sum();
+    let summary = Tensor::cat(vec![flat.clone().min(), flat.max(), non_finite], 0);
+    let summary = ember_tensor::stats::read_f32(summary)?;
+    let (min, max, count) = (summary[0], summary[1], summary[2] as usize);
+    if count > 0 {
+        return Err(ember_observe::Error::NonFinite {
+            what: observer.what().to_string(),
+            count,
+            first: if min.is_finite() { max } else { min },
+        });
+    }
+    observer.observe(&[min, max], &[2])
 }
 
 /// A layer whose input can be quantized.

@@ -306,6 +306,18 @@ fn bad_calibration_is_a_typed_error() {
         matches!(&err, Error::Observe(ember_observe::Error::NonFinite { what, .. }) if what == "conv1 input"),
         "{err}"
     );
+    // The min/max observers read back only the extremes and a count: the NaN is still caught.
+    for observer in [ObserverConfig::min_max(), ObserverConfig::moving_average()] {
+        let config = StaticConfig {
+            observer,
+            ..StaticConfig::default()
+        };
+        let err = quantize_static(lenet(&device, 1), &config, &poisoned, &device).unwrap_err();
+        assert!(
+            matches!(&err, Error::Observe(ember_observe::Error::NonFinite { what, count: 1, .. }) if what == "conv1 input"),
+            "{err}"
+        );
+    }
 
     // Per-channel activations would keep only the first channel's range.
     let per_channel = StaticConfig {
