@@ -42,7 +42,6 @@ pub fn dynamic_params<const D: usize>(x: &Tensor<D>, scheme: &QScheme) -> Option
 /// NaN or an infinity is returned as it is, as [`dynamic_params`] leaves it; an all-zero batch
 /// quantizes to itself.
 pub fn fake_quantize_dynamic<const D: usize>(x: Tensor<D>, scheme: &QScheme) -> Tensor<D> {
-    let (qmin, qmax) = scheme.bounds();
     let min = x.clone().min();
     let max = x.clone().max();
     let bad = min
@@ -53,14 +52,7 @@ pub fn fake_quantize_dynamic<const D: usize>(x: Tensor<D>, scheme: &QScheme) -> 
         .bool_or(max.clone().is_inf());
     let one = [1; D];
     let (scale, zero_point) = device_qparams(min.reshape(one), max.reshape(one), scheme);
-    let quantized = x
-        .clone()
-        .div(scale.clone())
-        .round()
-        .add(zero_point.clone())
-        .clamp(qmin, qmax)
-        .sub(zero_point)
-        .mul(scale);
+    let quantized = quantize_dequantize(x.clone(), scale, zero_point, scheme);
     let shape = x.shape();
     quantized.mask_where(bad.reshape(one).expand(shape), x)
 }
@@ -89,15 +81,8 @@ pub fn fake_quantize_weight_ste<const D: usize>(w: Tensor<D>, scheme: &QScheme) 
     };
     let min = values.clone().min_dims(&reduce);
     let max = values.clone().max_dims(&reduce);
-    let (qmin, qmax) = scheme.bounds();
     let (scale, zero_point) = device_qparams(min, max, scheme);
-    let quantized = values
-        .div(scale.clone())
-        .round()
-        .add(zero_point.clone())
-        .clamp(qmin, qmax)
-        .sub(zero_point)
-        .mul(scale);
+    let quantized = quantize_dequantize(values, scale, zero_point, scheme);
     w.clone() + (quantized - w).detach()
 }
 
@@ -134,4 +119,21 @@ fn device_qparams<const D: usize>(
             (scale, zero_point)
         }
     }
+}
+
+/// `(clamp(round(x / scale) + zp, qmin, qmax) − zp) · scale` with scales and zero points held
+/// as tensors that broadcast against `x`.
+fn quantize_dequantize<const D: usize>(
+    x: Tensor<D>,
+    scale: Tensor<D>,
+    zero_point: Tensor<D>,
+    scheme: &QScheme,
+) -> Tensor<D> {
+    let (qmin, qmax) = scheme.bounds();
+    x.div(scale.clone())
+        .round()
+        .add(zero_point.clone())
+        .clamp(qmin, qmax)
+        .sub(zero_point)
+        .mul(scale)
 }

@@ -248,19 +248,10 @@ impl Linear {
         let weight = self.weight.val();
         let training = weight.is_tracked();
         let mut input = input;
-        // A model cast to half precision after conversion computes in its own dtype.
-        if let Some(integer) = self
-            .integer
-            .as_ref()
-            .filter(|_| weight.dtype() == DType::F32)
-        {
-            if training {
-                integer.mark_trained();
-            } else {
-                match crate::integer::linear(integer, &self.input, input) {
-                    Path::Integer(out) => return out,
-                    Path::Float(back) => input = back,
-                }
+        if let Some(integer) = runnable(self.integer.as_ref(), &weight, training) {
+            match crate::integer::linear(integer, &self.input, input) {
+                Path::Integer(out) => return out,
+                Path::Float(back) => input = back,
             }
         }
         let weight = effective_weight(weight, self.weight_quant.as_ref());
@@ -352,24 +343,16 @@ impl Conv2d {
         let mut input = input;
         let [_, _, height, width] = input.dims();
         let (rows, cols) = self.resolved_padding(height, width);
-        if let Some(integer) = self
-            .integer
-            .as_ref()
-            .filter(|_| weight.dtype() == DType::F32)
-        {
-            if training {
-                integer.mark_trained();
-            } else {
-                let geometry = ConvGeometry {
-                    kernel: self.kernel_size,
-                    stride: self.stride,
-                    dilation: self.dilation,
-                    padding: [rows, cols],
-                };
-                match crate::integer::conv2d(integer, &self.input, input, &geometry) {
-                    Path::Integer(out) => return out,
-                    Path::Float(back) => input = back,
-                }
+        if let Some(integer) = runnable(self.integer.as_ref(), &weight, training) {
+            let geometry = ConvGeometry {
+                kernel: self.kernel_size,
+                stride: self.stride,
+                dilation: self.dilation,
+                padding: [rows, cols],
+            };
+            match crate::integer::conv2d(integer, &self.input, input, &geometry) {
+                Path::Integer(out) => return out,
+                Path::Float(back) => input = back,
             }
         }
         let weight = effective_weight(weight, self.weight_quant.as_ref());
@@ -412,6 +395,22 @@ impl Conv2d {
             kernel,
         )
     }
+}
+
+/// The integer form a forward pass may run on. None while the layer trains (which marks the
+/// packed weight stale for good), or for a model cast to half precision after conversion,
+/// which computes in its own dtype.
+fn runnable<'a, const D: usize>(
+    integer: Option<&'a IntegerWeights>,
+    weight: &Tensor<D>,
+    training: bool,
+) -> Option<&'a IntegerWeights> {
+    let integer = integer.filter(|_| weight.dtype() == DType::F32)?;
+    if training {
+        integer.mark_trained();
+        return None;
+    }
+    Some(integer)
 }
 
 /// The weight a layer computes with: fake-quantized during quantization-aware training (after
