@@ -36,4 +36,4 @@ pub use export::{export_sparse, load_sparse};
 pub use prune::{Criterion, NmPattern, PruneConfig, Scope, compute_masks, prune};
 pub use report::{LayerSparsity, PruneReport, sparsity_report};
 pub use retrain::{Round, iterative_prune, rewind, train_gradual};
-pub use schedule::{Gradual, geometric_levels, iterative_levels};
+pub use schedule::{Gradual, Rounds, geometric_levels, iterative_levels};

@@ -12,7 +12,8 @@ use ember_tensor::{
 };
 
 use crate::prune::{PruneConfig, prune};
-use crate::schedule::Gradual;
+use crate::report::PruneReport;
+use crate::schedule::{Gradual, Rounds};
 use crate::{Error, Result};
 
 /// `pruned`'s masks on `snapshot`'s weights: the surviving weights go back to their values at
@@ -51,37 +52,38 @@ pub fn train_gradual<M: Classifier>(
 pub struct Round<'a, M> {
     /// 1-based round.
     pub round: usize,
-    /// The sparsity this round pruned to.
+    /// The overall sparsity this round pruned to.
     pub sparsity: f64,
+    /// What the round's pruning left, layer by layer (before retraining, which keeps it).
+    pub report: &'a PruneReport,
     /// The model after the round's retraining.
     pub model: &'a M,
 }
 
-/// Iterative pruning: for each level of `levels`, prune the model to that sparsity, rewind the
-/// surviving weights to `rewind_to` if given, and retrain with `retrain`; `after_round` sees
-/// each retrained model (to evaluate or save it).
+/// Iterative pruning: for each of `rounds`, prune the model to that round's targets, rewind
+/// the surviving weights to `rewind_to` if given, and retrain with `retrain`; `after_round`
+/// sees each retrained model (to evaluate or save it) and may fail with the caller's own
+/// error type.
 ///
 /// Without rewinding this is Han et al.'s prune-retrain loop; rewinding to the initial weights
 /// with `model` trained dense is Frankle & Carbin's iterative magnitude pruning.
 #[allow(clippy::too_many_arguments)]
-pub fn iterative_prune<M: Classifier>(
+pub fn iterative_prune<M: Classifier, E: From<Error>>(
     model: M,
     data: &(impl LabeledData + ?Sized),
-    levels: &[f64],
+    rounds: &Rounds,
     prune_config: &PruneConfig,
     retrain: &TrainConfig,
     rewind_to: Option<&M>,
     device: &Device,
-    mut after_round: impl FnMut(Round<'_, M>) -> Result<()>,
-) -> Result<M> {
+    mut after_round: impl FnMut(Round<'_, M>) -> std::result::Result<(), E>,
+) -> std::result::Result<M, E> {
     prune_config.validate()?;
+    rounds.validate()?;
     let mut model = model;
-    for (i, &sparsity) in levels.iter().enumerate() {
-        let config = PruneConfig {
-            sparsity,
-            ..prune_config.clone()
-        };
-        let (pruned, _) = prune(model, &config)?;
+    for i in 0..rounds.len() {
+        let config = rounds.config(i, prune_config);
+        let (pruned, report) = prune(model, &config)?;
         let start = match rewind_to {
             Some(snapshot) => rewind(&pruned, snapshot.clone())?,
             None => pruned,
@@ -89,7 +91,8 @@ pub fn iterative_prune<M: Classifier>(
         let (trained, _) = train_with_hook(start, data, retrain, device, |_, m| Ok::<_, Error>(m))?;
         after_round(Round {
             round: i + 1,
-            sparsity,
+            sparsity: config.sparsity,
+            report: &report,
             model: &trained,
         })?;
         model = trained;

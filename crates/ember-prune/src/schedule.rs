@@ -1,8 +1,10 @@
 //! How sparsity grows over time: one shot, in rounds, or gradually during training.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
-use crate::prune::check_sparsity;
+use crate::prune::{PruneConfig, check_sparsity};
 use crate::{Error, Result};
 
 /// The sparsity after each of `rounds` rounds that each prune the same fraction of the weights
@@ -43,6 +45,97 @@ pub fn geometric_levels(rate: f64, floor: f64) -> Result<Vec<f64>> {
         levels.push(1.0 - remaining);
     }
     Ok(levels)
+}
+
+/// The targets of iterative pruning, round by round: one sparsity per round for every selected
+/// layer, and per-layer sequences that override it for named layers (Frankle & Carbin prune
+/// LeNet's output layer at half the rate of its hidden layers).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rounds {
+    /// Sparsity after each round.
+    pub levels: Vec<f64>,
+    /// Sparsity of a named layer (a parameter path) after each round, one per round.
+    pub layer_levels: BTreeMap<String, Vec<f64>>,
+}
+
+impl Rounds {
+    /// `rounds` rounds that each prune the same fraction of what remains, ending at `target`
+    /// ([`iterative_levels`]: Han et al.'s schedule).
+    pub fn to_target(target: f64, rounds: usize) -> Result<Self> {
+        Ok(Self {
+            levels: iterative_levels(target, rounds)?,
+            layer_levels: BTreeMap::new(),
+        })
+    }
+
+    /// `rounds` rounds that each prune `rate` of the remaining weights: `1 - (1 - rate)^r`
+    /// after round `r`.
+    pub fn geometric(rate: f64, rounds: usize) -> Result<Self> {
+        Ok(Self {
+            levels: geometric_sequence(rate, rounds)?,
+            layer_levels: BTreeMap::new(),
+        })
+    }
+
+    /// The same rounds, pruning `rate` of `layer`'s remaining weights per round instead.
+    pub fn with_layer_rate(mut self, layer: &str, rate: f64) -> Result<Self> {
+        let levels = geometric_sequence(rate, self.levels.len())?;
+        self.layer_levels.insert(layer.to_string(), levels);
+        Ok(self)
+    }
+
+    /// How many rounds.
+    pub fn len(&self) -> usize {
+        self.levels.len()
+    }
+
+    /// Whether there is no round at all.
+    pub fn is_empty(&self) -> bool {
+        self.levels.is_empty()
+    }
+
+    /// Checks every level and that each layer has one per round.
+    pub fn validate(&self) -> Result<()> {
+        for &level in &self.levels {
+            check_sparsity("iterative round", level)?;
+        }
+        for (layer, levels) in &self.layer_levels {
+            if levels.len() != self.levels.len() {
+                return Err(Error::Schedule(format!(
+                    "`{layer}` has {} levels for {} rounds",
+                    levels.len(),
+                    self.levels.len()
+                )));
+            }
+            for &level in levels {
+                check_sparsity(layer, level)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// `base` with the targets of round `round` (0-based): its overall sparsity and the named
+    /// layers' on top of `base`'s own per-layer targets.
+    pub fn config(&self, round: usize, base: &PruneConfig) -> PruneConfig {
+        let mut layer_sparsity = base.layer_sparsity.clone();
+        for (layer, levels) in &self.layer_levels {
+            layer_sparsity.insert(layer.clone(), levels[round]);
+        }
+        PruneConfig {
+            sparsity: self.levels[round],
+            layer_sparsity,
+            ..base.clone()
+        }
+    }
+}
+
+/// `1 - (1 - rate)^r` for `r` in `1..=rounds`.
+fn geometric_sequence(rate: f64, rounds: usize) -> Result<Vec<f64>> {
+    check_sparsity("rate", rate)?;
+    Ok((1..=rounds)
+        .map(|r| 1.0 - (1.0 - rate).powi(r as i32))
+        .collect())
 }
 
 /// Zhu & Gupta's gradual schedule (2017): from `initial` sparsity at `start_step` to `target`
@@ -124,6 +217,30 @@ mod tests {
         for (l, e) in levels.iter().zip(expected) {
             assert!((l - e).abs() < 1e-12);
         }
+    }
+
+    #[test]
+    fn rounds_with_a_slower_layer_by_hand() {
+        let rounds = Rounds::geometric(0.2, 3)
+            .unwrap()
+            .with_layer_rate("out.weight", 0.1)
+            .unwrap();
+        rounds.validate().unwrap();
+        for (l, e) in rounds.levels.iter().zip([0.2, 0.36, 0.488]) {
+            assert!((l - e).abs() < 1e-12);
+        }
+        let base = PruneConfig {
+            layer_sparsity: [("other.weight".to_string(), 0.3)].into(),
+            ..PruneConfig::global_magnitude(0.0)
+        };
+        let third = rounds.config(2, &base);
+        assert!((third.sparsity - 0.488).abs() < 1e-12);
+        assert!((third.layer_sparsity["out.weight"] - 0.271).abs() < 1e-12);
+        assert_eq!(third.layer_sparsity["other.weight"], 0.3);
+        let mut short = rounds.clone();
+        short.layer_levels.insert("x".into(), vec![0.1]);
+        assert!(short.validate().is_err());
+        assert!(Rounds::geometric(1.5, 2).is_err());
     }
 
     #[test]

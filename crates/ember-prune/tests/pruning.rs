@@ -3,13 +3,15 @@
 
 #![allow(clippy::unwrap_used)] // a test fails loudly, which is what it is for
 
+use std::collections::BTreeMap;
+
 use burn::module::{Module, Param, ParamId, Reparameterizer};
 use burn::nn::{Linear, LinearConfig, Relu};
 use burn::store::ModuleRecord;
 use burn::tensor::{Bool, Device, Tensor, TensorData};
 use ember_prune::{
-    Criterion, Error, Gradual, NmPattern, PruneConfig, Scope, export_sparse, iterative_prune,
-    load_sparse, prune, rewind, sparsity_report, train_gradual,
+    Criterion, Error, Gradual, NmPattern, PruneConfig, Rounds, Scope, export_sparse,
+    iterative_prune, load_sparse, prune, rewind, sparsity_report, train_gradual,
 };
 use ember_tensor::testing::{Blobs, seeded_lock as seeded};
 use ember_tensor::{
@@ -509,18 +511,26 @@ fn iterative_pruning_follows_its_levels_and_still_learns() {
         ..training(2)
     };
     let mut seen = vec![];
+    let rounds = Rounds {
+        levels: vec![0.5, 0.75],
+        layer_levels: BTreeMap::new(),
+    };
     let model = iterative_prune(
         dense,
         &data,
-        &[0.5, 0.75],
+        &rounds,
         &PruneConfig::global_magnitude(0.0),
         &retrain,
         None,
         &device,
         |round| {
             let report = sparsity_report(round.model, &weights())?;
+            assert_eq!(
+                report.zeros, round.report.zeros,
+                "retraining kept the masks"
+            );
             seen.push((round.round, report.sparsity()));
-            Ok(())
+            Ok::<_, Error>(())
         },
     )
     .unwrap();
@@ -531,6 +541,57 @@ fn iterative_pruning_follows_its_levels_and_still_learns() {
         .accuracy;
     // A quarter of the weights still solve the task nearly as well as all of them.
     assert!(acc > dense_acc - 5.0, "pruned {acc} vs dense {dense_acc}");
+}
+
+/// Frankle & Carbin's schedule: layer scope, the output layer pruned at its own slower rate,
+/// survivors rewound to the initialization every round. Counts by hand: `hidden` has 8 x 32 =
+/// 256 weights, `out` 32 x 4 = 128.
+#[test]
+fn iterative_pruning_with_a_slower_layer_and_rewinding() {
+    let _seeded = seeded();
+    let device = Device::flex();
+    let data = Blobs::new(256, 4, 6);
+    let init = net(19, &device);
+    let (dense, _) = train(init.clone(), &data, &training(1), &device).unwrap();
+    let rounds = Rounds::geometric(0.5, 2)
+        .unwrap()
+        .with_layer_rate("out.weight", 0.25)
+        .unwrap();
+    let config = PruneConfig::global_magnitude(0.0).with_scope(Scope::Layer);
+    // Retraining at a rate too small to move a weight: each round's model is then its
+    // rewound start, which must be the initialization wherever a weight survives.
+    let still = TrainConfig {
+        learning_rate: 1e-12,
+        schedule: LrSchedule::Constant,
+        ..training(1)
+    };
+    let init_values = values(&init);
+    let mut seen = vec![];
+    iterative_prune(
+        dense,
+        &data,
+        &rounds,
+        &config,
+        &still,
+        Some(&init),
+        &device,
+        |round| {
+            let zeros: Vec<usize> = round.report.layers.iter().map(|l| l.zeros).collect();
+            seen.push(zeros);
+            for (got, want) in values(round.model).iter().zip(&init_values) {
+                for (g, w) in got.iter().zip(want) {
+                    assert!(
+                        *g == 0.0 || (g - w).abs() < 1e-6,
+                        "{g} is not rewound to {w}"
+                    );
+                }
+            }
+            Ok::<_, Error>(())
+        },
+    )
+    .unwrap();
+    // Round 1: half of `hidden`, a quarter of `out`; round 2: 75 % and 1 - 0.75^2 = 43.75 %.
+    assert_eq!(seen, vec![vec![128, 32], vec![192, 56]]);
 }
 
 ember_tensor::backend_tests! {

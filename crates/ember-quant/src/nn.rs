@@ -22,7 +22,7 @@ use ember_observe::{Observer, ObserverKind};
 use ember_kernels::int8::{Int8Kernel, WeightLayout};
 
 use crate::fake::{
-    fake_quantize, fake_quantize_dynamic, fake_quantize_ste, fake_quantize_weight_ste,
+    DeviceRange, fake_quantize, fake_quantize_dynamic, fake_quantize_ste, fake_quantize_weight_ste,
 };
 use crate::integer::{ConvGeometry, IntegerWeights, Path};
 use crate::qtensor::QTensor;
@@ -60,12 +60,61 @@ pub enum InputQuant {
 
 /// An observer shared between a layer (which feeds it in `forward`) and the pass that reads it
 /// after calibration. `forward` cannot return an error, so the first one is kept here.
+///
+/// A min/max or moving-average observer keeps its range on the device while batches go by
+/// ([`DeviceRange`]: nothing read back per layer per batch, which would stall a GPU queue) and
+/// hands it to `observer` at [`Calibration::finish`]. A histogram observer needs every value,
+/// so it copies each batch to the host.
 #[derive(Debug)]
 pub struct Calibration {
     /// The observer.
     pub observer: Observer,
     /// The first error observing raised (NaN activations, say).
     pub error: Option<ember_observe::Error>,
+    /// The range of a min/max observer, on the device until `finish`.
+    device: Option<DeviceRange>,
+}
+
+impl Calibration {
+    /// A calibration that feeds `observer`.
+    pub fn new(observer: Observer) -> Self {
+        let device = match observer.config().kind {
+            ObserverKind::MinMax => Some(DeviceRange::new(None)),
+            ObserverKind::MovingAverage { momentum } => Some(DeviceRange::new(Some(momentum))),
+            ObserverKind::Histogram { .. } => None,
+        };
+        Self {
+            observer,
+            error: None,
+            device,
+        }
+    }
+
+    /// Hand what the device saw to the observer (one read-back) and return the first error
+    /// observing raised.
+    pub fn finish(&mut self) -> Result<(), ember_observe::Error> {
+        if let Some(device) = &self.device {
+            let seen = device.read()?;
+            if seen.non_finite > 0 {
+                self.error.get_or_insert(ember_observe::Error::NonFinite {
+                    what: self.observer.what().to_string(),
+                    count: seen.non_finite,
+                    first: seen.first_bad,
+                });
+            } else if let Some(range) = seen.range {
+                // One observation of [min, max] leaves a fresh min/max or moving-average
+                // observer at exactly that range; fresh, so that finishing twice changes
+                // nothing.
+                let mut observer = self.observer.config().build(self.observer.what())?;
+                observer.observe(&[range.min, range.max], &[2])?;
+                self.observer = observer;
+            }
+        }
+        match self.error.take() {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
 }
 
 impl InputQuant {
@@ -91,6 +140,9 @@ impl InputQuant {
                 let state = calibration
                     .lock()
                     .unwrap_or_else(|poisoned| poisoned.into_inner());
+                if let Some(range) = &state.device {
+                    return range.fake_quantize_ste(input, scheme);
+                }
                 let params = state
                     .observer
                     .ranges(scheme.levels())
@@ -122,50 +174,17 @@ fn observe<const D: usize>(calibration: &Mutex<Calibration>, input: &Tensor<D>) 
     let mut state = calibration
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner());
-    let result = match state.observer.config().kind {
-        // A per-tensor min/max observer (layer inputs are per tensor) needs only the batch's
-        // min and max: three numbers come back from the device instead of the whole batch.
-        ObserverKind::MinMax | ObserverKind::MovingAverage { .. }
-            if input.shape().num_elements() > 0 =>
-        {
-            observe_extremes(&mut state.observer, input)
-        }
-        _ => {
-            let shape = input.shape().to_vec();
-            ember_tensor::stats::read_f32(input.clone())
-                .map_err(ember_observe::Error::from)
-                .and_then(|values| state.observer.observe(&values, &shape))
-        }
-    };
+    if let Some(range) = &mut state.device {
+        range.update(input);
+        return;
+    }
+    let shape = input.shape().to_vec();
+    let result = ember_tensor::stats::read_f32(input.clone())
+        .map_err(ember_observe::Error::from)
+        .and_then(|values| state.observer.observe(&values, &shape));
     if let Err(e) = result {
         state.error.get_or_insert(e);
     }
-}
-
-/// Feed `observer` the batch's min and max (what a min/max observer keeps of it), read back
-/// with the count of non-finite values in one transfer.
-fn observe_extremes<const D: usize>(
-    observer: &mut Observer,
-    input: &Tensor<D>,
-) -> Result<(), ember_observe::Error> {
-    let flat = input.clone().flatten::<1>(0, D - 1);
-    let non_finite = flat
-        .clone()
-        .is_nan()
-        .bool_or(flat.clone().is_inf())
-        .float()
-        .sum();
-    let summary = Tensor::cat(vec![flat.clone().min(), flat.max(), non_finite], 0);
-    let summary = ember_tensor::stats::read_f32(summary)?;
-    let (min, max, count) = (summary[0], summary[1], summary[2] as usize);
-    if count > 0 {
-        return Err(ember_observe::Error::NonFinite {
-            what: observer.what().to_string(),
-            count,
-            first: if min.is_finite() { max } else { min },
-        });
-    }
-    observer.observe(&[min, max], &[2])
 }
 
 /// A layer whose input can be quantized.

@@ -294,10 +294,9 @@ pub fn prepare<M: Module + QuantLayers>(
             layer.set_input_quant(InputQuant::Float);
             continue;
         }
-        let calibration = Arc::new(Mutex::new(Calibration {
-            observer: config.observer.build(format!("{name} input"))?,
-            error: None,
-        }));
+        let calibration = Arc::new(Mutex::new(Calibration::new(
+            config.observer.build(format!("{name} input"))?,
+        )));
         layer.set_input_quant(InputQuant::Observe(calibration.clone()));
         observed.insert(name, calibration);
     }
@@ -319,9 +318,7 @@ impl<M: Module + QuantLayers> Prepared<M> {
             let mut state = calibration
                 .lock()
                 .unwrap_or_else(|poisoned| poisoned.into_inner());
-            if let Some(e) = state.error.take() {
-                return Err(e.into());
-            }
+            state.finish()?;
             let ranges = state.observer.ranges(scheme.levels())?;
             let params = scheme.qparams(&ranges, &format!("{name} input"))?;
             inputs.insert(name.clone(), InputQuant::Static { scheme, params });

@@ -9,7 +9,7 @@ use burn::module::Module;
 use burn::nn::conv::Conv2dConfig;
 use burn::nn::{BatchNormConfig, LinearConfig};
 use burn::tensor::{Device, Distribution, Int, Tensor, TensorData};
-use ember_observe::{CalibrationConfig, ObserverConfig, RangeMethod};
+use ember_observe::{CalibrationConfig, ObserverConfig, ObserverKind, RangeMethod};
 use ember_quant::nn::{Conv2d, InputQuant, Linear, QuantLayers};
 use ember_quant::scheme::{dequantize_value, quantize_value};
 use ember_quant::{
@@ -186,6 +186,60 @@ ember_tensor::backend_tests! {
         }
         // Groups of 8 along fc1's 16 inputs: 2 per output.
         assert_eq!(q.weights["fc1.weight"].params().scale.len(), 2 * 120);
+    }
+}
+
+ember_tensor::backend_tests! {
+    /// The device-side range of calibration and QAT follows the host observers exactly, batch
+    /// by batch, counts a NaN batch without letting it move the range, and fake-quantizes with
+    /// the parameters the host computes from the same range.
+    fn device_ranges_match_the_host_observers(device) {
+        let batches: Vec<Vec<f32>> = vec![
+            (0..40).map(|i| i as f32 * 0.1 - 1.0).collect(),
+            (0..40).map(|i| if i == 7 { f32::NAN } else { i as f32 * 0.5 - 9.0 }).collect(),
+            (0..40).map(|i| (i as f32 * 0.3).sin() * 4.0).collect(),
+            (0..40).map(|i| i as f32 * 0.05 + 0.5).collect(),
+        ];
+        let scheme = QScheme::new(QType::UInt8, Mode::Affine);
+        for (config, momentum) in [
+            (ObserverConfig::min_max(), None),
+            (ObserverConfig::new(ObserverKind::MovingAverage { momentum: 0.25 }), Some(0.25)),
+        ] {
+            let mut on_device = ember_quant::fake::DeviceRange::new(momentum);
+            let mut on_host = config.build("x").unwrap();
+            let mut nan_seen = false;
+            for batch in &batches {
+                on_device.update(&Tensor::<2>::from_data(TensorData::new(batch.clone(), [4, 10]), &device));
+                if batch.iter().any(|v| v.is_nan()) {
+                    nan_seen = true;
+                    continue; // the host observer refuses the batch; the device counts it
+                }
+                on_host.observe(batch, &[4, 10]).unwrap();
+                let seen = on_device.read().unwrap();
+                let want = on_host.ranges(scheme.levels()).unwrap()[0];
+                assert_eq!(seen.range, Some(want), "{config:?}");
+                assert_eq!(seen.non_finite, usize::from(nan_seen));
+                let x = batches[2].clone();
+                let got = host(on_device.fake_quantize_ste(
+                    Tensor::<2>::from_data(TensorData::new(x.clone(), [4, 10]), &device),
+                    &scheme,
+                ));
+                let params = scheme.qparams(&[want], "x").unwrap();
+                let expected: Vec<f32> = x
+                    .iter()
+                    .map(|&v| dequantize_value(quantize_value(v, params.scale[0], params.zero_point[0], scheme.bounds()), params.scale[0], params.zero_point[0]))
+                    .collect();
+                assert_close(&got, &expected, 1e-5);
+            }
+            assert!(on_device.read().unwrap().first_bad.is_nan());
+        }
+        // Before any batch, and while only zeros were seen, the input passes unchanged.
+        let mut range = ember_quant::fake::DeviceRange::new(None);
+        let x = Tensor::<2>::from_data(TensorData::new(vec![0.3f32, -1.7], [1, 2]), &device);
+        assert_eq!(host(range.fake_quantize_ste(x.clone(), &scheme)), vec![0.3, -1.7]);
+        range.update(&Tensor::<2>::zeros([2, 2], &device));
+        assert_eq!(host(range.fake_quantize_ste(x, &scheme)), vec![0.3, -1.7]);
+        assert_eq!(range.read().unwrap().range, Some(ember_observe::Range { min: 0.0, max: 0.0 }));
     }
 }
 

@@ -1,15 +1,17 @@
 //! `cargo xtask repro baseline`: dense LeNet-300-100 and LeNet-5 on MNIST, the references
-//! every compression run is measured against. The trained models are saved beside the report
-//! (`mlp.bpk`, `cnn.bpk`, each with its `.json` config) for later experiments to start from.
+//! every compression run is measured against. The trained models are saved under
+//! `<out>/models/` with their recipe (`super::trained`), where the experiments that start from
+//! the same dense networks load them instead of training them again.
 
 use std::time::Instant;
 
 use ember_zoo::{
     Dataset, EvalReport, LabeledData, LeNet5Config, MlpConfig, ModelConfig, TrainConfig,
-    TrainReport, evaluate, save_model, train,
+    TrainReport, evaluate,
 };
 use serde::Serialize;
 
+use super::trained::{Recipe, Reuse, trained};
 use super::{CommonArgs, EVAL_BATCH, QUICK_TEST, QUICK_TRAIN, Report, verdict};
 
 #[derive(clap::Args, Debug)]
@@ -71,19 +73,17 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     );
     let mlp = run_one(
         "LeNet-300-100",
-        &mlp_config,
-        &mlp_training,
+        &Recipe::new(&mlp_config, &mlp_training, &data, common),
         &data,
         &device,
-        &out.join("mlp.bpk"),
+        &common.models_dir(),
     )?;
     let cnn = run_one(
         "LeNet-5",
-        &cnn_config,
-        &cnn_training,
+        &Recipe::new(&cnn_config, &cnn_training, &data, common),
         &data,
         &device,
-        &out.join("cnn.bpk"),
+        &common.models_dir(),
     )?;
 
     let mut report = Report::new("Baseline: dense LeNet-300-100 and LeNet-5 on MNIST");
@@ -211,32 +211,31 @@ struct Run {
     size_bytes: u64,
 }
 
+/// Train (always: the baseline measures training) and evaluate one model, saving it for the
+/// experiments that start from it.
 fn run_one(
     name: &str,
-    config: &ModelConfig,
-    training: &TrainConfig,
+    recipe: &Recipe,
     data: &Dataset,
     device: &burn::tensor::Device,
-    save_to: &std::path::Path,
+    models: &std::path::Path,
 ) -> anyhow::Result<Run> {
-    device.seed(training.seed);
-    let model = config.init(device)?;
-    let params = burn::module::Module::num_params(&model);
-    eprintln!(
-        "training {name} ({params} parameters, {} epochs)",
-        training.epochs
-    );
+    eprintln!("training {name} ({} epochs)", recipe.training.epochs);
     let started = Instant::now();
-    let (model, train_report) = train(model, &data.train, training, device)?;
+    let trained = trained(recipe, data, models, None, Reuse::Retrain, device)?;
     let wall_seconds = started.elapsed().as_secs_f64();
-    let eval = evaluate(&model, &data.test, EVAL_BATCH, device)?;
+    let train_report = trained
+        .report
+        .ok_or_else(|| anyhow::anyhow!("{name} was loaded, not trained"))?;
+    let params = burn::module::Module::num_params(&trained.model);
+    let eval = evaluate(&trained.model, &data.test, EVAL_BATCH, device)?;
     eprintln!(
         "{name}: {:.2} % test accuracy ({} errors), {:.2} s/epoch",
         eval.accuracy,
         eval.errors,
         train_report.mean_epoch_seconds()
     );
-    let size_bytes = save_model(model, config, save_to)?;
+    let size_bytes = std::fs::metadata(&trained.path)?.len();
     Ok(Run {
         params,
         train: train_report,

@@ -3,9 +3,8 @@
 //! targets at T = 20), the capacity gap of Cho & Hariharan 2019 (a tiny student gains little),
 //! and distillation as recovery (a pruned and a quantized student fine-tuned with and without
 //! the teacher), every row as mean and standard deviation over seeds. Each seed's teacher is
-//! saved under `teachers/` and reused by a later run with the same recipe.
-
-use std::path::Path;
+//! saved under `<out>/models/` and reused by a later run with the same recipe
+//! (`super::trained`).
 
 use burn::tensor::Device;
 use ember_distill::loss::SoftTargetConfig;
@@ -13,13 +12,14 @@ use ember_distill::{TeacherOutputs, distill};
 use ember_observe::ObserverConfig;
 use ember_prune::{PruneConfig, prune};
 use ember_quant::{Mode, QScheme, QType, StaticConfig, WeightConfig, prepare_qat, quantize_static};
-use ember_tensor::{BackendKind, LrSchedule};
+use ember_tensor::LrSchedule;
 use ember_zoo::{
-    Dataset, EvalReport, Jittered, LabeledData, Mlp, MlpConfig, Model, ModelConfig, TrainConfig,
-    evaluate, load_model, save_model, train,
+    Dataset, EvalReport, LabeledData, Mlp, MlpConfig, ModelConfig, TrainConfig, evaluate, train,
 };
 use serde::Serialize;
 
+use super::plot::{Series, line_chart};
+use super::trained::{Recipe, trained};
 use super::{CommonArgs, EVAL_BATCH, QUICK_TEST, QUICK_TRAIN, Report, Spread};
 
 #[derive(clap::Args, Debug)]
@@ -53,9 +53,6 @@ pub struct Args {
     /// Leave out the recovery rows.
     #[arg(long)]
     skip_recovery: bool,
-    /// Train the teachers even where an earlier run left one trained the same way.
-    #[arg(long)]
-    retrain_teacher: bool,
     /// Sparsity of the pruned student in the recovery rows.
     #[arg(long, default_value_t = 0.95)]
     recovery_sparsity: f64,
@@ -102,11 +99,11 @@ struct Resolved<'a> {
 
 /// One row: the test evaluations of every seed.
 #[derive(Default)]
-struct Row {
+struct Seeds {
     evals: Vec<EvalReport>,
 }
 
-impl Row {
+impl Seeds {
     fn errors(&self) -> Spread {
         Spread::of(
             &self
@@ -121,150 +118,228 @@ impl Row {
     }
 }
 
+/// The experiment's recipes, resolved from the arguments.
+struct Setup {
+    teacher: MlpConfig,
+    student: MlpConfig,
+    tiny: MlpConfig,
+    training: TrainConfig,
+    teacher_training: TrainConfig,
+    big_temperatures: Vec<f64>,
+    tiny_temperatures: Vec<f64>,
+    seeds: Vec<u64>,
+    recovery: RecoveryConfig,
+}
+
+impl Setup {
+    fn new(args: &Args, data: &Dataset) -> anyhow::Result<Self> {
+        let quick = args.common.quick;
+        anyhow::ensure!(args.seeds >= 1, "--seeds must be at least 1");
+        anyhow::ensure!(
+            args.epochs >= 1 && args.teacher_epochs >= 1,
+            "--epochs and --teacher-epochs must be at least 1"
+        );
+        let input = data.train.rows * data.train.cols;
+        let mlp = |hidden: Vec<usize>, dropout: f64| MlpConfig {
+            input,
+            hidden,
+            classes: data.classes,
+            dropout,
+        };
+        let training = TrainConfig {
+            epochs: if quick { 1 } else { args.epochs },
+            ..TrainConfig::default()
+        };
+        let (big_temperatures, tiny_temperatures) = if quick {
+            (vec![HINTON_TEMPERATURE], vec![2.0])
+        } else {
+            (args.temperatures.clone(), args.tiny_temperatures.clone())
+        };
+        anyhow::ensure!(
+            big_temperatures.contains(&HINTON_TEMPERATURE),
+            "--temperatures must include Hinton's T = {HINTON_TEMPERATURE}"
+        );
+        let recovery = RecoveryConfig {
+            sparsity: args.recovery_sparsity,
+            quantization: StaticConfig {
+                // int4 and uint4 with one bit less of range: 3-bit weights and inputs, where
+                // post-training quantization loses enough for fine-tuning to win back.
+                weights: WeightConfig {
+                    qtype: QType::Int4,
+                    reduce_range: true,
+                    ..WeightConfig::int8_per_tensor()
+                },
+                activations: QScheme {
+                    reduce_range: true,
+                    ..QScheme::new(QType::UInt4, Mode::Affine)
+                },
+                observer: ObserverConfig::moving_average(),
+                ..StaticConfig::default()
+            },
+            training: TrainConfig {
+                epochs: if quick { 1 } else { args.recovery_epochs },
+                learning_rate: args.recovery_lr,
+                schedule: LrSchedule::Constant,
+                ..training.clone()
+            },
+            soft_targets: SoftTargetConfig {
+                temperature: args.recovery_temperature,
+                alpha: ALPHA,
+            },
+        };
+        Ok(Self {
+            teacher: mlp(vec![1200, 1200], args.teacher_dropout),
+            student: mlp(vec![800, 800], 0.0),
+            tiny: mlp(vec![30], 0.0),
+            teacher_training: TrainConfig {
+                epochs: if quick { 1 } else { args.teacher_epochs },
+                ..training.clone()
+            },
+            training,
+            big_temperatures,
+            tiny_temperatures,
+            seeds: (1..=args.seeds).collect(),
+            recovery,
+        })
+    }
+
+    /// The index of Hinton's temperature among the big student's.
+    fn hinton_index(&self) -> usize {
+        self.big_temperatures
+            .iter()
+            .position(|&t| t == HINTON_TEMPERATURE)
+            .unwrap_or(0)
+    }
+}
+
+/// Everything the experiment measures, one evaluation per seed in each row.
+struct Results {
+    teachers: Seeds,
+    student_alone: Seeds,
+    tiny_alone: Seeds,
+    /// The 784-800-800-10 student distilled at each of `Setup::big_temperatures`.
+    big_kd: Vec<Seeds>,
+    /// The 784-30-10 student distilled at each of `Setup::tiny_temperatures`.
+    tiny_kd: Vec<Seeds>,
+    recovery: Option<Recovery>,
+}
+
 pub fn run(args: &Args) -> anyhow::Result<()> {
     let common = &args.common;
-    anyhow::ensure!(args.seeds >= 1, "--seeds must be at least 1");
     let device = common.backend.device()?;
     let (data, data_dir) = common.load_data()?;
-    let input = data.train.rows * data.train.cols;
-    let mlp = |hidden: Vec<usize>, dropout: f64| MlpConfig {
-        input,
-        hidden,
-        classes: data.classes,
-        dropout,
-    };
-    let teacher_config = mlp(vec![1200, 1200], args.teacher_dropout);
-    let student_config = mlp(vec![800, 800], 0.0);
-    let tiny_config = mlp(vec![30], 0.0);
-    anyhow::ensure!(
-        args.epochs >= 1 && args.teacher_epochs >= 1,
-        "--epochs and --teacher-epochs must be at least 1"
-    );
-    let training = TrainConfig {
-        epochs: if common.quick { 1 } else { args.epochs },
-        ..TrainConfig::default()
-    };
-    let teacher_training = TrainConfig {
-        epochs: if common.quick { 1 } else { args.teacher_epochs },
-        ..training.clone()
-    };
-    let (big_temperatures, tiny_temperatures): (&[f64], &[f64]) = if common.quick {
-        (&[HINTON_TEMPERATURE], &[2.0])
-    } else {
-        (&args.temperatures, &args.tiny_temperatures)
-    };
-    anyhow::ensure!(
-        big_temperatures.contains(&HINTON_TEMPERATURE),
-        "--temperatures must include Hinton's T = {HINTON_TEMPERATURE}"
-    );
-    let seeds: Vec<u64> = (1..=args.seeds).collect();
-
-    let mut teachers = Vec::new();
-    let mut student_alone = Row { evals: vec![] };
-    let mut tiny_alone = Row { evals: vec![] };
-    let mut big_kd: Vec<Row> = big_temperatures
-        .iter()
-        .map(|_| Row { evals: vec![] })
-        .collect();
-    let mut tiny_kd: Vec<Row> = tiny_temperatures
-        .iter()
-        .map(|_| Row { evals: vec![] })
-        .collect();
     let out = common.out_dir("distill");
     std::fs::create_dir_all(&out)?;
-    let mut recovery = Recovery::default();
-    let recovery_config = RecoveryConfig {
-        sparsity: args.recovery_sparsity,
-        quantization: StaticConfig {
-            // int4 and uint4 with one bit less of range: 3-bit weights and inputs, where
-            // post-training quantization loses enough for fine-tuning to win back.
-            weights: WeightConfig {
-                qtype: QType::Int4,
-                reduce_range: true,
-                ..WeightConfig::int8_per_tensor()
-            },
-            activations: QScheme {
-                reduce_range: true,
-                ..QScheme::new(QType::UInt4, Mode::Affine)
-            },
-            observer: ObserverConfig::moving_average(),
-            ..StaticConfig::default()
-        },
-        training: TrainConfig {
-            epochs: if common.quick {
-                1
-            } else {
-                args.recovery_epochs
-            },
-            learning_rate: args.recovery_lr,
-            schedule: LrSchedule::Constant,
-            ..training.clone()
-        },
-        soft_targets: SoftTargetConfig {
-            temperature: args.recovery_temperature,
-            alpha: ALPHA,
-        },
+    let setup = Setup::new(args, &data)?;
+    let results = compute(args, &setup, &data, &device)?;
+    let report = render(args, &setup, &results, data.test.len());
+    std::fs::write(out.join("temperature.svg"), plot(&setup, &results))?;
+    let resolved = Resolved {
+        common,
+        data_dir: data_dir.display().to_string(),
+        seeds: args.seeds,
+        teacher: &setup.teacher,
+        student: &setup.student,
+        tiny: &setup.tiny,
+        training: &setup.training,
+        teacher_training: &setup.teacher_training,
+        teacher_jitter_pixels: args.jitter,
+        alpha: ALPHA,
+        big_student_temperatures: &setup.big_temperatures,
+        tiny_student_temperatures: &setup.tiny_temperatures,
+        teacher_outputs: TeacherOutputs::Cached,
+        recovery: &setup.recovery,
     };
-    let eval = |model: &ember_zoo::Mlp| evaluate(model, &data.test, EVAL_BATCH, &device);
-    for &seed in &seeds {
+    report.write(&out, &resolved)?;
+    let kd = &results.big_kd[setup.hinton_index()];
+    println!(
+        "teacher {} errors, student alone {}, student KD {}",
+        results.teachers.errors().show(1),
+        results.student_alone.errors().show(1),
+        kd.errors().show(1)
+    );
+    Ok(())
+}
+
+fn compute(args: &Args, setup: &Setup, data: &Dataset, device: &Device) -> anyhow::Result<Results> {
+    let common = &args.common;
+    let mut results = Results {
+        teachers: Seeds::default(),
+        student_alone: Seeds::default(),
+        tiny_alone: Seeds::default(),
+        big_kd: setup
+            .big_temperatures
+            .iter()
+            .map(|_| Seeds::default())
+            .collect(),
+        tiny_kd: setup
+            .tiny_temperatures
+            .iter()
+            .map(|_| Seeds::default())
+            .collect(),
+        recovery: (!args.skip_recovery).then(Recovery::default),
+    };
+    let eval = |model: &Mlp| evaluate(model, &data.test, EVAL_BATCH, device);
+    for &seed in &setup.seeds {
         let training = TrainConfig {
             seed,
-            ..training.clone()
+            ..setup.training.clone()
         };
-        let fresh = |config: &MlpConfig| -> anyhow::Result<ember_zoo::Mlp> {
+        let fresh = |config: &MlpConfig| -> anyhow::Result<Mlp> {
             device.seed(seed);
-            Ok(config.init(&device)?)
+            Ok(config.init(device)?)
         };
         eprintln!(
             "seed {seed}: teacher 784-1200-1200-10 (dropout {}, jitter {} px)",
-            teacher_config.dropout, args.jitter
+            setup.teacher.dropout, args.jitter
         );
         let teacher_training = TrainConfig {
             seed,
-            ..teacher_training.clone()
+            ..setup.teacher_training.clone()
         };
-        let teacher = teacher_for(
-            &TeacherRecipe {
-                config: &teacher_config,
-                training: &teacher_training,
-                jitter_pixels: args.jitter,
-                data_dir: data_dir.display().to_string(),
-                backend: common.backend,
-                quick: common.quick,
-            },
-            &data,
-            &out.join("teachers").join(format!("seed-{seed}.bpk")),
-            args.retrain_teacher,
-            &device,
-        )?;
-        teachers.push(eval(&teacher)?);
+        let recipe = Recipe::new(
+            &ModelConfig::Mlp(setup.teacher.clone()),
+            &teacher_training,
+            data,
+            common,
+        )
+        .jittered(args.jitter);
+        let teacher = trained(
+            &recipe,
+            data,
+            &common.models_dir(),
+            None,
+            common.reuse(),
+            device,
+        )?
+        .mlp()?;
+        results.teachers.evals.push(eval(&teacher)?);
         eprintln!(
             "seed {seed}: teacher makes {} errors",
-            teachers.last().map_or(0, |e| e.errors)
+            results.teachers.evals.last().map_or(0, |e| e.errors)
         );
         eprintln!("seed {seed}: students alone");
-        let (student, _) = train(fresh(&student_config)?, &data.train, &training, &device)?;
-        student_alone.evals.push(eval(&student)?);
-        tiny_alone.evals.push(eval(
-            &train(fresh(&tiny_config)?, &data.train, &training, &device)?.0,
-        )?);
+        let (student, _) = train(fresh(&setup.student)?, &data.train, &training, device)?;
+        results.student_alone.evals.push(eval(&student)?);
+        let (tiny, _) = train(fresh(&setup.tiny)?, &data.train, &training, device)?;
+        results.tiny_alone.evals.push(eval(&tiny)?);
         eprintln!(
             "seed {seed}: student alone makes {} errors",
-            student_alone.evals.last().map_or(0, |e| e.errors)
+            results.student_alone.evals.last().map_or(0, |e| e.errors)
         );
-        if !args.skip_recovery {
+        if let Some(recovery) = &mut results.recovery {
             recovery.push(recover(
                 &student,
                 &teacher,
-                &data,
-                &recovery_config,
+                data,
+                &setup.recovery,
                 seed,
-                &device,
+                device,
             )?);
         }
         for (config, temperatures, rows) in [
-            (&student_config, big_temperatures, &mut big_kd),
-            (&tiny_config, tiny_temperatures, &mut tiny_kd),
+            (&setup.student, &setup.big_temperatures, &mut results.big_kd),
+            (&setup.tiny, &setup.tiny_temperatures, &mut results.tiny_kd),
         ] {
             for (&temperature, row) in temperatures.iter().zip(rows.iter_mut()) {
                 eprintln!(
@@ -282,19 +357,19 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
                     &training,
                     &soft,
                     TeacherOutputs::Cached,
-                    &device,
+                    device,
                 )?;
                 row.evals.push(eval(&student)?);
             }
         }
     }
-    let teacher_row = Row { evals: teachers };
-    let hinton_index = big_temperatures
-        .iter()
-        .position(|&t| t == HINTON_TEMPERATURE)
-        .unwrap_or(0);
-    let kd_row = &big_kd[hinton_index];
+    Ok(results)
+}
 
+fn render(args: &Args, setup: &Setup, results: &Results, test_images: usize) -> Report {
+    let common = &args.common;
+    let (student_alone, tiny_alone) = (&results.student_alone, &results.tiny_alone);
+    let kd_row = &results.big_kd[setup.hinton_index()];
     let mut report = Report::new("Distillation: Hinton et al. 2015 and the capacity gap on MNIST");
     if common.quick {
         report.section(
@@ -302,18 +377,17 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
             &format!("`--quick`: {QUICK_TRAIN} training and {QUICK_TEST} test images, 1 epoch: a smoke test."),
         );
     }
-    let n = seeds.len();
+    let n = setup.seeds.len();
     report.table(
         &format!(
-            "Hinton's setting (test errors of {} images, mean ± std over {n} seeds)",
-            data.test.len()
+            "Hinton's setting (test errors of {test_images} images, mean ± std over {n} seeds)"
         ),
         &["model", "errors", "accuracy %", "paper errors"],
         &[
             vec![
                 "teacher 784-1200-1200-10, dropout".into(),
-                teacher_row.errors().show(1),
-                teacher_row.accuracy().show(2),
+                results.teachers.errors().show(1),
+                results.teachers.accuracy().show(2),
                 format!("{PAPER_TEACHER_ERRORS}"),
             ],
             vec![
@@ -334,7 +408,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     );
     let gain = student_alone.errors().mean - kd_row.errors().mean;
     let spread = student_alone.errors().std + kd_row.errors().std;
-    let paired_errors = paired(&student_alone, kd_row, |e| e.errors as f64);
+    let paired_errors = paired(student_alone, kd_row, |e| e.errors as f64);
     report.section(
         "Verdict",
         &format!(
@@ -347,31 +421,43 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     );
     report.metric("kd_errors_removed_paired", paired_errors.mean);
     report.metric("kd_errors_removed_paired_std", paired_errors.std);
-    let sweep = |name: &str, alone: &Row, temperatures: &[f64], rows: &[Row]| -> Vec<Vec<String>> {
-        std::iter::once(vec![
-            name.to_string(),
-            "alone".into(),
-            alone.accuracy().show(2),
-            alone.errors().show(1),
-        ])
-        .chain(temperatures.iter().zip(rows).map(|(t, row)| {
-            vec![
+    let sweep =
+        |name: &str, alone: &Seeds, temperatures: &[f64], rows: &[Seeds]| -> Vec<Vec<String>> {
+            std::iter::once(vec![
                 name.to_string(),
-                format!("T = {t}"),
-                row.accuracy().show(2),
-                row.errors().show(1),
-            ]
-        }))
-        .collect()
-    };
-    let mut rows = sweep("784-800-800-10", &student_alone, big_temperatures, &big_kd);
-    rows.extend(sweep("784-30-10", &tiny_alone, tiny_temperatures, &tiny_kd));
+                "alone".into(),
+                alone.accuracy().show(2),
+                alone.errors().show(1),
+            ])
+            .chain(temperatures.iter().zip(rows).map(|(t, row)| {
+                vec![
+                    name.to_string(),
+                    format!("T = {t}"),
+                    row.accuracy().show(2),
+                    row.errors().show(1),
+                ]
+            }))
+            .collect()
+        };
+    let mut rows = sweep(
+        "784-800-800-10",
+        student_alone,
+        &setup.big_temperatures,
+        &results.big_kd,
+    );
+    rows.extend(sweep(
+        "784-30-10",
+        tiny_alone,
+        &setup.tiny_temperatures,
+        &results.tiny_kd,
+    ));
     report.table(
         &format!("Temperature sweep (alpha {ALPHA}, mean ± std over {n} seeds)"),
         &["student", "training", "accuracy %", "errors"],
         &rows,
     );
-    let best_tiny = tiny_kd
+    let best_tiny = results
+        .tiny_kd
         .iter()
         .map(|r| r.accuracy().mean)
         .fold(f64::MIN, f64::max);
@@ -385,133 +471,56 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
             kd_row.accuracy().mean - student_alone.accuracy().mean,
         ),
     );
-    let plot = super::plot::line_chart(
-        "Accuracy against temperature (mean over seeds); dashed: trained alone",
-        "temperature T",
-        "test accuracy %",
-        &[
-            super::plot::Series::new(
-                "784-800-800-10",
-                big_temperatures,
-                &big_kd.iter().map(|r| r.accuracy().mean).collect::<Vec<_>>(),
-            )
-            .with_baseline(student_alone.accuracy().mean),
-            super::plot::Series::new(
-                "784-30-10",
-                tiny_temperatures,
-                &tiny_kd
-                    .iter()
-                    .map(|r| r.accuracy().mean)
-                    .collect::<Vec<_>>(),
-            )
-            .with_baseline(tiny_alone.accuracy().mean),
-        ],
-    );
-    if !args.skip_recovery {
-        recovery.report(&mut report, &recovery_config, n);
+    if let Some(recovery) = &results.recovery {
+        recovery.report(&mut report, &setup.recovery, n);
     }
-    std::fs::write(out.join("temperature.svg"), plot)?;
     report.section("Plot", "![accuracy against temperature](temperature.svg)");
 
-    report.metric("teacher_errors", teacher_row.errors().mean);
-    report.metric("teacher_errors_std", teacher_row.errors().std);
+    report.metric("teacher_errors", results.teachers.errors().mean);
+    report.metric("teacher_errors_std", results.teachers.errors().std);
     report.metric("student_alone_errors", student_alone.errors().mean);
     report.metric("student_alone_errors_std", student_alone.errors().std);
     report.metric("student_kd_errors", kd_row.errors().mean);
     report.metric("student_kd_errors_std", kd_row.errors().std);
     report.metric("tiny_alone_accuracy", tiny_alone.accuracy().mean);
     report.metric("tiny_best_kd_accuracy", best_tiny);
-    for (t, row) in tiny_temperatures.iter().zip(&tiny_kd) {
+    for (t, row) in setup.tiny_temperatures.iter().zip(&results.tiny_kd) {
         report.metric(&format!("tiny_kd_accuracy_t{t}"), row.accuracy().mean);
     }
-    for (t, row) in big_temperatures.iter().zip(&big_kd) {
+    for (t, row) in setup.big_temperatures.iter().zip(&results.big_kd) {
         report.metric(&format!("student_kd_accuracy_t{t}"), row.accuracy().mean);
     }
     report.metric("seeds", n as f64);
-
-    let resolved = Resolved {
-        common,
-        data_dir: data_dir.display().to_string(),
-        seeds: args.seeds,
-        teacher: &teacher_config,
-        student: &student_config,
-        tiny: &tiny_config,
-        training: &training,
-        teacher_training: &teacher_training,
-        teacher_jitter_pixels: args.jitter,
-        alpha: ALPHA,
-        big_student_temperatures: big_temperatures,
-        tiny_student_temperatures: tiny_temperatures,
-        teacher_outputs: TeacherOutputs::Cached,
-        recovery: &recovery_config,
-    };
-    report.write(&out, &resolved)?;
-    println!(
-        "teacher {} errors, student alone {}, student KD {}",
-        teacher_row.errors().show(1),
-        student_alone.errors().show(1),
-        kd_row.errors().show(1)
-    );
-    Ok(())
+    report
 }
 
-/// Everything a teacher's weights depend on: a saved teacher is reused only by a run whose
-/// recipe serializes the same.
-#[derive(Serialize)]
-struct TeacherRecipe<'a> {
-    config: &'a MlpConfig,
-    training: &'a TrainConfig,
-    jitter_pixels: usize,
-    data_dir: String,
-    backend: BackendKind,
-    quick: bool,
-}
-
-/// The teacher `recipe` trains: loaded from `path` if an earlier run saved one there with the
-/// same recipe (training it takes most of the run), else trained and saved there.
-fn teacher_for(
-    recipe: &TeacherRecipe,
-    data: &Dataset,
-    path: &Path,
-    retrain: bool,
-    device: &Device,
-) -> anyhow::Result<Mlp> {
-    let recipe_path = path.with_extension("recipe.json");
-    let recipe_json = serde_json::to_string_pretty(recipe)?;
-    let saved = std::fs::read_to_string(&recipe_path).ok();
-    if !retrain && saved.as_deref() == Some(recipe_json.as_str()) {
-        match load_model(path, device) {
-            Ok((Model::Mlp(teacher), _)) => {
-                eprintln!("  teacher loaded from {}", path.display());
-                return Ok(teacher);
-            }
-            Ok(_) => eprintln!("  {} is not an MLP: training again", path.display()),
-            Err(e) => eprintln!("  cannot reuse the saved teacher ({e}): training again"),
-        }
-    }
-    device.seed(recipe.training.seed);
-    let (teacher, _) = train(
-        recipe.config.init(device)?,
-        &Jittered::new(&data.train, recipe.jitter_pixels, recipe.training.seed),
-        recipe.training,
-        device,
-    )?;
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    save_model(
-        teacher.clone(),
-        &ModelConfig::Mlp(recipe.config.clone()),
-        path,
-    )?;
-    // Written last: a run cut off before this point leaves no recipe to match.
-    std::fs::write(&recipe_path, recipe_json)?;
-    Ok(teacher)
+/// Accuracy against temperature for both students, over their accuracy trained alone.
+fn plot(setup: &Setup, results: &Results) -> String {
+    let means = |rows: &[Seeds]| rows.iter().map(|r| r.accuracy().mean).collect::<Vec<_>>();
+    line_chart(
+        "Accuracy against temperature (mean over seeds); dashed: trained alone",
+        "temperature T",
+        "test accuracy %",
+        &[
+            Series::new(
+                "784-800-800-10",
+                &setup.big_temperatures,
+                &means(&results.big_kd),
+            )
+            .with_baseline(results.student_alone.accuracy().mean),
+            Series::new(
+                "784-30-10",
+                &setup.tiny_temperatures,
+                &means(&results.tiny_kd),
+            )
+            .with_baseline(results.tiny_alone.accuracy().mean),
+        ],
+    )
 }
 
 /// `value(a) - value(b)` per seed, as mean and standard deviation: the seeds pair the two
 /// runs (the same initialization and batches), so the paired spread is the one to judge by.
-fn paired(a: &Row, b: &Row, value: impl Fn(&EvalReport) -> f64) -> Spread {
+fn paired(a: &Seeds, b: &Seeds, value: impl Fn(&EvalReport) -> f64) -> Spread {
     Spread::of(
         &a.evals
             .iter()
@@ -537,12 +546,12 @@ struct RecoveryConfig {
 /// Test evaluations of the recovery rows, one per seed.
 #[derive(Default)]
 struct Recovery {
-    pruned: Row,
-    pruned_finetuned: Row,
-    pruned_distilled: Row,
-    quantized: Row,
-    quantized_qat: Row,
-    quantized_qat_distilled: Row,
+    pruned: Seeds,
+    pruned_finetuned: Seeds,
+    pruned_distilled: Seeds,
+    quantized: Seeds,
+    quantized_qat: Seeds,
+    quantized_qat_distilled: Seeds,
 }
 
 /// The evaluations of one seed's recovery rows.

@@ -3,12 +3,14 @@
 //! per round), rewinding the survivors to their initial values before each retraining; the
 //! control trains the same masks from a fresh random initialization.
 
-use ember_prune::{PruneConfig, Scope, prune, rewind, sparsity_report};
+use burn::tensor::Device;
+use ember_prune::{PruneConfig, Rounds, Scope, iterative_prune};
 use ember_tensor::{LrSchedule, masks, set_masks};
-use ember_zoo::{MlpConfig, ModelConfig, TrainConfig, train};
+use ember_zoo::{Dataset, MlpConfig, ModelConfig, TrainConfig, train};
 use serde::Serialize;
 
 use super::plot::{Series, line_chart};
+use super::trained::{Recipe, trained};
 use super::{CommonArgs, QUICK_TEST, QUICK_TRAIN, Report, test_accuracy as accuracy, verdict};
 
 #[derive(clap::Args, Debug)]
@@ -45,9 +47,7 @@ struct Resolved<'a> {
     data_dir: String,
     model: &'a ModelConfig,
     training: &'a TrainConfig,
-    rounds: usize,
-    hidden_rate: f64,
-    output_rate: f64,
+    rounds: &'a Rounds,
     output_layer: &'a str,
 }
 
@@ -57,13 +57,19 @@ struct Round {
     reinit: Option<f64>,
 }
 
+/// Everything the experiment measures.
+struct Results {
+    dense: f64,
+    rounds: Vec<Round>,
+}
+
 pub fn run(args: &Args) -> anyhow::Result<()> {
     let common = &args.common;
     let device = common.backend.device()?;
     let (data, data_dir) = common.load_data()?;
     let out = common.out_dir("lottery");
-    let (rows, cols) = (data.train.rows, data.train.cols);
-    let mlp = MlpConfig::lenet_300_100(rows * cols, data.classes);
+    std::fs::create_dir_all(&out)?;
+    let mlp = MlpConfig::lenet_300_100(data.train.rows * data.train.cols, data.classes);
     let output_layer = format!("Mlp.layers.{}.weight", mlp.hidden.len());
     let config = ModelConfig::Mlp(mlp);
     let (epochs, rounds) = if common.quick {
@@ -79,54 +85,102 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         seed: args.seed,
         ..TrainConfig::default()
     };
+    let schedule =
+        Rounds::geometric(HIDDEN_RATE, rounds)?.with_layer_rate(&output_layer, OUTPUT_RATE)?;
+    let results = compute(args, &config, &training, &schedule, &data, &device)?;
+    let report = render(common, &results, epochs);
+    std::fs::write(out.join("lottery.svg"), plot(&results))?;
+    report.write(
+        &out,
+        &Resolved {
+            common,
+            data_dir: data_dir.display().to_string(),
+            model: &config,
+            training: &training,
+            rounds: &schedule,
+            output_layer: &output_layer,
+        },
+    )?;
+    println!(
+        "dense {:.2} %; {}",
+        results.dense,
+        results
+            .rounds
+            .iter()
+            .map(|r| format!("{:.1}%: {:.2}", r.remaining, r.ticket))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    Ok(())
+}
 
-    device.seed(args.seed);
-    let init = config.init(&device)?;
-    eprintln!("lottery: dense LeNet-300-100, {epochs} epochs per run, {rounds} rounds");
-    let (dense, _) = train(init.clone(), &data.train, &training, &device)?;
-    let dense_acc = accuracy(&dense, &data, &device)?;
+fn compute(
+    args: &Args,
+    config: &ModelConfig,
+    training: &TrainConfig,
+    schedule: &Rounds,
+    data: &Dataset,
+    device: &Device,
+) -> anyhow::Result<Results> {
+    let common = &args.common;
+    eprintln!(
+        "lottery: dense LeNet-300-100, {} epochs per run, {} rounds",
+        training.epochs,
+        schedule.len()
+    );
+    let reuse = common.reuse();
+    let recipe = Recipe::new(config, training, data, common);
+    let dense = trained(&recipe, data, &common.models_dir(), Some(0), reuse, device)?;
+    let init = dense
+        .snapshot
+        .ok_or_else(|| anyhow::anyhow!("no initial weights"))?;
+    let dense_acc = accuracy(&dense.model, data, device)?;
     eprintln!("dense: {dense_acc:.2} %");
 
-    let base = PruneConfig::global_magnitude(0.0).with_scope(Scope::Layer);
-    let mut trained = dense;
-    let mut results = vec![];
-    for round in 1..=rounds {
-        let r = round as i32;
-        let prune_config = PruneConfig {
-            sparsity: 1.0 - (1.0 - HIDDEN_RATE).powi(r),
-            layer_sparsity: [(output_layer.clone(), 1.0 - (1.0 - OUTPUT_RATE).powi(r))].into(),
-            ..base.clone()
-        };
-        let (pruned, report) = prune(trained, &prune_config)?;
-        let remaining = report.remaining() * 100.0;
-        let ticket_start = rewind(&pruned, init.clone())?;
-        let (ticket, _) = train(ticket_start, &data.train, &training, &device)?;
-        let ticket_acc = accuracy(&ticket, &data, &device)?;
-        // The control: the same masks on a fresh initialization, at the levels the claims
-        // are about.
-        let reinit = if remaining <= AT_21 + 0.05 {
-            device.seed(args.seed + 1_000 + round as u64);
-            let fresh = set_masks(config.init(&device)?, &masks(&pruned))?;
-            let (control, _) = train(fresh, &data.train, &training, &device)?;
-            Some(accuracy(&control, &data, &device)?)
-        } else {
-            None
-        };
-        eprintln!(
-            "round {round}: {remaining:.1} % remaining, ticket {ticket_acc:.2} %{}",
-            reinit.map_or(String::new(), |a| format!(", random reinit {a:.2} %"))
-        );
-        debug_assert!(
-            (sparsity_report(&ticket, &base.layers)?.remaining() * 100.0 - remaining).abs() < 0.01
-        );
-        results.push(Round {
-            remaining,
-            ticket: ticket_acc,
-            reinit,
-        });
-        trained = ticket;
-    }
+    let mut rounds = vec![];
+    iterative_prune(
+        dense.model,
+        &data.train,
+        schedule,
+        &PruneConfig::global_magnitude(0.0).with_scope(Scope::Layer),
+        training,
+        Some(&init),
+        device,
+        |round| {
+            let remaining = round.report.remaining() * 100.0;
+            let ticket = accuracy(round.model, data, device)?;
+            // The control: the same masks on a fresh initialization, at the levels the claims
+            // are about.
+            let reinit = if remaining <= AT_21 + 0.05 {
+                device.seed(args.seed + 1_000 + round.round as u64);
+                let fresh = set_masks(config.init(device)?, &masks(round.model))?;
+                let (control, _) = train(fresh, &data.train, training, device)?;
+                Some(accuracy(&control, data, device)?)
+            } else {
+                None
+            };
+            eprintln!(
+                "round {}: {remaining:.1} % remaining, ticket {ticket:.2} %{}",
+                round.round,
+                reinit.map_or(String::new(), |a| format!(", random reinit {a:.2} %"))
+            );
+            rounds.push(Round {
+                remaining,
+                ticket,
+                reinit,
+            });
+            Ok::<_, anyhow::Error>(())
+        },
+    )?;
+    Ok(Results {
+        dense: dense_acc,
+        rounds,
+    })
+}
 
+fn render(common: &CommonArgs, results: &Results, epochs: usize) -> Report {
+    let dense_acc = results.dense;
+    let results = &results.rounds;
     // The round whose remaining weights round to `level` (the paper's levels are rounded to
     // a tenth of a percent); none when the run stopped before it.
     let at = |level: f64| results.iter().find(|r| (r.remaining - level).abs() < 0.05);
@@ -214,43 +268,25 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
             OUTPUT_RATE * 100.0
         ),
     );
-    std::fs::create_dir_all(&out)?;
-    let xs: Vec<f64> = results.iter().map(|r| r.remaining.log10()).collect();
-    let ys: Vec<f64> = results.iter().map(|r| r.ticket).collect();
-    let (cx, cy): (Vec<f64>, Vec<f64>) = results
+    report
+}
+
+/// Ticket and control accuracy against the weights remaining.
+fn plot(results: &Results) -> String {
+    let rounds = &results.rounds;
+    let xs: Vec<f64> = rounds.iter().map(|r| r.remaining.log10()).collect();
+    let ys: Vec<f64> = rounds.iter().map(|r| r.ticket).collect();
+    let (cx, cy): (Vec<f64>, Vec<f64>) = rounds
         .iter()
         .filter_map(|r| r.reinit.map(|a| (r.remaining.log10(), a)))
         .unzip();
-    let svg = line_chart(
+    line_chart(
         "LeNet-300-100: winning tickets and random reinitialization",
         "log10(weights remaining %)",
         "test accuracy (%)",
         &[
-            Series::new("winning ticket", &xs, &ys).with_baseline(dense_acc),
+            Series::new("winning ticket", &xs, &ys).with_baseline(results.dense),
             Series::new("random reinit", &cx, &cy),
         ],
-    );
-    std::fs::write(out.join("lottery.svg"), svg)?;
-    report.write(
-        &out,
-        &Resolved {
-            common,
-            data_dir: data_dir.display().to_string(),
-            model: &config,
-            training: &training,
-            rounds,
-            hidden_rate: HIDDEN_RATE,
-            output_rate: OUTPUT_RATE,
-            output_layer: &output_layer,
-        },
-    )?;
-    println!(
-        "dense {dense_acc:.2} %; {}",
-        results
-            .iter()
-            .map(|r| format!("{:.1}%: {:.2}", r.remaining, r.ticket))
-            .collect::<Vec<_>>()
-            .join(", ")
-    );
-    Ok(())
+    )
 }

@@ -10,6 +10,7 @@ pub mod machine;
 mod plot;
 mod prune;
 mod quant;
+mod trained;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -62,6 +63,9 @@ pub struct CommonArgs {
     /// Where reports go (default: target/repro).
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// Train every model, even where an earlier run saved one trained the same way.
+    #[arg(long)]
+    pub retrain: bool,
 }
 
 fn parse_backend(name: &str) -> Result<BackendKind, String> {
@@ -87,6 +91,28 @@ pub fn verdict(quick: bool, ok: bool) -> &'static str {
         (false, true) => "yes",
         (false, false) => "NO",
     }
+}
+
+/// A difference of accuracies in percentage points, rounded to hundredths (one test image in
+/// 10,000), so that a difference of ten images reads 0.10, not 0.1000000000000085, and never
+/// `-0.00`.
+pub fn round_pp(difference: f64) -> f64 {
+    // `+ 0.0` turns a rounded -0.0 into 0.0.
+    (difference * 100.0).round() / 100.0 + 0.0
+}
+
+/// Median microseconds of `f` over `repeats` runs after one warm-up.
+pub fn median_us(repeats: usize, mut f: impl FnMut()) -> f64 {
+    f();
+    let mut times: Vec<f64> = (0..repeats.max(1))
+        .map(|_| {
+            let started = std::time::Instant::now();
+            f();
+            started.elapsed().as_secs_f64() * 1e6
+        })
+        .collect();
+    times.sort_by(f64::total_cmp);
+    times[times.len() / 2]
 }
 
 /// Mean and sample standard deviation.
@@ -124,10 +150,7 @@ impl CommonArgs {
     /// The dataset (`--data`, or the vendored MNIST), cut to the quick subset with `--quick`,
     /// and the directory it came from.
     pub fn load_data(&self) -> anyhow::Result<(Dataset, PathBuf)> {
-        let dir = self
-            .data
-            .clone()
-            .unwrap_or_else(ember_zoo::data::vendored_mnist_dir);
+        let dir = self.data_dir();
         let mut data =
             Dataset::load_idx_dir(&dir).with_context(|| format!("loading {}", dir.display()))?;
         if self.quick {
@@ -135,6 +158,27 @@ impl CommonArgs {
             data.test = data.test.take(QUICK_TEST);
         }
         Ok((data, dir))
+    }
+
+    /// `--data`, or the vendored MNIST.
+    pub fn data_dir(&self) -> PathBuf {
+        self.data
+            .clone()
+            .unwrap_or_else(ember_zoo::data::vendored_mnist_dir)
+    }
+
+    /// Where trained models shared between experiments are kept ([`trained`]).
+    pub fn models_dir(&self) -> PathBuf {
+        self.out_dir("models")
+    }
+
+    /// Whether a saved model with a matching recipe may stand in for training it (`--retrain`).
+    pub fn reuse(&self) -> trained::Reuse {
+        if self.retrain {
+            trained::Reuse::Retrain
+        } else {
+            trained::Reuse::Saved
+        }
     }
 
     pub fn out_dir(&self, experiment: &str) -> PathBuf {

@@ -4,25 +4,26 @@
 //! weight rewinding (Renda et al. 2020), ablations (layer scope, random criterion, 2:4, gradual
 //! pruning), the sparse file sizes and the sparse kernel against dense.
 
+use std::path::Path;
 use std::time::Instant;
 
-use burn::module::Module;
 use burn::tensor::{Device, Tensor, TensorData};
 use ember_kernels::Csr;
 use ember_prune::{
-    Criterion, Gradual, NmPattern, PruneConfig, Scope, export_sparse, iterative_levels,
-    iterative_prune, prune, rewind, train_gradual,
+    Criterion, Gradual, NmPattern, PruneConfig, Rounds, Scope, export_sparse, iterative_prune,
+    prune, rewind, train_gradual,
 };
-use ember_tensor::{LrSchedule, param_values, stats::read_f32, train_with_hook};
+use ember_tensor::{LrSchedule, param_values, stats::read_f32};
 use ember_zoo::{
     Dataset, LabeledData, LeNet5Config, MlpConfig, Model, ModelConfig, TrainConfig, evaluate, train,
 };
 use serde::Serialize;
 
 use super::plot::{Series, line_chart};
+use super::trained::{Recipe, trained};
 use super::{
-    CommonArgs, EVAL_BATCH, QUICK_TEST, QUICK_TRAIN, Report, Spread, test_accuracy as accuracy,
-    verdict,
+    CommonArgs, EVAL_BATCH, QUICK_TEST, QUICK_TRAIN, Report, Spread, median_us, round_pp,
+    test_accuracy as accuracy, verdict,
 };
 
 #[derive(clap::Args, Debug)]
@@ -72,9 +73,77 @@ struct Resolved<'a> {
     finetune: &'a TrainConfig,
     lr_rewind: &'a TrainConfig,
     levels: &'a [f64],
-    han_levels: &'a [f64],
+    han_rounds: &'a Rounds,
     gradual: &'a Gradual,
     prune: &'a PruneConfig,
+}
+
+/// The experiment's recipes, resolved from the arguments.
+struct Setup {
+    mlp: ModelConfig,
+    cnn: ModelConfig,
+    dense_training: TrainConfig,
+    finetune: TrainConfig,
+    /// Renda et al.'s learning-rate rewinding: retrain with the last epochs of the original
+    /// schedule.
+    lr_rewind: TrainConfig,
+    /// The step whose weights weight rewinding goes back to: `finetune`'s epochs before the
+    /// end of dense training.
+    rewind_step: usize,
+    han_rounds: Rounds,
+    gradual: Gradual,
+    global: PruneConfig,
+}
+
+impl Setup {
+    fn new(args: &Args, data: &Dataset) -> anyhow::Result<Self> {
+        let (rows, cols) = (data.train.rows, data.train.cols);
+        let (epochs, ft_epochs) = if args.common.quick {
+            (1, 1)
+        } else {
+            (args.epochs, args.finetune_epochs)
+        };
+        let dense_training = TrainConfig {
+            epochs,
+            seed: args.seed,
+            ..TrainConfig::default()
+        };
+        let steps_per_epoch = data.train.len().div_ceil(dense_training.batch_size);
+        let total_steps = epochs * steps_per_epoch;
+        Ok(Self {
+            mlp: ModelConfig::Mlp(MlpConfig::lenet_300_100(rows * cols, data.classes)),
+            cnn: ModelConfig::LeNet5(LeNet5Config::new(1, [rows, cols], data.classes)),
+            finetune: TrainConfig {
+                epochs: ft_epochs,
+                learning_rate: args.finetune_lr,
+                schedule: LrSchedule::Constant,
+                ..dense_training.clone()
+            },
+            lr_rewind: TrainConfig {
+                epochs: ft_epochs,
+                schedule: LrSchedule::CosineTail { of_epochs: epochs },
+                ..dense_training.clone()
+            },
+            rewind_step: (epochs - ft_epochs.min(epochs)) * steps_per_epoch,
+            han_rounds: Rounds::to_target(HAN_SPARSITY, HAN_ROUNDS)?,
+            gradual: Gradual {
+                initial: 0.0,
+                target: REWIND_SPARSITY,
+                start_step: steps_per_epoch.min(total_steps / 10).max(1),
+                end_step: (total_steps * 7 / 10).max(2),
+                every: (steps_per_epoch / 5).max(1),
+            },
+            global: PruneConfig::global_magnitude(0.0),
+            dense_training,
+        })
+    }
+
+    fn at(&self, sparsity: f64) -> PruneConfig {
+        PruneConfig {
+            sparsity,
+            ..self.global.clone()
+        }
+    }
 }
 
 /// One sparsity level of the one-shot sweep.
@@ -91,131 +160,191 @@ struct Sweep {
     levels: Vec<Level>,
 }
 
+/// Han et al.'s iterative pruning: (sparsity, accuracy) after each round, and the end.
+struct Han {
+    rounds: Vec<(f64, f64)>,
+    accuracy: f64,
+    sparsity: f64,
+}
+
+/// Accuracies of the three recoveries at `REWIND_SPARSITY`, one per seed.
+struct Recovery {
+    finetune: Vec<f64>,
+    lr_rewind: Vec<f64>,
+    weight_rewind: Vec<f64>,
+}
+
+struct Ablation {
+    name: &'static str,
+    key: &'static str,
+    sparsity: f64,
+    before: f64,
+    after: f64,
+}
+
+/// Everything the experiment measures.
+struct Results {
+    mlp: Sweep,
+    cnn: Sweep,
+    han: Han,
+    recovery: Recovery,
+    ablations: Vec<Ablation>,
+    gradual_accuracy: f64,
+    kernel: Vec<KernelTiming>,
+}
+
 pub fn run(args: &Args) -> anyhow::Result<()> {
     let common = &args.common;
     let device = common.backend.device()?;
     let (data, data_dir) = common.load_data()?;
     let out = common.out_dir("prune");
-    let (rows, cols) = (data.train.rows, data.train.cols);
-    let mlp_config = ModelConfig::Mlp(MlpConfig::lenet_300_100(rows * cols, data.classes));
-    let cnn_config = ModelConfig::LeNet5(LeNet5Config::new(1, [rows, cols], data.classes));
-    let (epochs, ft_epochs) = if common.quick {
-        (1, 1)
-    } else {
-        (args.epochs, args.finetune_epochs)
-    };
-    let dense_training = TrainConfig {
-        epochs,
-        seed: args.seed,
-        ..TrainConfig::default()
-    };
-    let finetune = TrainConfig {
-        epochs: ft_epochs,
-        learning_rate: args.finetune_lr,
-        schedule: LrSchedule::Constant,
-        ..dense_training.clone()
-    };
-    // Renda et al.'s learning-rate rewinding: retrain with the last `ft_epochs` epochs of the
-    // original schedule.
-    let lr_rewind = TrainConfig {
-        epochs: ft_epochs,
-        schedule: LrSchedule::CosineTail { of_epochs: epochs },
-        ..dense_training.clone()
-    };
-    let global = PruneConfig::global_magnitude(0.0);
     std::fs::create_dir_all(&out)?;
+    let setup = Setup::new(args, &data)?;
+    let results = compute(args, &setup, &data, &device, &out)?;
+    let report = render(args, &setup, &results);
+    for (file, svg) in plots(&results) {
+        std::fs::write(out.join(file), svg)?;
+    }
+    let resolved = Resolved {
+        common,
+        data_dir: data_dir.display().to_string(),
+        mlp: &setup.mlp,
+        cnn: &setup.cnn,
+        dense_training: &setup.dense_training,
+        finetune: &setup.finetune,
+        lr_rewind: &setup.lr_rewind,
+        levels: &LEVELS,
+        han_rounds: &setup.han_rounds,
+        gradual: &setup.gradual,
+        prune: &setup.global,
+    };
+    report.write(&out, &resolved)?;
+    let recovery = Spread::of(&results.recovery.finetune);
+    println!(
+        "MLP dense {:.2} %, 90 % fine-tuned {:.2} %; Han {:.1} % sparse {:.2} % ({:+.2} pp); \
+         LR rewinding - fine-tuning {:+.2} pp; CNN dense {:.2} %",
+        results.mlp.dense,
+        recovery.mean,
+        results.han.sparsity * 100.0,
+        results.han.accuracy,
+        round_pp(results.mlp.dense - results.han.accuracy),
+        lr_minus_finetune(&results.recovery).mean,
+        results.cnn.dense
+    );
+    Ok(())
+}
 
-    // Dense LeNet-300-100, with a snapshot of its weights `ft_epochs` before the end for
-    // weight rewinding.
-    eprintln!("prune: dense LeNet-300-100, {epochs} epochs");
-    device.seed(args.seed);
-    let init = mlp_config.init(&device)?;
-    let steps_per_epoch = data.train.len().div_ceil(dense_training.batch_size);
-    let rewind_step = (epochs - ft_epochs.min(epochs)) * steps_per_epoch;
-    let mut snapshot = (rewind_step == 0).then(|| init.clone());
-    let (mlp, _) = train_with_hook(
-        init.clone(),
-        &data.train,
-        &dense_training,
-        &device,
-        |step, model: Model| {
-            if step == rewind_step {
-                snapshot = Some(model.valid());
-            }
-            Ok::<_, ember_tensor::Error>(model)
-        },
+/// Learning-rate rewinding minus fine-tuning, per seed, rounded to one test image.
+fn lr_minus_finetune(recovery: &Recovery) -> Spread {
+    let differences: Vec<f64> = recovery
+        .lr_rewind
+        .iter()
+        .zip(&recovery.finetune)
+        .map(|(lr, ft)| lr - ft)
+        .collect();
+    let spread = Spread::of(&differences);
+    Spread {
+        mean: round_pp(spread.mean),
+        ..spread
+    }
+}
+
+fn compute(
+    args: &Args,
+    setup: &Setup,
+    data: &Dataset,
+    device: &Device,
+    out: &Path,
+) -> anyhow::Result<Results> {
+    let common = &args.common;
+    let models = common.models_dir();
+    let reuse = common.reuse();
+    let mlp_recipe = Recipe::new(&setup.mlp, &setup.dense_training, data, common);
+    eprintln!(
+        "prune: dense LeNet-300-100, {} epochs",
+        setup.dense_training.epochs
+    );
+    // The baseline's LeNet-300-100, with its weights at `rewind_step` for weight rewinding.
+    let dense = trained(
+        &mlp_recipe,
+        data,
+        &models,
+        Some(setup.rewind_step),
+        reuse,
+        device,
     )?;
-    let snapshot = snapshot.unwrap_or_else(|| init.clone());
+    let snapshot = dense
+        .snapshot
+        .clone()
+        .ok_or_else(|| anyhow::anyhow!("no snapshot at step {}", setup.rewind_step))?;
+    let mlp = dense.model;
     let mlp_sweep = sweep(
         "LeNet-300-100",
         &mlp,
-        &data,
-        &finetune,
-        &device,
-        &out,
+        data,
+        &setup.finetune,
+        device,
+        out,
         "mlp",
     )?;
 
     eprintln!("prune: Han et al., iterative to {HAN_SPARSITY} in {HAN_ROUNDS} rounds");
-    let han_levels = iterative_levels(HAN_SPARSITY, HAN_ROUNDS)?;
     let mut han_rounds = vec![];
     let han = iterative_prune(
         mlp.clone(),
         &data.train,
-        &han_levels,
-        &global,
-        &finetune,
+        &setup.han_rounds,
+        &setup.global,
+        &setup.finetune,
         None,
-        &device,
+        device,
         |round| {
-            let acc = evaluate(round.model, &data.test, EVAL_BATCH, &device)?.accuracy;
+            let acc = evaluate(round.model, &data.test, EVAL_BATCH, device)?.accuracy;
             eprintln!(
                 "  round {}: {:.1} % -> {acc:.2} %",
                 round.round,
                 round.sparsity * 100.0
             );
             han_rounds.push((round.sparsity, acc));
-            Ok(())
+            Ok::<_, anyhow::Error>(())
         },
     )?;
-    let han_acc = accuracy(&han, &data, &device)?;
-    let han_sparsity = ember_prune::sparsity_report(&han, &global.layers)?.sparsity();
+    let han = Han {
+        rounds: han_rounds,
+        accuracy: accuracy(&han, data, device)?,
+        sparsity: ember_prune::sparsity_report(&han, &setup.global.layers)?.sparsity(),
+    };
 
     eprintln!("prune: fine-tuning against rewinding at {REWIND_SPARSITY}");
-    let (pruned90, _) = prune(
-        mlp.clone(),
-        &PruneConfig {
-            sparsity: REWIND_SPARSITY,
-            ..global.clone()
-        },
-    )?;
+    let (pruned90, _) = prune(mlp.clone(), &setup.at(REWIND_SPARSITY))?;
     // One run each is within a test image or two of the others: compare over seeds.
-    let mut recovery: [Vec<f64>; 3] = Default::default();
+    let mut recovery = Recovery {
+        finetune: vec![],
+        lr_rewind: vec![],
+        weight_rewind: vec![],
+    };
     for seed in args.seed..args.seed + REWIND_SEEDS {
         let finetune = TrainConfig {
             seed,
-            ..finetune.clone()
+            ..setup.finetune.clone()
         };
         let lr_rewind = TrainConfig {
             seed,
-            ..lr_rewind.clone()
+            ..setup.lr_rewind.clone()
         };
-        let starts = [
-            (&finetune, pruned90.clone()),
-            (&lr_rewind, pruned90.clone()),
-            (&lr_rewind, rewind(&pruned90, snapshot.clone())?),
-        ];
-        for (results, (config, start)) in recovery.iter_mut().zip(starts) {
-            let (tuned, _) = train(start, &data.train, config, &device)?;
-            results.push(accuracy(&tuned, &data, &device)?);
+        for (results, config, start) in [
+            (&mut recovery.finetune, &finetune, pruned90.clone()),
+            (&mut recovery.lr_rewind, &lr_rewind, pruned90.clone()),
+            (
+                &mut recovery.weight_rewind,
+                &lr_rewind,
+                rewind(&pruned90, snapshot.clone())?,
+            ),
+        ] {
+            let (tuned, _) = train(start, &data.train, config, device)?;
+            results.push(accuracy(&tuned, data, device)?);
         }
     }
-    let [ft90, lr_rewound, weight_rewound] = recovery.each_ref().map(|r| Spread::of(r));
-    let differences: Vec<f64> = recovery[1]
-        .iter()
-        .zip(&recovery[0])
-        .map(|(lr, ft)| lr - ft)
-        .collect();
 
     eprintln!("prune: ablations at {REWIND_SPARSITY} (fine-tuned)");
     let mut ablations = vec![];
@@ -223,27 +352,19 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         (
             "global magnitude (reference)",
             "global_magnitude",
-            PruneConfig {
-                sparsity: REWIND_SPARSITY,
-                ..global.clone()
-            },
+            setup.at(REWIND_SPARSITY),
         ),
         (
             "per-layer magnitude",
             "layer_magnitude",
-            PruneConfig {
-                sparsity: REWIND_SPARSITY,
-                ..global.clone()
-            }
-            .with_scope(Scope::Layer),
+            setup.at(REWIND_SPARSITY).with_scope(Scope::Layer),
         ),
         (
             "global random",
             "global_random",
             PruneConfig {
-                sparsity: REWIND_SPARSITY,
                 seed: args.seed,
-                ..global.clone()
+                ..setup.at(REWIND_SPARSITY)
             }
             .with_criterion(Criterion::Random),
         ),
@@ -252,53 +373,59 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
             "nm_2_4",
             PruneConfig {
                 nm: Some(NmPattern { n: 2, m: 4 }),
-                ..global.clone()
+                ..setup.global.clone()
             },
         ),
     ] {
         let (pruned, report) = prune(mlp.clone(), &config)?;
-        let before = accuracy(&pruned, &data, &device)?;
-        let after = accuracy(
-            &train(pruned, &data.train, &finetune, &device)?.0,
-            &data,
-            &device,
-        )?;
-        ablations.push((name, key, report.sparsity(), before, after));
+        let before = accuracy(&pruned, data, device)?;
+        let (tuned, _) = train(pruned, &data.train, &setup.finetune, device)?;
+        ablations.push(Ablation {
+            name,
+            key,
+            sparsity: report.sparsity(),
+            before,
+            after: accuracy(&tuned, data, device)?,
+        });
     }
 
-    let total_steps = epochs * steps_per_epoch;
-    let gradual = Gradual {
-        initial: 0.0,
-        target: REWIND_SPARSITY,
-        start_step: steps_per_epoch.min(total_steps / 10).max(1),
-        end_step: (total_steps * 7 / 10).max(2),
-        every: (steps_per_epoch / 5).max(1),
-    };
     eprintln!("prune: gradual to {REWIND_SPARSITY} while training from scratch");
+    device.seed(setup.dense_training.seed);
     let (gradual_model, _) = train_gradual(
-        init,
+        setup.mlp.init(device)?,
         &data.train,
-        &dense_training,
-        &global,
-        &gradual,
-        &device,
+        &setup.dense_training,
+        &setup.global,
+        &setup.gradual,
+        device,
     )?;
-    let gradual_acc = accuracy(&gradual_model, &data, &device)?;
+    let gradual_accuracy = accuracy(&gradual_model, data, device)?;
 
-    eprintln!("prune: dense LeNet-5, {epochs} epochs");
-    device.seed(args.seed);
-    let (cnn, _) = train(
-        cnn_config.init(&device)?,
-        &data.train,
-        &dense_training,
-        &device,
-    )?;
-    let cnn_sweep = sweep("LeNet-5", &cnn, &data, &finetune, &device, &out, "cnn")?;
+    eprintln!(
+        "prune: dense LeNet-5, {} epochs",
+        setup.dense_training.epochs
+    );
+    let cnn_recipe = Recipe::new(&setup.cnn, &setup.dense_training, data, common);
+    let cnn = trained(&cnn_recipe, data, &models, None, reuse, device)?.model;
+    let cnn_sweep = sweep("LeNet-5", &cnn, data, &setup.finetune, device, out, "cnn")?;
 
     eprintln!("prune: sparse kernel against dense on LeNet-300-100's first layer");
-    let kernel = kernel_timings(&mlp, &device)?;
+    let kernel = kernel_timings(&mlp, device)?;
+    Ok(Results {
+        mlp: mlp_sweep,
+        cnn: cnn_sweep,
+        han,
+        recovery,
+        ablations,
+        gradual_accuracy,
+        kernel,
+    })
+}
 
-    // The report.
+fn render(args: &Args, setup: &Setup, results: &Results) -> Report {
+    let common = &args.common;
+    let epochs = setup.dense_training.epochs;
+    let ft_epochs = setup.finetune.epochs;
     let mut report = Report::new("Pruning: magnitude, iterative, rewinding on MNIST");
     if common.quick {
         report.section(
@@ -312,12 +439,18 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     for (name, sweep, pytorch, pytorch_dense, prefix) in [
         (
             "LeNet-300-100",
-            &mlp_sweep,
+            &results.mlp,
             PYTORCH_MLP,
             PYTORCH_MLP_DENSE,
             "mlp",
         ),
-        ("LeNet-5", &cnn_sweep, PYTORCH_CNN, PYTORCH_CNN_DENSE, "cnn"),
+        (
+            "LeNet-5",
+            &results.cnn,
+            PYTORCH_CNN,
+            PYTORCH_CNN_DENSE,
+            "cnn",
+        ),
     ] {
         let mut rows = vec![vec![
             "0 (dense)".into(),
@@ -328,24 +461,19 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
             "1.00".into(),
         ]];
         for (level, pytorch) in sweep.levels.iter().zip(pytorch) {
+            let size_ratio = sweep.dense_file_bytes as f64 / level.file_bytes as f64;
             rows.push(vec![
                 format!("{:.0}", level.sparsity * 100.0),
                 format!("{:.2}", level.no_finetune),
                 format!("{:.2}", level.finetune),
                 format!("{pytorch:.2}"),
                 format!("{:.0}", level.file_bytes as f64 / 1024.0),
-                format!(
-                    "{:.2}",
-                    sweep.dense_file_bytes as f64 / level.file_bytes as f64
-                ),
+                format!("{size_ratio:.2}"),
             ]);
             let pct = (level.sparsity * 100.0).round();
             report.metric(&format!("{prefix}_global_{pct}_acc"), level.no_finetune);
             report.metric(&format!("{prefix}_global_{pct}_ft_acc"), level.finetune);
-            report.metric(
-                &format!("{prefix}_global_{pct}_size_ratio"),
-                sweep.dense_file_bytes as f64 / level.file_bytes as f64,
-            );
+            report.metric(&format!("{prefix}_global_{pct}_size_ratio"), size_ratio);
         }
         report.metric(&format!("{prefix}_dense_acc"), sweep.dense);
         report.table(
@@ -373,12 +501,21 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
             args.finetune_lr
         ),
     );
+    render_han(&mut report, args, setup, results);
+    render_recovery(&mut report, args, setup, results);
+    render_ablations(&mut report, setup, results);
+    render_kernel(&mut report, args, results);
+    report
+}
 
-    let dense_acc = mlp_sweep.dense;
-    // Accuracies are whole test images (hundredths of a percent): round the differences to
-    // that, so that a difference of ten images reads 0.10, not 0.1000000000000085.
-    let han_drop = pp(dense_acc - han_acc);
-    let han_rows: Vec<Vec<String>> = han_rounds
+/// Han et al.'s rounds against the paper.
+fn render_han(report: &mut Report, args: &Args, setup: &Setup, results: &Results) {
+    let ft_epochs = setup.finetune.epochs;
+    let dense_acc = results.mlp.dense;
+    let han = &results.han;
+    let han_drop = round_pp(dense_acc - han.accuracy);
+    let han_rows: Vec<Vec<String>> = han
+        .rounds
         .iter()
         .enumerate()
         .map(|(i, (s, acc))| {
@@ -393,7 +530,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     report.table(
         &format!(
             "Han et al. 2015: iterative prune-retrain of LeNet-300-100 to {:.1}x fewer weights",
-            1.0 / (1.0 - han_sparsity)
+            1.0 / (1.0 - han.sparsity)
         ),
         &["round", "sparsity %", "accuracy %", "error %"],
         &han_rows,
@@ -406,25 +543,44 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
              the same fraction of the remaining weights globally and retrains {ft_epochs} epochs \
              as fine-tuning does.",
             100.0 - dense_acc,
-            100.0 - han_acc,
-            han_sparsity * 100.0,
+            100.0 - han.accuracy,
+            han.sparsity * 100.0,
             han_drop,
-            verdict(common.quick, han_drop <= TARGET_HAN_DROP_PP),
+            verdict(args.common.quick, han_drop <= TARGET_HAN_DROP_PP),
             PAPER_HAN_ERRORS.0,
             PAPER_HAN_ERRORS.1,
         ),
     );
-    report.metric("han_sparsity", han_sparsity);
-    report.metric("han_acc", han_acc);
+    report.metric("han_sparsity", han.sparsity);
+    report.metric("han_acc", han.accuracy);
     report.metric("han_acc_drop_pp", han_drop);
+}
 
-    let lr_minus_ft = pp(Spread::of(&differences).mean);
+/// Fine-tuning against learning-rate and weight rewinding, over seeds.
+fn render_recovery(report: &mut Report, args: &Args, setup: &Setup, results: &Results) {
+    let common = &args.common;
+    let epochs = setup.dense_training.epochs;
+    let ft_epochs = setup.finetune.epochs;
+    let recovery = &results.recovery;
+    let [ft90, lr_rewound, weight_rewound] = [
+        &recovery.finetune,
+        &recovery.lr_rewind,
+        &recovery.weight_rewind,
+    ]
+    .map(|r| Spread::of(r));
+    let lr_minus_ft = lr_minus_finetune(recovery);
     let per_seed = |r: &[f64]| {
         r.iter()
             .map(|a| format!("{a:.2}"))
             .collect::<Vec<_>>()
             .join(", ")
     };
+    let differences: Vec<f64> = recovery
+        .lr_rewind
+        .iter()
+        .zip(&recovery.finetune)
+        .map(|(lr, ft)| lr - ft)
+        .collect();
     report.table(
         &format!(
             "Recovery at {:.0} % sparsity, LeNet-300-100 ({ft_epochs} epochs each, {REWIND_SEEDS} seeds)",
@@ -435,20 +591,17 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
             vec![
                 format!("fine-tuning (constant lr {})", args.finetune_lr),
                 ft90.show(2),
-                per_seed(&recovery[0]),
+                per_seed(&recovery.finetune),
             ],
             vec![
                 "learning-rate rewinding (last epochs of the original cosine)".into(),
                 lr_rewound.show(2),
-                per_seed(&recovery[1]),
+                per_seed(&recovery.lr_rewind),
             ],
             vec![
-                format!(
-                    "weight rewinding to epoch {} + the same rates",
-                    epochs - ft_epochs.min(epochs)
-                ),
+                format!("weight rewinding to epoch {} + the same rates", epochs - ft_epochs.min(epochs)),
                 weight_rewound.show(2),
-                per_seed(&recovery[2]),
+                per_seed(&recovery.weight_rewind),
             ],
         ],
     );
@@ -456,25 +609,31 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         "Rewinding against fine-tuning",
         &format!(
             "Learning-rate rewinding minus fine-tuning, mean over seeds, to a hundredth of a \
-             point (one test image): {lr_minus_ft:+.2} pp (per seed: {}; target >= 0: {}). The \
+             point (one test image): {:+.2} pp (per seed: {}; target >= 0: {}). The \
              seed changes the order of the batches; the pruned network is the same.",
+            lr_minus_ft.mean,
             per_seed(&differences),
-            verdict(common.quick, lr_minus_ft >= 0.0)
+            verdict(common.quick, lr_minus_ft.mean >= 0.0)
         ),
     );
     report.metric("finetune_acc_at_90", ft90.mean);
     report.metric("lr_rewind_acc_at_90", lr_rewound.mean);
     report.metric("weight_rewind_acc_at_90", weight_rewound.mean);
-    report.metric("lr_rewind_minus_finetune_pp", lr_minus_ft);
+    report.metric("lr_rewind_minus_finetune_pp", lr_minus_ft.mean);
+}
 
-    let mut ablation_rows: Vec<Vec<String>> = ablations
+/// The ablations at the rewinding sparsity.
+fn render_ablations(report: &mut Report, setup: &Setup, results: &Results) {
+    let gradual = &setup.gradual;
+    let mut ablation_rows: Vec<Vec<String>> = results
+        .ablations
         .iter()
-        .map(|(name, _, s, before, after)| {
+        .map(|a| {
             vec![
-                name.to_string(),
-                format!("{:.1}", s * 100.0),
-                format!("{before:.2}"),
-                format!("{after:.2}"),
+                a.name.to_string(),
+                format!("{:.1}", a.sparsity * 100.0),
+                format!("{:.2}", a.before),
+                format!("{:.2}", a.after),
             ]
         })
         .collect();
@@ -485,7 +644,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         ),
         format!("{:.1}", REWIND_SPARSITY * 100.0),
         "-".into(),
-        format!("{gradual_acc:.2}"),
+        format!("{:.2}", results.gradual_accuracy),
     ]);
     report.table(
         "Ablations, LeNet-300-100",
@@ -497,11 +656,16 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         ],
         &ablation_rows,
     );
-    for (_, key, _, _, after) in &ablations {
-        report.metric(&format!("ablation_{key}_ft_acc"), *after);
+    for a in &results.ablations {
+        report.metric(&format!("ablation_{}_ft_acc", a.key), a.after);
     }
-    report.metric("gradual_acc_at_90", gradual_acc);
+    report.metric("gradual_acc_at_90", results.gradual_accuracy);
+}
 
+/// The CSR kernel against the backend's dense matmul.
+fn render_kernel(report: &mut Report, args: &Args, results: &Results) {
+    let common = &args.common;
+    let kernel = &results.kernel;
     let crossover = kernel
         .iter()
         .find(|k| k.sparse_us < k.dense_us)
@@ -540,21 +704,26 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     if let Some(s) = crossover {
         report.metric("sparse_kernel_crossover_sparsity", s);
     }
+}
 
-    for (file, title, sweep, pytorch) in [
+/// The accuracy-against-sparsity plots: file name and SVG.
+fn plots(results: &Results) -> Vec<(&'static str, String)> {
+    [
         (
             "mlp_accuracy.svg",
             "LeNet-300-100: global magnitude pruning",
-            &mlp_sweep,
+            &results.mlp,
             PYTORCH_MLP,
         ),
         (
             "cnn_accuracy.svg",
             "LeNet-5: global magnitude pruning",
-            &cnn_sweep,
+            &results.cnn,
             PYTORCH_CNN,
         ),
-    ] {
+    ]
+    .into_iter()
+    .map(|(file, title, sweep, pytorch)| {
         let remaining: Vec<f64> = sweep
             .levels
             .iter()
@@ -572,39 +741,9 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
                 Series::new("PyTorch, fine-tuned", &remaining, &pytorch),
             ],
         );
-        std::fs::write(out.join(file), svg)?;
-    }
-
-    let resolved = Resolved {
-        common,
-        data_dir: data_dir.display().to_string(),
-        mlp: &mlp_config,
-        cnn: &cnn_config,
-        dense_training: &dense_training,
-        finetune: &finetune,
-        lr_rewind: &lr_rewind,
-        levels: &LEVELS,
-        han_levels: &han_levels,
-        gradual: &gradual,
-        prune: &global,
-    };
-    report.write(&out, &resolved)?;
-    println!(
-        "MLP dense {:.2} %, 90 % fine-tuned {:.2} %; Han {:.1} % sparse {han_acc:.2} % ({han_drop:+.2} pp); \
-         LR rewinding - fine-tuning {lr_minus_ft:+.2} pp; CNN dense {:.2} %",
-        mlp_sweep.dense,
-        ft90.mean,
-        han_sparsity * 100.0,
-        cnn_sweep.dense
-    );
-    Ok(())
-}
-
-/// A difference of accuracies in percentage points, rounded to hundredths (one test image in
-/// 10,000).
-fn pp(difference: f64) -> f64 {
-    // `+ 0.0` turns a rounded -0.0 into 0.0.
-    (difference * 100.0).round() / 100.0 + 0.0
+        (file, svg)
+    })
+    .collect()
 }
 
 /// One-shot global magnitude pruning of `dense` at every level, with and without fine-tuning.
@@ -614,7 +753,7 @@ fn sweep(
     data: &Dataset,
     finetune: &TrainConfig,
     device: &Device,
-    out: &std::path::Path,
+    out: &Path,
     prefix: &str,
 ) -> anyhow::Result<Sweep> {
     let dense_acc = accuracy(dense, data, device)?;
@@ -654,20 +793,6 @@ struct KernelTiming {
     dense_us: f64,
 }
 
-/// Median microseconds of `f` over `KERNEL_REPEATS` runs after one warm-up.
-fn median_us(mut f: impl FnMut()) -> f64 {
-    f();
-    let mut times: Vec<f64> = (0..KERNEL_REPEATS)
-        .map(|_| {
-            let started = Instant::now();
-            f();
-            started.elapsed().as_secs_f64() * 1e6
-        })
-        .collect();
-    times.sort_by(f64::total_cmp);
-    times[times.len() / 2]
-}
-
 /// The first layer of the trained MLP pruned to each level: CSR against the backend's dense
 /// matmul on a batch of inputs.
 fn kernel_timings(mlp: &Model, device: &Device) -> anyhow::Result<Vec<KernelTiming>> {
@@ -687,12 +812,12 @@ fn kernel_timings(mlp: &Model, device: &Device) -> anyhow::Result<Vec<KernelTimi
             .map(|i| ((i * 37) % 255) as f32 / 255.0)
             .collect();
         let csr = Csr::from_dense_transposed(d_in, d_out, &w)?;
-        let sparse_us = median_us(|| {
+        let sparse_us = median_us(KERNEL_REPEATS, || {
             std::hint::black_box(csr.linear(&x, KERNEL_BATCH).ok());
         });
         let xt = Tensor::<2>::from_data(TensorData::new(x.clone(), [KERNEL_BATCH, d_in]), device);
         let wt = Tensor::<2>::from_data(TensorData::new(w, [d_in, d_out]), device);
-        let dense_us = median_us(|| {
+        let dense_us = median_us(KERNEL_REPEATS, || {
             let y = xt.clone().matmul(wt.clone());
             let _ = ember_tensor::device::sync(device);
             drop(y);

@@ -9,16 +9,19 @@ use std::time::Instant;
 use burn::tensor::Device;
 use ember_observe::{CalibrationConfig, ObserverConfig, ObserverKind, RangeMethod};
 use ember_quant::{
-    DynamicConfig, FloatType, QType, QuantLayers, Quantized, StaticConfig, WeightConfig, cast,
-    load_quantized, prepare_qat, quantize_dynamic, quantize_static, quantize_weights,
-    save_quantized, sensitivity,
+    DynamicConfig, FloatType, LayerSensitivity, QType, QuantLayers, Quantized, StaticConfig,
+    WeightConfig, cast, load_quantized, prepare_qat, quantize_dynamic, quantize_static,
+    quantize_weights, save_quantized, sensitivity,
 };
 use ember_tensor::LrSchedule;
 use ember_tensor::stats::read_f32;
-use ember_zoo::{Classifier, Dataset, LabeledData, LeNet5Config, MlpConfig, TrainConfig, train};
+use ember_zoo::{
+    Classifier, Dataset, LabeledData, LeNet5Config, MlpConfig, ModelConfig, TrainConfig, train,
+};
 use serde::Serialize;
 
-use super::{CommonArgs, EVAL_BATCH, Report, test_accuracy as accuracy, verdict};
+use super::trained::{Recipe, trained};
+use super::{CommonArgs, EVAL_BATCH, Report, round_pp, test_accuracy as accuracy, verdict};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -51,16 +54,12 @@ const TARGET_MLP_RATIO: f64 = 3.9;
 struct Resolved<'a> {
     common: &'a CommonArgs,
     data_dir: String,
-    training: &'a TrainConfig,
-    dynamic: &'a DynamicConfig,
-    static_int8: &'a StaticConfig,
-    int4: &'a WeightConfig,
-    int4_channel: &'a StaticConfig,
-    qat_training: &'a TrainConfig,
+    #[serde(flatten)]
+    setup: &'a Setup,
 }
 
-/// One row of a results table.
-struct Row {
+/// One quantized (or float) model: a row of a results table.
+struct Variant {
     method: String,
     accuracy: Option<f64>,
     /// Seconds to evaluate the test set.
@@ -72,166 +71,275 @@ struct Row {
     note: String,
 }
 
+impl Variant {
+    fn accuracy(&self) -> f64 {
+        self.accuracy.unwrap_or(f64::NAN)
+    }
+
+    /// How many times smaller its file is than `float`'s.
+    fn size_ratio(&self, float: &Variant) -> f64 {
+        match (float.bytes, self.bytes) {
+            (Some(f), Some(b)) => f as f64 / b as f64,
+            _ => f64::NAN,
+        }
+    }
+
+    /// Its accuracy minus `float`'s, to one test image.
+    fn drop_pp(&self, float: &Variant) -> f64 {
+        round_pp(float.accuracy() - self.accuracy())
+    }
+}
+
+/// The LeNet-300-100 rows.
+struct MlpResults {
+    float: Variant,
+    dynamic: Variant,
+    static_int8: Variant,
+    int4_weights: Variant,
+    casts: Vec<Variant>,
+    int4_channel_ptq: Variant,
+    int4_channel_qat: Variant,
+}
+
+impl MlpResults {
+    fn rows(&self) -> Vec<&Variant> {
+        let mut rows = vec![
+            &self.float,
+            &self.dynamic,
+            &self.static_int8,
+            &self.int4_weights,
+        ];
+        rows.extend(&self.casts);
+        rows.extend([&self.int4_channel_ptq, &self.int4_channel_qat]);
+        rows
+    }
+}
+
+/// The LeNet-5 rows.
+struct CnnResults {
+    float: Variant,
+    static_int8: Variant,
+    static_minmax: Variant,
+    dynamic: Variant,
+    int4_weights: Variant,
+    casts: Vec<Variant>,
+}
+
+impl CnnResults {
+    fn rows(&self) -> Vec<&Variant> {
+        let mut rows = vec![
+            &self.float,
+            &self.static_int8,
+            &self.static_minmax,
+            &self.dynamic,
+            &self.int4_weights,
+        ];
+        rows.extend(&self.casts);
+        rows
+    }
+}
+
+/// Everything the experiment measures.
+struct Results {
+    mlp: MlpResults,
+    cnn: CnnResults,
+    /// Static int8 LeNet-5 with each activation observer: name, config and accuracy.
+    observers: Vec<(&'static str, ObserverKind, f64)>,
+    sensitivity: Vec<LayerSensitivity>,
+}
+
+/// The experiment's recipes, resolved from the arguments.
+#[derive(Serialize)]
+struct Setup {
+    training: TrainConfig,
+    dynamic: DynamicConfig,
+    static_int8: StaticConfig,
+    int4: WeightConfig,
+    int4_channel: StaticConfig,
+    qat_training: TrainConfig,
+}
+
+impl Setup {
+    fn new(args: &Args) -> Self {
+        let quick = args.common.quick;
+        let training = TrainConfig {
+            epochs: if quick { 1 } else { args.epochs },
+            seed: args.seed,
+            ..TrainConfig::default()
+        };
+        let calibration = CalibrationConfig {
+            batch_size: 64,
+            max_batches: Some(if quick { 4 } else { args.calibration_batches }),
+            progress: false,
+        };
+        let static_int8 = StaticConfig {
+            calibration,
+            ..StaticConfig::default()
+        };
+        Self {
+            dynamic: DynamicConfig::default(),
+            int4: WeightConfig::int4_per_group(args.int4_group),
+            int4_channel: StaticConfig {
+                weights: WeightConfig {
+                    qtype: QType::Int4,
+                    ..WeightConfig::int8_per_channel()
+                },
+                observer: ObserverConfig::moving_average(),
+                ..static_int8.clone()
+            },
+            qat_training: TrainConfig {
+                epochs: if quick { 1 } else { args.qat_epochs },
+                learning_rate: 1e-4,
+                schedule: LrSchedule::Constant,
+                ..training.clone()
+            },
+            static_int8,
+            training,
+        }
+    }
+}
+
 pub fn run(args: &Args) -> anyhow::Result<()> {
     let common = &args.common;
     let device = common.backend.device()?;
     let (data, data_dir) = common.load_data()?;
     let out = common.out_dir("quant");
-    std::fs::create_dir_all(&out)?;
-    let (rows, cols) = (data.train.rows, data.train.cols);
-    let training = TrainConfig {
-        epochs: if common.quick { 1 } else { args.epochs },
-        seed: args.seed,
-        ..TrainConfig::default()
-    };
-    let calibration = CalibrationConfig {
-        batch_size: 64,
-        max_batches: Some(if common.quick {
-            4
-        } else {
-            args.calibration_batches
-        }),
-        progress: false,
-    };
-    let dynamic = DynamicConfig::default();
-    let static_int8 = StaticConfig {
-        calibration,
-        ..StaticConfig::default()
-    };
-    let int4 = WeightConfig::int4_per_group(args.int4_group);
-    let int4_channel = StaticConfig {
-        weights: WeightConfig {
-            qtype: QType::Int4,
-            ..WeightConfig::int8_per_channel()
-        },
-        observer: ObserverConfig::moving_average(),
-        ..static_int8.clone()
-    };
-    let qat_training = TrainConfig {
-        epochs: if common.quick { 1 } else { args.qat_epochs },
-        learning_rate: 1e-4,
-        schedule: LrSchedule::Constant,
-        ..training.clone()
-    };
-
-    eprintln!("quant: training LeNet-300-100, {} epochs", training.epochs);
-    device.seed(args.seed);
-    let mlp = MlpConfig::lenet_300_100(rows * cols, data.classes).init(&device)?;
-    let (mlp, _) = train(mlp, &data.train, &training, &device)?;
-    eprintln!("quant: training LeNet-5, {} epochs", training.epochs);
-    device.seed(args.seed);
-    let cnn = LeNet5Config::new(1, [rows, cols], data.classes).init(&device)?;
-    let (cnn, _) = train(cnn, &data.train, &training, &device)?;
-
-    let mut report = Report::new("Post-training quantization on MNIST");
     let files = out.join("models");
     std::fs::create_dir_all(&files)?;
-    let skeleton_mlp = || MlpConfig::lenet_300_100(rows * cols, data.classes).init(&device);
-    let skeleton_cnn = || LeNet5Config::new(1, [rows, cols], data.classes).init(&device);
+    let setup = Setup::new(args);
+    let results = compute(args, &setup, &data, &device, &files)?;
+    render(args, &results).write(
+        &out,
+        &Resolved {
+            common,
+            data_dir: data_dir.display().to_string(),
+            setup: &setup,
+        },
+    )
+}
 
-    // LeNet-300-100.
-    let mut bench = Bench {
-        data: &data,
-        device: &device,
-        dir: &files,
+fn compute(
+    args: &Args,
+    setup: &Setup,
+    data: &Dataset,
+    device: &Device,
+    files: &Path,
+) -> anyhow::Result<Results> {
+    let common = &args.common;
+    let (rows, cols) = (data.train.rows, data.train.cols);
+    let mlp_config = MlpConfig::lenet_300_100(rows * cols, data.classes);
+    let cnn_config = LeNet5Config::new(1, [rows, cols], data.classes);
+    let dense = |config: ModelConfig| {
+        let recipe = Recipe::new(&config, &setup.training, data, common);
+        trained(
+            &recipe,
+            data,
+            &common.models_dir(),
+            None,
+            common.reuse(),
+            device,
+        )
     };
-    let mlp_float = bench.float_row("mlp", &mlp, &skeleton_mlp()?)?;
-    let mut mlp_rows = vec![mlp_float.row];
-    eprintln!("quant: LeNet-300-100 dynamic int8");
-    let q = quantize_dynamic(mlp.clone(), &dynamic)?;
-    let mlp_dynamic = bench.quantized_row(
-        "mlp_dynamic_int8",
-        "dynamic int8 (per-tensor weights, uint8 activations per batch)",
-        &q,
-        skeleton_mlp()?,
-    )?;
-    mlp_rows.push(mlp_dynamic);
-    let q = quantize_static(mlp.clone(), &static_int8, &data.train, &device)?;
-    mlp_rows.push(bench.quantized_row(
-        "mlp_static_int8",
-        "static int8 (per-channel weights, histogram MSE activations)",
-        &q,
-        skeleton_mlp()?,
-    )?);
-    let q = quantize_weights(mlp.clone(), &int4)?;
-    mlp_rows.push(bench.quantized_row(
-        "mlp_int4_weights",
-        &format!("int4 weight-only, groups of {}", args.int4_group),
-        &q,
-        skeleton_mlp()?,
-    )?);
-    for to in [FloatType::F16, FloatType::BF16] {
-        mlp_rows.push(bench.cast_row("mlp", &mlp, to, skeleton_mlp()?)?);
-    }
-    // int4 per output channel, without groups: post-training against quantization-aware
-    // fine-tuning of the same scheme from the trained model.
-    eprintln!("quant: LeNet-300-100 int4 per channel, post-training and QAT");
-    let q = quantize_static(mlp.clone(), &int4_channel, &data.train, &device)?;
-    let mlp_int4_ptq = bench.quantized_row(
-        "mlp_int4_channel_ptq",
-        "static, int4 per-channel weights, post-training",
-        &q,
-        skeleton_mlp()?,
-    )?;
-    let qat = prepare_qat(mlp.clone(), &int4_channel)?;
-    let (trained, _) = train(qat.model.clone(), &data.train, &qat_training, &device)?;
-    let q = qat.convert(trained)?;
-    let mlp_int4_qat = bench.quantized_row(
-        "mlp_int4_channel_qat",
-        &format!(
-            "static, int4 per-channel weights, {} epoch(s) of quantization-aware training",
-            qat_training.epochs
-        ),
-        &q,
-        skeleton_mlp()?,
-    )?;
-    report.metric(
-        "mlp_int4_channel_ptq_acc",
-        mlp_int4_ptq.accuracy.unwrap_or(f64::NAN),
-    );
-    report.metric(
-        "mlp_int4_channel_qat_acc",
-        mlp_int4_qat.accuracy.unwrap_or(f64::NAN),
-    );
-    mlp_rows.push(mlp_int4_ptq);
-    mlp_rows.push(mlp_int4_qat);
+    eprintln!("quant: LeNet-300-100, {} epochs", setup.training.epochs);
+    let mlp = dense(ModelConfig::Mlp(mlp_config.clone()))?.mlp()?;
+    eprintln!("quant: LeNet-5, {} epochs", setup.training.epochs);
+    let cnn = dense(ModelConfig::LeNet5(cnn_config.clone()))?.lenet5()?;
+    let skeleton_mlp = || mlp_config.init(device);
+    let skeleton_cnn = || cnn_config.init(device);
+    let mut bench = Bench {
+        data,
+        device,
+        dir: files,
+    };
+    let (static_int8, int4_channel) = (&setup.static_int8, &setup.int4_channel);
+    let int4_method = format!("int4 weight-only, groups of {}", args.int4_group);
 
-    // LeNet-5.
-    let cnn_float = bench.float_row("cnn", &cnn, &skeleton_cnn()?)?;
-    let mut cnn_rows = vec![cnn_float.row];
-    eprintln!("quant: LeNet-5 static int8");
-    let q = quantize_static(cnn.clone(), &static_int8, &data.train, &device)?;
-    let cnn_static = bench.quantized_row(
-        "cnn_static_int8",
-        "static int8 (per-channel weights, histogram MSE activations)",
-        &q,
-        skeleton_cnn()?,
-    )?;
-    cnn_rows.push(cnn_static);
+    eprintln!("quant: LeNet-300-100 dynamic and static int8, int4, casts");
+    let mlp_results = MlpResults {
+        float: bench.float_row("mlp", &mlp, &skeleton_mlp()?)?,
+        dynamic: bench.quantized_row(
+            "mlp_dynamic_int8",
+            "dynamic int8 (per-tensor weights, uint8 activations per batch)",
+            &quantize_dynamic(mlp.clone(), &setup.dynamic)?,
+            skeleton_mlp()?,
+        )?,
+        static_int8: bench.quantized_row(
+            "mlp_static_int8",
+            "static int8 (per-channel weights, histogram MSE activations)",
+            &quantize_static(mlp.clone(), static_int8, &data.train, device)?,
+            skeleton_mlp()?,
+        )?,
+        int4_weights: bench.quantized_row(
+            "mlp_int4_weights",
+            &int4_method,
+            &quantize_weights(mlp.clone(), &setup.int4)?,
+            skeleton_mlp()?,
+        )?,
+        casts: [FloatType::F16, FloatType::BF16]
+            .into_iter()
+            .map(|to| bench.cast_row("mlp", &mlp, to, skeleton_mlp()?))
+            .collect::<anyhow::Result<_>>()?,
+        // int4 per output channel, without groups: post-training against quantization-aware
+        // fine-tuning of the same scheme from the trained model.
+        int4_channel_ptq: bench.quantized_row(
+            "mlp_int4_channel_ptq",
+            "static, int4 per-channel weights, post-training",
+            &quantize_static(mlp.clone(), int4_channel, &data.train, device)?,
+            skeleton_mlp()?,
+        )?,
+        int4_channel_qat: {
+            eprintln!("quant: LeNet-300-100 int4 per channel by QAT");
+            let qat = prepare_qat(mlp.clone(), int4_channel)?;
+            let (tuned, _) = train(qat.model.clone(), &data.train, &setup.qat_training, device)?;
+            bench.quantized_row(
+                "mlp_int4_channel_qat",
+                &format!(
+                    "static, int4 per-channel weights, {} epoch(s) of quantization-aware training",
+                    setup.qat_training.epochs
+                ),
+                &qat.convert(tuned)?,
+                skeleton_mlp()?,
+            )?
+        },
+    };
+
+    eprintln!("quant: LeNet-5 static and dynamic int8, int4, casts");
     let minmax = StaticConfig {
         weights: WeightConfig::int8_per_tensor(),
         observer: ObserverConfig::min_max(),
         ..static_int8.clone()
     };
-    let q = quantize_static(cnn.clone(), &minmax, &data.train, &device)?;
-    cnn_rows.push(bench.quantized_row(
-        "cnn_static_int8_minmax",
-        "static int8, per-tensor weights, min/max activations (ablation)",
-        &q,
-        skeleton_cnn()?,
-    )?);
-    let q = quantize_dynamic(cnn.clone(), &dynamic)?;
-    cnn_rows.push(bench.quantized_row("cnn_dynamic_int8", "dynamic int8", &q, skeleton_cnn()?)?);
-    let q = quantize_weights(cnn.clone(), &int4)?;
-    cnn_rows.push(bench.quantized_row(
-        "cnn_int4_weights",
-        &format!("int4 weight-only, groups of {}", args.int4_group),
-        &q,
-        skeleton_cnn()?,
-    )?);
-    for to in [FloatType::F16, FloatType::BF16] {
-        cnn_rows.push(bench.cast_row("cnn", &cnn, to, skeleton_cnn()?)?);
-    }
+    let cnn_results = CnnResults {
+        float: bench.float_row("cnn", &cnn, &skeleton_cnn()?)?,
+        static_int8: bench.quantized_row(
+            "cnn_static_int8",
+            "static int8 (per-channel weights, histogram MSE activations)",
+            &quantize_static(cnn.clone(), static_int8, &data.train, device)?,
+            skeleton_cnn()?,
+        )?,
+        static_minmax: bench.quantized_row(
+            "cnn_static_int8_minmax",
+            "static int8, per-tensor weights, min/max activations (ablation)",
+            &quantize_static(cnn.clone(), &minmax, &data.train, device)?,
+            skeleton_cnn()?,
+        )?,
+        dynamic: bench.quantized_row(
+            "cnn_dynamic_int8",
+            "dynamic int8",
+            &quantize_dynamic(cnn.clone(), &setup.dynamic)?,
+            skeleton_cnn()?,
+        )?,
+        int4_weights: bench.quantized_row(
+            "cnn_int4_weights",
+            &int4_method,
+            &quantize_weights(cnn.clone(), &setup.int4)?,
+            skeleton_cnn()?,
+        )?,
+        casts: [FloatType::F16, FloatType::BF16]
+            .into_iter()
+            .map(|to| bench.cast_row("cnn", &cnn, to, skeleton_cnn()?))
+            .collect::<anyhow::Result<_>>()?,
+    };
 
     // Every observer on the CNN's activations, weights per channel.
     eprintln!("quant: LeNet-5 observers");
@@ -253,57 +361,61 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
             "histogram, entropy (KL)",
             ObserverConfig::histogram(RangeMethod::Entropy),
         ),
-    ];
-    let mut observer_rows = Vec::new();
-    for (name, observer) in observers {
+    ]
+    .into_iter()
+    .map(|(name, observer)| {
         let config = StaticConfig {
             observer,
             ..static_int8.clone()
         };
-        let q = quantize_static(cnn.clone(), &config, &data.train, &device)?;
-        let acc = accuracy(&q.model, &data, &device)?;
-        observer_rows.push((name, observer.kind, acc));
-    }
+        let q = quantize_static(cnn.clone(), &config, &data.train, device)?;
+        Ok((name, observer.kind, accuracy(&q.model, data, device)?))
+    })
+    .collect::<anyhow::Result<_>>()?;
 
     eprintln!("quant: LeNet-5 sensitivity");
-    let layers = sensitivity(
+    let sensitivity = sensitivity(
         &cnn,
-        &static_int8,
+        static_int8,
         &data.train,
         &data.test,
         EVAL_BATCH,
-        &device,
+        device,
     )?;
+    Ok(Results {
+        mlp: mlp_results,
+        cnn: cnn_results,
+        observers,
+        sensitivity,
+    })
+}
 
-    // Metrics and report.
-    let mlp_drop = mlp_float.accuracy - mlp_rows[1].accuracy.unwrap_or(f64::NAN);
-    let mlp_ratio = ratio(mlp_float.bytes, mlp_rows[1].bytes);
-    let cnn_drop = cnn_float.accuracy - cnn_rows[1].accuracy.unwrap_or(f64::NAN);
-    let cnn_ratio = ratio(cnn_float.bytes, cnn_rows[1].bytes);
-    report.metric("mlp_float_acc", mlp_float.accuracy);
-    report.metric(
-        "mlp_int8_dynamic_acc",
-        mlp_rows[1].accuracy.unwrap_or(f64::NAN),
-    );
-    report.metric("mlp_int8_dynamic_acc_drop_pp", round2(mlp_drop));
-    report.metric("mlp_int8_size_ratio", round2(mlp_ratio));
-    report.metric("cnn_float_acc", cnn_float.accuracy);
-    report.metric(
-        "cnn_int8_static_acc",
-        cnn_rows[1].accuracy.unwrap_or(f64::NAN),
-    );
-    report.metric("cnn_int8_static_acc_drop_pp", round2(cnn_drop));
-    report.metric("cnn_int8_size_ratio", round2(cnn_ratio));
-    report.metric(
-        "cnn_int8_minmax_acc",
-        cnn_rows[2].accuracy.unwrap_or(f64::NAN),
-    );
-    report.metric("mlp_int4_acc", mlp_rows[3].accuracy.unwrap_or(f64::NAN));
+fn render(args: &Args, results: &Results) -> Report {
+    let common = &args.common;
+    let (mlp, cnn) = (&results.mlp, &results.cnn);
+    let mut report = Report::new("Post-training quantization on MNIST");
+    let mlp_drop = mlp.dynamic.drop_pp(&mlp.float);
+    let mlp_ratio = mlp.dynamic.size_ratio(&mlp.float);
+    let cnn_drop = cnn.static_int8.drop_pp(&cnn.float);
+    let cnn_ratio = cnn.static_int8.size_ratio(&cnn.float);
+    report.metric("mlp_float_acc", mlp.float.accuracy());
+    report.metric("mlp_int8_dynamic_acc", mlp.dynamic.accuracy());
+    report.metric("mlp_int8_dynamic_acc_drop_pp", mlp_drop);
+    report.metric("mlp_int8_size_ratio", round_pp(mlp_ratio));
+    report.metric("cnn_float_acc", cnn.float.accuracy());
+    report.metric("cnn_int8_static_acc", cnn.static_int8.accuracy());
+    report.metric("cnn_int8_static_acc_drop_pp", cnn_drop);
+    report.metric("cnn_int8_size_ratio", round_pp(cnn_ratio));
+    report.metric("cnn_int8_minmax_acc", cnn.static_minmax.accuracy());
+    report.metric("mlp_int4_acc", mlp.int4_weights.accuracy());
+    report.metric("cnn_int4_acc", cnn.int4_weights.accuracy());
+    report.metric("mlp_int4_channel_ptq_acc", mlp.int4_channel_ptq.accuracy());
+    report.metric("mlp_int4_channel_qat_acc", mlp.int4_channel_qat.accuracy());
     for (key, row) in [
-        ("mlp_float", &mlp_rows[0]),
-        ("mlp_int8_dynamic", &mlp_rows[1]),
-        ("cnn_float", &cnn_rows[0]),
-        ("cnn_int8_static", &cnn_rows[1]),
+        ("mlp_float", &mlp.float),
+        ("mlp_int8_dynamic", &mlp.dynamic),
+        ("cnn_float", &cnn.float),
+        ("cnn_int8_static", &cnn.static_int8),
     ] {
         report.metric(&format!("{key}_seconds"), row.seconds.unwrap_or(f64::NAN));
         if let Some((seconds, same)) = row.float_path {
@@ -311,7 +423,6 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
             report.metric(&format!("{key}_same_predictions_pct"), same);
         }
     }
-    report.metric("cnn_int4_acc", cnn_rows[4].accuracy.unwrap_or(f64::NAN));
 
     let quick = common.quick;
     report.table(
@@ -320,10 +431,10 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         &[
             vec![
                 "LeNet-300-100, dynamic int8: accuracy drop".into(),
-                format!("{:.2} pp", round2(mlp_drop)),
+                format!("{mlp_drop:.2} pp"),
                 format!("{:.2} pp", PYTORCH_MLP.0 - PYTORCH_MLP.1),
                 format!("<= {TARGET_DROP_PP} pp"),
-                verdict(quick, round2(mlp_drop) <= TARGET_DROP_PP).into(),
+                verdict(quick, mlp_drop <= TARGET_DROP_PP).into(),
             ],
             vec![
                 "LeNet-300-100, dynamic int8: size ratio".into(),
@@ -334,10 +445,10 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
             ],
             vec![
                 "LeNet-5, static int8: accuracy drop".into(),
-                format!("{:.2} pp", round2(cnn_drop)),
+                format!("{cnn_drop:.2} pp"),
                 format!("{:.2} pp", PYTORCH_CNN.0 - PYTORCH_CNN.1),
                 format!("<= {TARGET_DROP_PP} pp"),
-                verdict(quick, round2(cnn_drop) <= TARGET_DROP_PP).into(),
+                verdict(quick, cnn_drop <= TARGET_DROP_PP).into(),
             ],
         ],
     );
@@ -362,24 +473,17 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         "same predictions as float path %",
         "reload",
     ];
-    report.table(
-        "LeNet-300-100",
-        &header,
-        &table(&mlp_rows, mlp_float.accuracy, mlp_float.bytes),
-    );
-    report.table(
-        "LeNet-5",
-        &header,
-        &table(&cnn_rows, cnn_float.accuracy, cnn_float.bytes),
-    );
-    let rows: Vec<Vec<String>> = observer_rows
+    report.table("LeNet-300-100", &header, &table(&mlp.rows(), &mlp.float));
+    report.table("LeNet-5", &header, &table(&cnn.rows(), &cnn.float));
+    let rows: Vec<Vec<String>> = results
+        .observers
         .iter()
         .map(|(name, kind, acc)| {
             vec![
                 name.to_string(),
                 format!("{kind:?}"),
                 format!("{acc:.2}"),
-                format!("{:+.2}", acc - cnn_float.accuracy),
+                format!("{:+.2}", acc - cnn.float.accuracy()),
             ]
         })
         .collect();
@@ -388,7 +492,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         &["observer", "config", "test accuracy %", "change pp"],
         &rows,
     );
-    for (_, kind, acc) in &observer_rows {
+    for (_, kind, acc) in &results.observers {
         let key = match kind {
             ObserverKind::MinMax => "minmax".to_string(),
             ObserverKind::MovingAverage { .. } => "moving_average".into(),
@@ -400,7 +504,8 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         };
         report.metric(&format!("cnn_observer_{key}_acc"), *acc);
     }
-    let rows: Vec<Vec<String>> = layers
+    let rows: Vec<Vec<String>> = results
+        .sensitivity
         .iter()
         .map(|l| {
             vec![
@@ -439,25 +544,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
             common.backend
         ),
     );
-    report.write(
-        &out,
-        &Resolved {
-            common,
-            data_dir: data_dir.display().to_string(),
-            training: &training,
-            dynamic: &dynamic,
-            static_int8: &static_int8,
-            int4: &int4,
-            int4_channel: &int4_channel,
-            qat_training: &qat_training,
-        },
-    )
-}
-
-struct FloatRow {
-    row: Row,
-    accuracy: f64,
-    bytes: u64,
+    report
 }
 
 /// Evaluation, saving and reloading of each variant.
@@ -473,7 +560,7 @@ impl Bench<'_> {
         name: &str,
         model: &M,
         skeleton: &M,
-    ) -> anyhow::Result<FloatRow> {
+    ) -> anyhow::Result<Variant> {
         let (acc, seconds) = self.timed_accuracy(model)?;
         let float = Quantized {
             model: model.clone(),
@@ -483,17 +570,13 @@ impl Bench<'_> {
         let path = self.dir.join(format!("{name}_float.safetensors"));
         let bytes = save_quantized(&float, &path)?;
         let reload = self.reloads_identically(&float.model, skeleton.clone(), &path)?;
-        Ok(FloatRow {
-            row: Row {
-                method: "float32".into(),
-                accuracy: Some(acc),
-                seconds: Some(seconds),
-                float_path: None,
-                bytes: Some(bytes),
-                note: reload,
-            },
-            accuracy: acc,
-            bytes,
+        Ok(Variant {
+            method: "float32".into(),
+            accuracy: Some(acc),
+            seconds: Some(seconds),
+            float_path: None,
+            bytes: Some(bytes),
+            note: reload,
         })
     }
 
@@ -503,7 +586,7 @@ impl Bench<'_> {
         method: &str,
         q: &Quantized<M>,
         skeleton: M,
-    ) -> anyhow::Result<Row> {
+    ) -> anyhow::Result<Variant> {
         let (acc, seconds) = self.timed_accuracy(&q.model)?;
         let float_path = if q.clone().integer_layers().is_empty() {
             None
@@ -516,7 +599,7 @@ impl Bench<'_> {
         let path = self.dir.join(format!("{name}.safetensors"));
         let bytes = save_quantized(q, &path)?;
         let reload = self.reloads_identically(&q.model, skeleton, &path)?;
-        Ok(Row {
+        Ok(Variant {
             method: method.into(),
             accuracy: Some(acc),
             seconds: Some(seconds),
@@ -545,7 +628,7 @@ impl Bench<'_> {
         model: &M,
         to: FloatType,
         skeleton: M,
-    ) -> anyhow::Result<Row> {
+    ) -> anyhow::Result<Variant> {
         let method = format!("{to:?} cast").to_lowercase();
         match cast(model.clone(), to, self.device) {
             Ok(half) => {
@@ -557,7 +640,7 @@ impl Bench<'_> {
                 let file = format!("{name}_{}", format!("{to:?}").to_lowercase());
                 self.quantized_row(&file, &method, &q, skeleton)
             }
-            Err(e) => Ok(Row {
+            Err(e) => Ok(Variant {
                 method,
                 accuracy: None,
                 seconds: None,
@@ -592,18 +675,17 @@ impl Bench<'_> {
     }
 }
 
-fn table(rows: &[Row], float_acc: f64, float_bytes: u64) -> Vec<Vec<String>> {
+fn table(rows: &[&Variant], float: &Variant) -> Vec<Vec<String>> {
     rows.iter()
         .map(|r| {
             vec![
                 r.method.clone(),
                 r.accuracy.map_or("-".into(), |a| format!("{a:.2}")),
                 r.accuracy
-                    .map_or("-".into(), |a| format!("{:+.2}", a - float_acc)),
+                    .map_or("-".into(), |a| format!("{:+.2}", a - float.accuracy())),
                 r.bytes.map_or("-".into(), |b| b.to_string()),
-                r.bytes.map_or("-".into(), |b| {
-                    format!("{:.2}x", float_bytes as f64 / b as f64)
-                }),
+                r.bytes
+                    .map_or("-".into(), |_| format!("{:.2}x", r.size_ratio(float))),
                 r.seconds.map_or("-".into(), |s| format!("{s:.2}")),
                 r.float_path.map_or("-".into(), |(s, _)| format!("{s:.2}")),
                 r.float_path
@@ -612,14 +694,4 @@ fn table(rows: &[Row], float_acc: f64, float_bytes: u64) -> Vec<Vec<String>> {
             ]
         })
         .collect()
-}
-
-fn ratio(float_bytes: u64, bytes: Option<u64>) -> f64 {
-    bytes.map_or(f64::NAN, |b| float_bytes as f64 / b as f64)
-}
-
-/// Percentage points at the resolution of one test image in 10 000, without `-0.00`.
-fn round2(pp: f64) -> f64 {
-    let r = (pp * 100.0).round() / 100.0;
-    if r == 0.0 { 0.0 } else { r }
 }
