@@ -271,6 +271,19 @@ impl Default for StaticConfig {
     }
 }
 
+impl StaticConfig {
+    /// PyTorch's default for quantization-aware training (`get_default_qat_qconfig`): the
+    /// defaults with a moving-average min/max observer (momentum 0.01) on the inputs. Its range
+    /// stays on the device while training ([`crate::fake::DeviceRange`]), where a histogram
+    /// observer copies every layer's input to the host and searches its range at each step.
+    pub fn qat() -> Self {
+        Self {
+            observer: ObserverConfig::moving_average(),
+            ..Self::default()
+        }
+    }
+}
+
 /// A model whose layers observe their inputs: run calibration data through `model`, then
 /// [`Prepared::convert`].
 #[derive(Debug)]
@@ -355,8 +368,8 @@ pub struct Qat<M> {
 }
 
 /// Prepare `model` for quantization-aware training with the schemes of `config` (a moving
-/// average observer follows the inputs as training changes them; per-group weights are not
-/// supported here).
+/// average observer follows the inputs as training changes them, on the device: see
+/// [`StaticConfig::qat`]; per-group weights are not supported here).
 pub fn prepare_qat<M: Module + QuantLayers>(model: M, config: &StaticConfig) -> Result<Qat<M>> {
     if let WeightGranularity::PerInputGroup(_) = config.weights.granularity {
         return Err(Error::Scheme {
