@@ -46,6 +46,16 @@ pub enum Error {
         /// How many values are not finite.
         count: usize,
     },
+    /// A dependency group that does not fit the model, or a cut that cannot be made: a slice
+    /// whose shape disagrees with the group, every unit of a layer removed, a skeleton of
+    /// other widths.
+    #[error("structured pruning of `{group}`: {reason}")]
+    Group {
+        /// The group (or parameter) concerned.
+        group: String,
+        /// What is wrong.
+        reason: String,
+    },
     /// A schedule that cannot work.
     #[error("invalid schedule: {0}")]
     Schedule(String),

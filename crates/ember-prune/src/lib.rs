@@ -1,4 +1,4 @@
-//! Unstructured pruning of any burn model.
+//! Pruning of any burn model: unstructured masks and structured surgery.
 //!
 //! - [`prune`](mod@prune): score weights by magnitude or at random, per layer or globally, or
 //!   keep N of every M ([`PruneConfig`]); the masks are attached as burn reparameterizations
@@ -8,7 +8,8 @@
 //! - [`retrain`]: gradual pruning during training, iterative prune-and-retrain, weight
 //!   rewinding and lottery tickets;
 //! - [`report`]: the sparsity each layer has;
-//! - [`export`]: a sparse file whose size falls with sparsity, and loading it back.
+//! - [`export`]: a sparse file whose size falls with sparsity, and loading it back;
+//! - [`structured`]: whole neurons or filters scored and removed, the model rebuilt smaller.
 //!
 //! ```
 //! use burn::nn::LinearConfig;
@@ -30,6 +31,7 @@ pub mod prune;
 pub mod report;
 pub mod retrain;
 pub mod schedule;
+pub mod structured;
 
 pub use error::{Error, Result};
 pub use export::{export_sparse, load_sparse};
@@ -37,3 +39,4 @@ pub use prune::{Criterion, NmPattern, PruneConfig, Scope, compute_masks, prune};
 pub use report::{LayerSparsity, PruneReport, sparsity_report};
 pub use retrain::{Round, iterative_prune, rewind, train_gradual};
 pub use schedule::{Gradual, Rounds, geometric_levels, iterative_levels};
+pub use structured::{StructuredConfig, UnitCriterion, select_units, shrink, unit_scores};

@@ -617,3 +617,147 @@ ember_tensor::backend_tests! {
         }
     }
 }
+
+/// `Net` with `width` hidden neurons.
+fn net_of_width(width: usize, device: &Device) -> Net {
+    ember_tensor::init_now(Net {
+        hidden: LinearConfig::new(Blobs::DIM, width).init(device),
+        out: LinearConfig::new(width, 4).init(device),
+        relu: Relu::new(),
+    })
+}
+
+fn hidden_group(width: usize) -> ember_tensor::UnitGroup {
+    use ember_tensor::UnitSlice;
+    ember_tensor::UnitGroup {
+        name: "hidden".into(),
+        units: width,
+        producers: vec![
+            UnitSlice::new("hidden.weight", 1),
+            UnitSlice::new("hidden.bias", 0),
+        ],
+        consumers: vec![UnitSlice::new("out.weight", 0)],
+    }
+}
+
+fn logits(model: &Net, device: &Device) -> Vec<f32> {
+    let x: Vec<f32> = (0..3 * Blobs::DIM)
+        .map(|i| (i as f32 * 0.37).sin())
+        .collect();
+    read_f32(model.forward(Tensor::<4>::from_data(
+        TensorData::new(x, [3, 1, 1, Blobs::DIM]),
+        device,
+    )))
+    .unwrap()
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(24))]
+    /// Removing neurons that nothing reads (their outgoing weights all zero) leaves every
+    /// output as it was: the surgery moves each kept weight to its new place and no other.
+    #[test]
+    fn removing_units_nothing_reads_changes_no_output(
+        width in 2usize..24,
+        seed in 0u64..1000,
+        dead_bits in proptest::collection::vec(proptest::bool::ANY, 24),
+    ) {
+        let _seeded = seeded();
+        let device = Device::flex();
+        device.seed(seed);
+        let model = net_of_width(width, &device);
+        let dead: Vec<bool> = (0..width).map(|u| dead_bits[u] && u > 0).collect();
+        // Zero the outgoing weights (rows of `out.weight`, burn's [in, out]) of the dead units.
+        let mut values = BTreeMap::new();
+        let out = param_values(&model).into_iter().find(|p| p.info.path == "out.weight").unwrap();
+        let mut w = read_f32(out.flat).unwrap();
+        for (u, _) in dead.iter().enumerate().filter(|(_, d)| **d) {
+            w[u * 4..(u + 1) * 4].fill(0.0);
+        }
+        values.insert("out.weight".to_string(), w);
+        let model = ember_tensor::set_param_values(model, &values).unwrap();
+        let keep: Vec<usize> = (0..width).filter(|&u| !dead[u]).collect();
+        let kept = [("hidden".to_string(), keep.clone())].into();
+        let small = ember_prune::shrink(&model, &[hidden_group(width)], &kept, net_of_width(keep.len(), &device)).unwrap();
+        let (a, b) = (logits(&model, &device), logits(&small, &device));
+        for (a, b) in a.iter().zip(&b) {
+            proptest::prop_assert!((a - b).abs() <= 1e-5 * (1.0 + a.abs()), "{a} vs {b}");
+        }
+    }
+}
+
+/// L1 and L2 scores of neurons by hand, the lowest removed, and every refusal typed.
+#[test]
+fn structured_scores_by_hand_and_bad_cuts_are_typed_errors() {
+    use ember_prune::{StructuredConfig, UnitCriterion, select_units, shrink, unit_scores};
+    let _seeded = seeded();
+    let device = Device::flex();
+    let model = net_of_width(3, &device);
+    // hidden.weight is [8, 3]: neuron u is column u. Column u holds (u + 1) * (-1)^i / 10.
+    let w: Vec<f32> = (0..Blobs::DIM * 3)
+        .map(|i| {
+            let (row, u) = (i / 3, i % 3);
+            let sign = if row % 2 == 0 { 1.0 } else { -1.0 };
+            [0.3, 0.1, 0.2][u] * sign
+        })
+        .collect();
+    let model =
+        ember_tensor::set_param_values(model, &[("hidden.weight".to_string(), w)].into()).unwrap();
+    let group = hidden_group(3);
+    let l1 = unit_scores(&model, &group, UnitCriterion::L1).unwrap();
+    let l2 = unit_scores(&model, &group, UnitCriterion::L2).unwrap();
+    for (u, m) in [0.3f64, 0.1, 0.2].into_iter().enumerate() {
+        assert!((l1[u] - 8.0 * m).abs() < 1e-6, "{l1:?}");
+        assert!((l2[u] - (8.0 * m * m).sqrt()).abs() < 1e-6, "{l2:?}");
+    }
+    let config = StructuredConfig::new(UnitCriterion::L2, 0.34);
+    let kept = select_units(&model, std::slice::from_ref(&group), &config).unwrap();
+    assert_eq!(kept["hidden"], vec![0, 2], "the weakest neuron, 1, goes");
+    let small = shrink(
+        &model,
+        std::slice::from_ref(&group),
+        &kept,
+        net_of_width(2, &device),
+    )
+    .unwrap();
+    assert_eq!(small.hidden.weight.dims(), [Blobs::DIM, 2]);
+    assert_eq!(small.out.weight.dims(), [2, 4]);
+
+    // A skeleton of another width, a group whose shapes disagree, every unit removed.
+    let err = shrink(
+        &model,
+        std::slice::from_ref(&group),
+        &kept,
+        net_of_width(3, &device),
+    )
+    .unwrap_err();
+    assert!(
+        matches!(&err, Error::Tensor(ember_tensor::Error::ValueShape { path, .. }) if path.starts_with("hidden.")),
+        "{err}"
+    );
+    let wrong = ember_tensor::UnitGroup {
+        units: 4,
+        ..group.clone()
+    };
+    assert!(matches!(
+        select_units(&model, &[wrong], &config),
+        Err(Error::Group { .. })
+    ));
+    let every = [("hidden".to_string(), vec![])].into();
+    assert!(matches!(
+        shrink(
+            &model,
+            std::slice::from_ref(&group),
+            &every,
+            net_of_width(1, &device)
+        ),
+        Err(Error::Group { .. })
+    ));
+    let none_left = StructuredConfig {
+        min_keep: 0,
+        ..StructuredConfig::new(UnitCriterion::L1, 1.0)
+    };
+    assert!(matches!(
+        select_units(&model, &[group], &none_left),
+        Err(Error::Group { .. })
+    ));
+}

@@ -31,6 +31,7 @@ pub mod select;
 pub mod stats;
 pub mod testing;
 pub mod train;
+pub mod units;
 pub mod walk;
 
 pub use device::BackendKind;
@@ -41,6 +42,7 @@ pub use train::{
     Batch, Classifier, EvalReport, LabeledData, LrSchedule, TrainConfig, TrainReport, evaluate,
     fit, fit_with_hook, train, train_with_hook,
 };
+pub use units::{UnitGroup, UnitSlice};
 pub use walk::{
     ParamInfo, ParamValue, WeightAxes, init_now, param_values, params, set_param_values,
 };

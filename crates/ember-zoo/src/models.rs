@@ -1,6 +1,8 @@
 //! Reference models: multi-layer perceptrons (LeNet-300-100, Hinton's MNIST nets) and
 //! LeNet-5. Input size and class count come from the data, not from constants.
 
+use std::collections::BTreeMap;
+
 use burn::module::Module;
 use burn::nn::conv::Conv2dConfig;
 use burn::nn::pool::{MaxPool2d, MaxPool2dConfig};
@@ -9,7 +11,7 @@ use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
 use ember_quant::nn::{Conv2d, Linear, QuantLayer, QuantLayers};
-use ember_tensor::{Classifier, init_now};
+use ember_tensor::{Classifier, UnitGroup, UnitSlice, init_now};
 
 use crate::{Error, Result};
 
@@ -58,6 +60,47 @@ impl MlpConfig {
                     "more parameters than fit in memory",
                 )
             })
+    }
+
+    /// The dependency groups of structured pruning: one per hidden layer, its neurons being
+    /// output columns of `layers.<i>.weight` (burn's `[in, out]`) and entries of
+    /// `layers.<i>.bias`, read as input rows of `layers.<i+1>.weight`. `prefix` is the model's
+    /// path inside a larger one (`Mlp.` inside [`crate::Model`], empty for a bare `Mlp`).
+    pub fn neuron_groups(&self, prefix: &str) -> Vec<UnitGroup> {
+        self.hidden
+            .iter()
+            .enumerate()
+            .map(|(i, &units)| UnitGroup {
+                name: format!("{prefix}layers.{i}"),
+                units,
+                producers: vec![
+                    UnitSlice::new(format!("{prefix}layers.{i}.weight"), 1),
+                    UnitSlice::new(format!("{prefix}layers.{i}.bias"), 0),
+                ],
+                consumers: vec![UnitSlice::new(
+                    format!("{prefix}layers.{}.weight", i + 1),
+                    0,
+                )],
+            })
+            .collect()
+    }
+
+    /// The same network with the hidden widths that structured pruning kept (the number of
+    /// units each of [`MlpConfig::neuron_groups`] keeps, by group name).
+    pub fn with_kept(&self, prefix: &str, kept: &BTreeMap<String, Vec<usize>>) -> Result<Self> {
+        let hidden = self
+            .neuron_groups(prefix)
+            .iter()
+            .map(|g| {
+                kept.get(&g.name).map(Vec::len).ok_or_else(|| {
+                    invalid("hidden", &g.name, "structured pruning kept no list for it")
+                })
+            })
+            .collect::<Result<_>>()?;
+        Ok(Self {
+            hidden,
+            ..self.clone()
+        })
     }
 
     /// Check the config and build the model on `device`, its parameters drawn from the
