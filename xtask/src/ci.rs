@@ -62,7 +62,14 @@ pub fn run(args: &CiArgs) -> anyhow::Result<()> {
 fn repro_smoke_runs() -> anyhow::Result<()> {
     let xtask = std::env::current_exe().context("cannot find the xtask binary")?;
     let out = crate::repro::workspace_root().join("target/ci-repro");
-    for experiment in ["baseline", "quant", "prune", "lottery", "distill"] {
+    for experiment in [
+        "baseline",
+        "quant",
+        "prune",
+        "structured",
+        "lottery",
+        "distill",
+    ] {
         eprintln!("xtask ci: repro {experiment} --quick");
         let status = Command::new(&xtask)
             .args(["repro", experiment, "--quick", "--out"])

@@ -10,6 +10,7 @@ pub mod machine;
 mod plot;
 mod prune;
 mod quant;
+mod structured;
 mod trained;
 
 use std::collections::BTreeMap;
@@ -31,6 +32,9 @@ pub enum Experiment {
     /// Magnitude pruning of LeNet-300-100 and LeNet-5, Han et al.'s iterative pruning,
     /// rewinding, ablations, sparse sizes and the sparse kernel.
     Prune(prune::Args),
+    /// Structured pruning of LeNet-300-100: half its neurons removed, the model rebuilt smaller
+    /// and fine-tuned, and its speed.
+    Structured(structured::Args),
     /// Frankle & Carbin's lottery tickets on LeNet-300-100, with the random-reinit control.
     Lottery(lottery::Args),
     /// Post-training quantization of LeNet-300-100 and LeNet-5: dynamic and static int8, int4,
@@ -44,6 +48,7 @@ pub fn run(experiment: Experiment) -> anyhow::Result<()> {
         Experiment::Distill(args) => distill::run(&args),
         Experiment::Prune(args) => prune::run(&args),
         Experiment::Lottery(args) => lottery::run(&args),
+        Experiment::Structured(args) => structured::run(&args),
         Experiment::Quant(args) => quant::run(&args),
     }
 }
