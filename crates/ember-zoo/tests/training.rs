@@ -248,3 +248,63 @@ fn unknown_backend_name_is_a_typed_error() {
     let err = "tpu".parse::<ember_tensor::BackendKind>().unwrap_err();
     assert!(err.to_string().contains("unknown backend `tpu`"));
 }
+
+/// Half of LeNet-300-100's neurons removed by L2 norm: the smaller network keeps the kept
+/// neurons' weights, saves and reloads through its own config, and the dense file does not load
+/// as the pruned model.
+#[test]
+fn a_structurally_pruned_mlp_reloads_through_its_config() {
+    use ember_prune::{StructuredConfig, UnitCriterion, select_units, shrink};
+    let device = flex_device();
+    let dir = tempfile::tempdir().unwrap();
+    let config = MlpConfig::lenet_300_100(784, 10);
+    let dense = config.init(&device).unwrap();
+    let groups = config.neuron_groups("");
+    let kept = select_units(
+        &dense,
+        &groups,
+        &StructuredConfig::new(UnitCriterion::L2, 0.5),
+    )
+    .unwrap();
+    let small_config = config.with_kept("", &kept).unwrap();
+    assert_eq!(small_config.hidden, vec![150, 50]);
+    let small = shrink(&dense, &groups, &kept, small_config.init(&device).unwrap()).unwrap();
+    // The first layer's columns are the kept neurons' columns of the dense one.
+    let values = |m: &ember_zoo::Mlp| -> std::collections::BTreeMap<String, Vec<f32>> {
+        ember_tensor::param_values(m)
+            .into_iter()
+            .map(|p| (p.info.path, ember_tensor::stats::read_f32(p.flat).unwrap()))
+            .collect()
+    };
+    let (dense_values, small_values) = (values(&dense), values(&small));
+    let (w_dense, w_small) = (
+        &dense_values["layers.0.weight"],
+        &small_values["layers.0.weight"],
+    );
+    for row in [0, 391, 783] {
+        for (j, &u) in kept["layers.0"].iter().enumerate() {
+            assert_eq!(w_small[row * 150 + j], w_dense[row * 300 + u]);
+        }
+    }
+    let small_config = ModelConfig::Mlp(small_config);
+    let path = dir.path().join("small.bpk");
+    save_model(small.clone(), &small_config, &path).unwrap();
+    let (loaded, loaded_config) = load_model(&path, &device).unwrap();
+    assert_eq!(loaded_config, small_config);
+    let ember_zoo::Model::Mlp(loaded) = loaded else {
+        panic!("not an MLP")
+    };
+    assert_eq!(values(&loaded), small_values);
+    // The dense weights with the pruned config beside them: a typed error, not a model.
+    let dense_path = dir.path().join("dense.bpk");
+    save_model(dense, &ModelConfig::Mlp(config), &dense_path).unwrap();
+    std::fs::copy(
+        ember_zoo::saved::config_path(&path),
+        ember_zoo::saved::config_path(&dense_path),
+    )
+    .unwrap();
+    assert!(matches!(
+        load_model(&dense_path, &device),
+        Err(Error::ModelFile { .. })
+    ));
+}
