@@ -129,6 +129,17 @@ impl PruneConfig {
     }
 }
 
+/// A typed error if `values` of `path` hold NaN or infinity: no ranking of them means anything.
+pub(crate) fn check_finite(path: &str, values: &[f32]) -> Result<()> {
+    match values.iter().filter(|v| !v.is_finite()).count() {
+        0 => Ok(()),
+        count => Err(Error::NonFinite {
+            path: path.to_string(),
+            count,
+        }),
+    }
+}
+
 pub(crate) fn check_sparsity(what: &str, value: f64) -> Result<()> {
     if (0.0..=1.0).contains(&value) {
         Ok(())
@@ -177,13 +188,7 @@ pub fn compute_masks<M: Module>(model: &M, config: &PruneConfig) -> Result<Masks
             continue;
         };
         let weights = read_f32(value.flat.clone())?;
-        let non_finite = weights.iter().filter(|w| !w.is_finite()).count();
-        if non_finite > 0 {
-            return Err(Error::NonFinite {
-                path: info.path.clone(),
-                count: non_finite,
-            });
-        }
+        check_finite(&info.path, &weights)?;
         let kept = match current.get(&info.path) {
             Some(mask) => Some(read_flags(mask.clone())?),
             None => None,

@@ -16,7 +16,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
-use crate::prune::check_sparsity;
+use crate::prune::{check_finite, check_sparsity};
 use crate::{Error, Result};
 
 /// How a unit is scored; the lowest scores are removed.
@@ -118,12 +118,7 @@ fn scores(group: &UnitGroup, values: &Values, criterion: UnitCriterion) -> Resul
         .first()
         .ok_or_else(|| group_error(&group.name, "no producer to score"))?;
     let (shape, flat) = &values[&scored.path];
-    if let Some(count) = Some(flat.iter().filter(|v| !v.is_finite()).count()).filter(|&c| c > 0) {
-        return Err(Error::NonFinite {
-            path: scored.path.clone(),
-            count,
-        });
-    }
+    check_finite(&scored.path, flat)?;
     if let UnitCriterion::Random { seed } = criterion {
         let mut rng = StdRng::seed_from_u64(seed);
         return Ok((0..group.units).map(|_| rng.random::<f64>()).collect());

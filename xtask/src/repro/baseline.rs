@@ -11,7 +11,7 @@ use ember_zoo::{
 };
 use serde::Serialize;
 
-use super::trained::{Recipe, Reuse, trained};
+use super::trained::{Recipe, trained};
 use super::{CommonArgs, EVAL_BATCH, QUICK_TEST, QUICK_TRAIN, Report, verdict};
 
 #[derive(clap::Args, Debug)]
@@ -76,14 +76,14 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         &Recipe::new(&mlp_config, &mlp_training, &data, common),
         &data,
         &device,
-        &common.models_dir(),
+        common,
     )?;
     let cnn = run_one(
         "LeNet-5",
         &Recipe::new(&cnn_config, &cnn_training, &data, common),
         &data,
         &device,
-        &common.models_dir(),
+        common,
     )?;
 
     let mut report = Report::new("Baseline: dense LeNet-300-100 and LeNet-5 on MNIST");
@@ -218,11 +218,15 @@ fn run_one(
     recipe: &Recipe,
     data: &Dataset,
     device: &burn::tensor::Device,
-    models: &std::path::Path,
+    common: &CommonArgs,
 ) -> anyhow::Result<Run> {
     eprintln!("training {name} ({} epochs)", recipe.training.epochs);
     let started = Instant::now();
-    let trained = trained(recipe, data, models, None, Reuse::Retrain, device)?;
+    let always = CommonArgs {
+        retrain: true,
+        ..common.clone()
+    };
+    let trained = trained(recipe, data, &always, None, device)?;
     let wall_seconds = started.elapsed().as_secs_f64();
     let train_report = trained
         .report

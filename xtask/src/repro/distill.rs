@@ -304,15 +304,7 @@ fn compute(args: &Args, setup: &Setup, data: &Dataset, device: &Device) -> anyho
             common,
         )
         .jittered(args.jitter);
-        let teacher = trained(
-            &recipe,
-            data,
-            &common.models_dir(),
-            None,
-            common.reuse(),
-            device,
-        )?
-        .mlp()?;
+        let teacher = trained(&recipe, data, common, None, device)?.mlp()?;
         results.teachers.evals.push(eval(&teacher)?);
         eprintln!(
             "seed {seed}: teacher makes {} errors",

@@ -128,9 +128,8 @@ fn compute(
         training.epochs,
         schedule.len()
     );
-    let reuse = common.reuse();
     let recipe = Recipe::new(config, training, data, common);
-    let dense = trained(&recipe, data, &common.models_dir(), Some(0), reuse, device)?;
+    let dense = trained(&recipe, data, common, Some(0), device)?;
     let init = dense
         .snapshot
         .ok_or_else(|| anyhow::anyhow!("no initial weights"))?;

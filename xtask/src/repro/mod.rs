@@ -177,15 +177,6 @@ impl CommonArgs {
         self.out_dir("models")
     }
 
-    /// Whether a saved model with a matching recipe may stand in for training it (`--retrain`).
-    pub fn reuse(&self) -> trained::Reuse {
-        if self.retrain {
-            trained::Reuse::Retrain
-        } else {
-            trained::Reuse::Saved
-        }
-    }
-
     pub fn out_dir(&self, experiment: &str) -> PathBuf {
         self.out
             .clone()

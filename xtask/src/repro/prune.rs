@@ -174,6 +174,22 @@ struct Recovery {
     weight_rewind: Vec<f64>,
 }
 
+impl Recovery {
+    /// Learning-rate rewinding minus fine-tuning, per seed.
+    fn lr_minus_finetune(&self) -> Vec<f64> {
+        self.lr_rewind
+            .iter()
+            .zip(&self.finetune)
+            .map(|(lr, ft)| lr - ft)
+            .collect()
+    }
+
+    /// Its mean over seeds, to one test image.
+    fn lr_minus_finetune_pp(&self) -> f64 {
+        round_pp(Spread::of(&self.lr_minus_finetune()).mean)
+    }
+}
+
 struct Ablation {
     name: &'static str,
     key: &'static str,
@@ -228,25 +244,10 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         results.han.sparsity * 100.0,
         results.han.accuracy,
         round_pp(results.mlp.dense - results.han.accuracy),
-        lr_minus_finetune(&results.recovery).mean,
+        results.recovery.lr_minus_finetune_pp(),
         results.cnn.dense
     );
     Ok(())
-}
-
-/// Learning-rate rewinding minus fine-tuning, per seed, rounded to one test image.
-fn lr_minus_finetune(recovery: &Recovery) -> Spread {
-    let differences: Vec<f64> = recovery
-        .lr_rewind
-        .iter()
-        .zip(&recovery.finetune)
-        .map(|(lr, ft)| lr - ft)
-        .collect();
-    let spread = Spread::of(&differences);
-    Spread {
-        mean: round_pp(spread.mean),
-        ..spread
-    }
 }
 
 fn compute(
@@ -257,22 +258,13 @@ fn compute(
     out: &Path,
 ) -> anyhow::Result<Results> {
     let common = &args.common;
-    let models = common.models_dir();
-    let reuse = common.reuse();
     let mlp_recipe = Recipe::new(&setup.mlp, &setup.dense_training, data, common);
     eprintln!(
         "prune: dense LeNet-300-100, {} epochs",
         setup.dense_training.epochs
     );
     // The baseline's LeNet-300-100, with its weights at `rewind_step` for weight rewinding.
-    let dense = trained(
-        &mlp_recipe,
-        data,
-        &models,
-        Some(setup.rewind_step),
-        reuse,
-        device,
-    )?;
+    let dense = trained(&mlp_recipe, data, common, Some(setup.rewind_step), device)?;
     let snapshot = dense
         .snapshot
         .clone()
@@ -406,7 +398,7 @@ fn compute(
         setup.dense_training.epochs
     );
     let cnn_recipe = Recipe::new(&setup.cnn, &setup.dense_training, data, common);
-    let cnn = trained(&cnn_recipe, data, &models, None, reuse, device)?.model;
+    let cnn = trained(&cnn_recipe, data, common, None, device)?.model;
     let cnn_sweep = sweep("LeNet-5", &cnn, data, &setup.finetune, device, out, "cnn")?;
 
     eprintln!("prune: sparse kernel against dense on LeNet-300-100's first layer");
@@ -568,19 +560,14 @@ fn render_recovery(report: &mut Report, args: &Args, setup: &Setup, results: &Re
         &recovery.weight_rewind,
     ]
     .map(|r| Spread::of(r));
-    let lr_minus_ft = lr_minus_finetune(recovery);
+    let lr_minus_ft = recovery.lr_minus_finetune_pp();
     let per_seed = |r: &[f64]| {
         r.iter()
             .map(|a| format!("{a:.2}"))
             .collect::<Vec<_>>()
             .join(", ")
     };
-    let differences: Vec<f64> = recovery
-        .lr_rewind
-        .iter()
-        .zip(&recovery.finetune)
-        .map(|(lr, ft)| lr - ft)
-        .collect();
+    let differences = recovery.lr_minus_finetune();
     report.table(
         &format!(
             "Recovery at {:.0} % sparsity, LeNet-300-100 ({ft_epochs} epochs each, {REWIND_SEEDS} seeds)",
@@ -611,15 +598,15 @@ fn render_recovery(report: &mut Report, args: &Args, setup: &Setup, results: &Re
             "Learning-rate rewinding minus fine-tuning, mean over seeds, to a hundredth of a \
              point (one test image): {:+.2} pp (per seed: {}; target >= 0: {}). The \
              seed changes the order of the batches; the pruned network is the same.",
-            lr_minus_ft.mean,
+            lr_minus_ft,
             per_seed(&differences),
-            verdict(common.quick, lr_minus_ft.mean >= 0.0)
+            verdict(common.quick, lr_minus_ft >= 0.0)
         ),
     );
     report.metric("finetune_acc_at_90", ft90.mean);
     report.metric("lr_rewind_acc_at_90", lr_rewound.mean);
     report.metric("weight_rewind_acc_at_90", weight_rewound.mean);
-    report.metric("lr_rewind_minus_finetune_pp", lr_minus_ft.mean);
+    report.metric("lr_rewind_minus_finetune_pp", lr_minus_ft);
 }
 
 /// The ablations at the rewinding sparsity.

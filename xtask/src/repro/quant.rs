@@ -231,14 +231,7 @@ fn compute(
     let cnn_config = LeNet5Config::new(1, [rows, cols], data.classes);
     let dense = |config: ModelConfig| {
         let recipe = Recipe::new(&config, &setup.training, data, common);
-        trained(
-            &recipe,
-            data,
-            &common.models_dir(),
-            None,
-            common.reuse(),
-            device,
-        )
+        trained(&recipe, data, common, None, device)
     };
     eprintln!("quant: LeNet-300-100, {} epochs", setup.training.epochs);
     let mlp = dense(ModelConfig::Mlp(mlp_config.clone()))?.mlp()?;

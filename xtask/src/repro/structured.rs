@@ -143,19 +143,11 @@ fn compute(
         "structured: dense LeNet-300-100, {} epochs",
         training.epochs
     );
-    let dense = trained(
-        &recipe,
-        data,
-        &common.models_dir(),
-        None,
-        common.reuse(),
-        device,
-    )?
-    .mlp()?;
+    let dense = trained(&recipe, data, common, None, device)?.mlp()?;
     let dense_acc = accuracy(&dense, data, device)?;
     let groups = config.neuron_groups("");
     let mut rows = vec![];
-    let mut pruned_config = config.clone();
+    // The L2-pruned, fine-tuned model (the first row) and its config: the one timed.
     let mut first_pruned = None;
     for (criterion, name, key) in [
         (UnitCriterion::L2, "L2 norm", "l2"),
@@ -173,7 +165,7 @@ fn compute(
             ..structured.clone()
         };
         let kept = select_units(&dense, &groups, &cut)?;
-        pruned_config = config.with_kept("", &kept)?;
+        let pruned_config = config.with_kept("", &kept)?;
         let pruned: Mlp = shrink(&dense, &groups, &kept, pruned_config.init(device)?)?;
         let pruned_acc = accuracy(&pruned, data, device)?;
         let (tuned, _) = train(pruned, &data.train, finetune, device)?;
@@ -182,7 +174,7 @@ fn compute(
             "structured: {name}: widths {:?}, {pruned_acc:.2} % -> fine-tuned {tuned_acc:.2} %",
             pruned_config.hidden
         );
-        first_pruned.get_or_insert(tuned);
+        first_pruned.get_or_insert((tuned, pruned_config));
         rows.push(Row {
             criterion: name,
             key,
@@ -190,7 +182,8 @@ fn compute(
             finetuned: tuned_acc,
         });
     }
-    let pruned = first_pruned.ok_or_else(|| anyhow::anyhow!("no criterion ran"))?;
+    let (pruned, pruned_config) =
+        first_pruned.ok_or_else(|| anyhow::anyhow!("no criterion ran"))?;
 
     eprintln!("structured: the small architecture from scratch");
     let scratch_recipe = Recipe::new(
@@ -199,15 +192,7 @@ fn compute(
         data,
         common,
     );
-    let scratch = trained(
-        &scratch_recipe,
-        data,
-        &common.models_dir(),
-        None,
-        common.reuse(),
-        device,
-    )?
-    .mlp()?;
+    let scratch = trained(&scratch_recipe, data, common, None, device)?.mlp()?;
     let scratch_acc = accuracy(&scratch, data, device)?;
 
     let inputs = config.input;

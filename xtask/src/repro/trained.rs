@@ -86,26 +86,19 @@ impl Trained {
     }
 }
 
-/// What [`trained`] should do when a saved model matches.
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub enum Reuse {
-    /// Load it.
-    Saved,
-    /// Train anyway (the caller measures training), and save the result.
-    Retrain,
-}
-
 /// The model `recipe` trains, with the weights after `snapshot_step` steps if asked: loaded from
-/// `dir` if an earlier run saved it there with the same recipe (and that snapshot), else
-/// trained from `Device::seed(recipe.training.seed)` and saved there.
+/// `common.models_dir()` if an earlier run saved it there with the same recipe (and that
+/// snapshot) and `--retrain` is not set, else trained from `Device::seed(recipe.training.seed)`
+/// and saved there.
 pub fn trained(
     recipe: &Recipe,
     data: &Dataset,
-    dir: &Path,
+    common: &CommonArgs,
     snapshot_step: Option<usize>,
-    reuse: Reuse,
     device: &Device,
 ) -> anyhow::Result<Trained> {
+    let dir = common.models_dir();
+    let dir = dir.as_path();
     let recipe_json = serde_json::to_string_pretty(recipe)?;
     let stem = format!(
         "{}-{:016x}",
@@ -121,7 +114,7 @@ pub fn trained(
     };
 
     let saved = std::fs::read_to_string(&recipe_path).ok();
-    if reuse == Reuse::Saved && saved.as_deref() == Some(recipe_json.as_str()) {
+    if !common.retrain && saved.as_deref() == Some(recipe_json.as_str()) {
         let load = |p: &Path| load_model(p, device).map(|(m, _)| m);
         let snapshot = match (&snapshot_path, snapshot_step) {
             (_, Some(0)) => Some(Ok(init()?)),
@@ -189,8 +182,13 @@ fn name(config: &ModelConfig) -> String {
 }
 
 /// The checked-out commit, with a hash of any uncommitted change to it ("unknown" outside a
-/// git checkout).
+/// git checkout); asked of git once per run.
 fn commit() -> String {
+    static COMMIT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    COMMIT.get_or_init(ask_git).clone()
+}
+
+fn ask_git() -> String {
     let git = |args: &[&str]| {
         std::process::Command::new("git")
             .args(args)
