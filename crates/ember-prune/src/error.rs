@@ -56,6 +56,15 @@ pub enum Error {
         /// What is wrong.
         reason: String,
     },
+    /// A criterion that watches the model (Taylor, APoZ, Shapley) with nothing to watch it
+    /// on: no data given, an empty dataset, zero batches or permutations.
+    #[error("the {criterion} criterion needs data to score units: {reason}")]
+    NoEvidence {
+        /// The criterion.
+        criterion: &'static str,
+        /// What was missing.
+        reason: String,
+    },
     /// A schedule that cannot work.
     #[error("invalid schedule: {0}")]
     Schedule(String),

@@ -9,7 +9,8 @@
 //!   rewinding and lottery tickets;
 //! - [`report`]: the sparsity each layer has;
 //! - [`export`]: a sparse file whose size falls with sparsity, and loading it back;
-//! - [`structured`]: whole neurons or filters scored and removed, the model rebuilt smaller.
+//! - [`structured`]: whole neurons or filters scored (L1 / L2 / Taylor / APoZ / Shapley /
+//!   random, per layer or across layers) and removed, the model rebuilt smaller.
 //!
 //! ```
 //! use burn::nn::LinearConfig;
@@ -39,4 +40,8 @@ pub use prune::{Criterion, NmPattern, PruneConfig, Scope, compute_masks, prune};
 pub use report::{LayerSparsity, PruneReport, sparsity_report};
 pub use retrain::{Round, iterative_prune, rewind, train_gradual};
 pub use schedule::{Gradual, Rounds, geometric_levels, iterative_levels};
-pub use structured::{StructuredConfig, UnitCriterion, select_units, shrink, unit_scores};
+pub use structured::{
+    Evidence, Kept, Ranking, ShapleyConfig, ShapleyScores, StructuredConfig, UnitCriterion,
+    UnitScores, apoz_scores, keep_best, select_units, shapley_scores, shrink, taylor_scores,
+    unit_scores, weight_scores,
+};

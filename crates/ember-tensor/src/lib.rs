@@ -42,7 +42,7 @@ pub use train::{
     Batch, Classifier, EvalReport, LabeledData, LrSchedule, TrainConfig, TrainReport, evaluate,
     fit, fit_with_hook, train, train_with_hook,
 };
-pub use units::{UnitGroup, UnitSlice};
+pub use units::{UnitActivations, UnitGroup, UnitSlice};
 pub use walk::{
     ParamInfo, ParamValue, WeightAxes, init_now, param_values, params, set_param_values,
 };

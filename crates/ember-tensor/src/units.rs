@@ -3,7 +3,10 @@
 //! that knows its wiring declares its groups; structured pruning (`ember_prune::structured`)
 //! scores the units and cuts every slice of a group at once.
 
+use burn::tensor::Tensor;
 use serde::{Deserialize, Serialize};
+
+use crate::Classifier;
 
 /// Where a group's units lie in one parameter: unit `u` is the elements
 /// `u * block .. (u + 1) * block` along `axis` (`block` is 1 for a neuron; a convolution's
@@ -54,4 +57,14 @@ impl UnitGroup {
     pub fn slices(&self) -> impl Iterator<Item = &UnitSlice> {
         self.producers.iter().chain(&self.consumers)
     }
+}
+
+/// A classifier that also hands out what its groups' units output, for the criteria that look
+/// at activations (APoZ, the average percentage of zeros after ReLU). burn has no forward
+/// hooks, so the model that knows its layers says where they are.
+pub trait UnitActivations: Classifier {
+    /// For a batch of images, each group's units' outputs after their nonlinearity, as
+    /// `[batch, units, positions]` (positions: 1 for a neuron, `rows * cols` for a filter),
+    /// named as the model's [`UnitGroup`]s are.
+    fn unit_activations(&self, images: Tensor<4>) -> Vec<(String, Tensor<3>)>;
 }

@@ -11,7 +11,7 @@ use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
 use ember_quant::nn::{Conv2d, Linear, QuantLayer, QuantLayers};
-use ember_tensor::{Classifier, UnitGroup, UnitSlice, init_now};
+use ember_tensor::{Classifier, UnitActivations, UnitGroup, UnitSlice, init_now};
 
 use crate::{Error, Result};
 
@@ -62,45 +62,39 @@ impl MlpConfig {
             })
     }
 
-    /// The dependency groups of structured pruning: one per hidden layer, its neurons being
-    /// output columns of `layers.<i>.weight` (burn's `[in, out]`) and entries of
-    /// `layers.<i>.bias`, read as input rows of `layers.<i+1>.weight`. `prefix` is the model's
-    /// path inside a larger one (`Mlp.` inside [`crate::Model`], empty for a bare `Mlp`).
-    pub fn neuron_groups(&self, prefix: &str) -> Vec<UnitGroup> {
+    /// The dependency groups of structured pruning: one per hidden layer, named
+    /// `layers.<i>`, its neurons being output columns of `layers.<i>.weight` (burn's
+    /// `[in, out]`) and entries of `layers.<i>.bias`, read as input rows of
+    /// `layers.<i+1>.weight`. `prefix` is the model's path inside a larger one (`Mlp.` inside
+    /// [`crate::Model`], empty for a bare `Mlp`).
+    pub fn unit_groups(&self, prefix: &str) -> Vec<UnitGroup> {
         self.hidden
             .iter()
             .enumerate()
-            .map(|(i, &units)| UnitGroup {
-                name: format!("{prefix}layers.{i}"),
-                units,
-                producers: vec![
-                    UnitSlice::new(format!("{prefix}layers.{i}.weight"), 1),
-                    UnitSlice::new(format!("{prefix}layers.{i}.bias"), 0),
-                ],
-                consumers: vec![UnitSlice::new(
-                    format!("{prefix}layers.{}.weight", i + 1),
-                    0,
-                )],
+            .map(|(i, &units)| {
+                neuron_group(
+                    prefix,
+                    &format!("layers.{i}"),
+                    &format!("layers.{}", i + 1),
+                    units,
+                )
             })
             .collect()
     }
 
     /// The same network with the hidden widths that structured pruning kept (the number of
-    /// units each of [`MlpConfig::neuron_groups`] keeps, by group name).
-    pub fn with_kept(&self, prefix: &str, kept: &BTreeMap<String, Vec<usize>>) -> Result<Self> {
+    /// units each of [`MlpConfig::unit_groups`] keeps, by group name); a group not in `kept`
+    /// keeps its width.
+    pub fn with_kept(&self, prefix: &str, kept: &BTreeMap<String, Vec<usize>>) -> Self {
         let hidden = self
-            .neuron_groups(prefix)
+            .unit_groups(prefix)
             .iter()
-            .map(|g| {
-                kept.get(&g.name).map(Vec::len).ok_or_else(|| {
-                    invalid("hidden", &g.name, "structured pruning kept no list for it")
-                })
-            })
-            .collect::<Result<_>>()?;
-        Ok(Self {
+            .map(|g| kept.get(&g.name).map_or(g.units, Vec::len))
+            .collect();
+        Self {
             hidden,
             ..self.clone()
-        })
+        }
     }
 
     /// Check the config and build the model on `device`, its parameters drawn from the
@@ -154,17 +148,40 @@ impl QuantLayers for Mlp {
     }
 }
 
-impl Classifier for Mlp {
-    fn forward(&self, images: Tensor<4>) -> Tensor<2> {
+impl Mlp {
+    /// The logits, and each hidden layer's activations into `seen` when asked.
+    fn forward_seen(
+        &self,
+        images: Tensor<4>,
+        mut seen: Option<&mut Vec<(String, Tensor<3>)>>,
+    ) -> Tensor<2> {
         let mut x: Tensor<2> = images.flatten(1, 3);
         let last = self.layers.len() - 1;
         for (i, layer) in self.layers.iter().enumerate() {
             x = layer.forward(x);
             if i < last {
-                x = self.dropout.forward(self.activation.forward(x));
+                x = self.activation.forward(x);
+                if let Some(seen) = seen.as_deref_mut() {
+                    seen.push((format!("layers.{i}"), x.clone().unsqueeze_dim(2)));
+                }
+                x = self.dropout.forward(x);
             }
         }
         x
+    }
+}
+
+impl Classifier for Mlp {
+    fn forward(&self, images: Tensor<4>) -> Tensor<2> {
+        self.forward_seen(images, None)
+    }
+}
+
+impl UnitActivations for Mlp {
+    fn unit_activations(&self, images: Tensor<4>) -> Vec<(String, Tensor<3>)> {
+        let mut seen = Vec::new();
+        self.forward_seen(images, Some(&mut seen));
+        seen
     }
 }
 
@@ -180,6 +197,36 @@ pub struct LeNet5Config {
     pub image: [usize; 2],
     /// Number of classes.
     pub classes: usize,
+    /// The hidden widths; LeNet-5's own unless structured pruning narrowed them (configs saved
+    /// before the field existed read as LeNet-5's).
+    #[serde(default)]
+    pub widths: LeNet5Widths,
+}
+
+/// The widths of LeNet-5's hidden layers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LeNet5Widths {
+    /// Filters of the first convolution.
+    pub conv1: usize,
+    /// Filters of the second convolution.
+    pub conv2: usize,
+    /// Units of the first fully connected layer.
+    pub fc1: usize,
+    /// Units of the second fully connected layer.
+    pub fc2: usize,
+}
+
+impl Default for LeNet5Widths {
+    /// LeNet-5's 6 and 16 filters, 120 and 84 units.
+    fn default() -> Self {
+        Self {
+            conv1: 6,
+            conv2: 16,
+            fc1: 120,
+            fc2: 84,
+        }
+    }
 }
 
 impl LeNet5Config {
@@ -189,6 +236,50 @@ impl LeNet5Config {
             channels,
             image,
             classes,
+            widths: LeNet5Widths::default(),
+        }
+    }
+
+    /// The dependency groups of structured pruning, named after their layers: the filters of
+    /// `conv1` (output channels of its weight and bias, input channels of `conv2`), the filters
+    /// of `conv2` (read by `fc1` as blocks of `rows * cols` inputs, the flattened feature
+    /// map), and the neurons of `fc1` and `fc2`. `prefix` as for [`MlpConfig::unit_groups`].
+    pub fn unit_groups(&self, prefix: &str) -> Result<Vec<UnitGroup>> {
+        let [h, w] = self.features_size()?;
+        let filters = |layer: &str, next: &str, units: usize, block: usize| UnitGroup {
+            name: format!("{prefix}{layer}"),
+            units,
+            producers: vec![
+                UnitSlice::new(format!("{prefix}{layer}.weight"), 0),
+                UnitSlice::new(format!("{prefix}{layer}.bias"), 0),
+            ],
+            consumers: vec![UnitSlice::new(format!("{prefix}{next}.weight"), 1).with_block(block)],
+        };
+        let mut to_fc1 = filters("conv2", "fc1", self.widths.conv2, h * w);
+        // fc1's weight is burn's `[in, out]`: its inputs run along axis 0.
+        to_fc1.consumers[0].axis = 0;
+        Ok(vec![
+            filters("conv1", "conv2", self.widths.conv1, 1),
+            to_fc1,
+            neuron_group(prefix, "fc1", "fc2", self.widths.fc1),
+            neuron_group(prefix, "fc2", "fc3", self.widths.fc2),
+        ])
+    }
+
+    /// The same network with the widths that structured pruning kept (by the names of
+    /// [`LeNet5Config::unit_groups`]); a group not in `kept` keeps its width.
+    pub fn with_kept(&self, prefix: &str, kept: &BTreeMap<String, Vec<usize>>) -> Self {
+        let width =
+            |layer: &str, old: usize| kept.get(&format!("{prefix}{layer}")).map_or(old, Vec::len);
+        let w = self.widths;
+        Self {
+            widths: LeNet5Widths {
+                conv1: width("conv1", w.conv1),
+                conv2: width("conv2", w.conv2),
+                fc1: width("fc1", w.fc1),
+                fc2: width("fc2", w.fc2),
+            },
+            ..self.clone()
         }
     }
 
@@ -219,24 +310,23 @@ impl LeNet5Config {
                 "more parameters than fit in memory",
             )
         };
-        let conv1 = self
-            .channels
-            .checked_mul(25)
-            .and_then(|k| k.checked_add(1))
-            .and_then(|k| k.checked_mul(6))
-            .ok_or_else(too_big)?;
-        let fc1 = h
-            .checked_mul(w)
-            .and_then(|a| a.checked_mul(16))
-            .and_then(|a| a.checked_add(1))
-            .and_then(|a| a.checked_mul(120))
-            .ok_or_else(too_big)?;
-        let fc3 = self.classes.checked_mul(85).ok_or_else(too_big)?;
-        // conv2 (6 -> 16, 5x5) and fc2 (120 -> 84) have fixed sizes.
-        [conv1, fc1, fc3, 16 * (6 * 25 + 1), 84 * 121]
-            .into_iter()
-            .try_fold(0usize, usize::checked_add)
-            .ok_or_else(too_big)
+        // (inputs + 1 bias) * outputs per layer; a 5x5 filter reads 25 inputs per channel.
+        let layer =
+            |inputs: Option<usize>, outputs: usize| inputs?.checked_add(1)?.checked_mul(outputs);
+        let ws = self.widths;
+        [
+            layer(self.channels.checked_mul(25), ws.conv1),
+            layer(ws.conv1.checked_mul(25), ws.conv2),
+            layer(
+                h.checked_mul(w).and_then(|a| a.checked_mul(ws.conv2)),
+                ws.fc1,
+            ),
+            layer(Some(ws.fc1), ws.fc2),
+            layer(Some(ws.fc2), self.classes),
+        ]
+        .into_iter()
+        .try_fold(0usize, |sum, n| sum.checked_add(n?))
+        .ok_or_else(too_big)
     }
 
     /// Check the config and build the model on `device`, its parameters drawn from the
@@ -244,17 +334,27 @@ impl LeNet5Config {
     pub fn init(&self, device: &Device) -> Result<LeNet5> {
         positive("channels", self.channels)?;
         positive("classes", self.classes)?;
+        let ws = self.widths;
+        for (field, width) in [
+            ("widths.conv1", ws.conv1),
+            ("widths.conv2", ws.conv2),
+            ("widths.fc1", ws.fc1),
+            ("widths.fc2", ws.fc2),
+        ] {
+            positive(field, width)?;
+        }
+        self.parameter_count()?;
         let [h, w] = self.features_size()?;
         Ok(init_now(LeNet5 {
             conv1: Conv2d::new(
-                &Conv2dConfig::new([self.channels, 6], [5, 5])
+                &Conv2dConfig::new([self.channels, ws.conv1], [5, 5])
                     .with_padding(PaddingConfig2d::Explicit(2, 2, 2, 2)),
                 device,
             ),
-            conv2: Conv2d::new(&Conv2dConfig::new([6, 16], [5, 5]), device),
-            fc1: Linear::new(&LinearConfig::new(16 * h * w, 120), device),
-            fc2: Linear::new(&LinearConfig::new(120, 84), device),
-            fc3: Linear::new(&LinearConfig::new(84, self.classes), device),
+            conv2: Conv2d::new(&Conv2dConfig::new([ws.conv1, ws.conv2], [5, 5]), device),
+            fc1: Linear::new(&LinearConfig::new(ws.conv2 * h * w, ws.fc1), device),
+            fc2: Linear::new(&LinearConfig::new(ws.fc1, ws.fc2), device),
+            fc3: Linear::new(&LinearConfig::new(ws.fc2, self.classes), device),
             pool: MaxPool2dConfig::new([2, 2]).with_strides([2, 2]).init(),
             activation: Relu::new(),
         }))
@@ -290,15 +390,57 @@ impl QuantLayers for LeNet5 {
     }
 }
 
+impl LeNet5 {
+    /// The logits, and each hidden layer's activations into `seen` when asked.
+    fn forward_seen(
+        &self,
+        images: Tensor<4>,
+        mut seen: Option<&mut Vec<(String, Tensor<3>)>>,
+    ) -> Tensor<2> {
+        let relu = &self.activation;
+        let mut see = |name: &str, x: Tensor<3>| {
+            if let Some(seen) = seen.as_deref_mut() {
+                seen.push((name.to_string(), x));
+            }
+        };
+        let x = relu.forward(self.conv1.forward(images));
+        see("conv1", x.clone().flatten(2, 3));
+        let x = relu.forward(self.conv2.forward(self.pool.forward(x)));
+        see("conv2", x.clone().flatten(2, 3));
+        let x: Tensor<2> = self.pool.forward(x).flatten(1, 3);
+        let x = relu.forward(self.fc1.forward(x));
+        see("fc1", x.clone().unsqueeze_dim(2));
+        let x = relu.forward(self.fc2.forward(x));
+        see("fc2", x.clone().unsqueeze_dim(2));
+        self.fc3.forward(x)
+    }
+}
+
 impl Classifier for LeNet5 {
     fn forward(&self, images: Tensor<4>) -> Tensor<2> {
-        let relu = &self.activation;
-        let x = self.pool.forward(relu.forward(self.conv1.forward(images)));
-        let x = self.pool.forward(relu.forward(self.conv2.forward(x)));
-        let x: Tensor<2> = x.flatten(1, 3);
-        let x = relu.forward(self.fc1.forward(x));
-        let x = relu.forward(self.fc2.forward(x));
-        self.fc3.forward(x)
+        self.forward_seen(images, None)
+    }
+}
+
+impl UnitActivations for LeNet5 {
+    fn unit_activations(&self, images: Tensor<4>) -> Vec<(String, Tensor<3>)> {
+        let mut seen = Vec::new();
+        self.forward_seen(images, Some(&mut seen));
+        seen
+    }
+}
+
+/// The group of a fully connected layer's neurons: output columns of `<layer>.weight` (burn's
+/// `[in, out]`) and entries of `<layer>.bias`, input rows of `<next>.weight`.
+fn neuron_group(prefix: &str, layer: &str, next: &str, units: usize) -> UnitGroup {
+    UnitGroup {
+        name: format!("{prefix}{layer}"),
+        units,
+        producers: vec![
+            UnitSlice::new(format!("{prefix}{layer}.weight"), 1),
+            UnitSlice::new(format!("{prefix}{layer}.bias"), 0),
+        ],
+        consumers: vec![UnitSlice::new(format!("{prefix}{next}.weight"), 0)],
     }
 }
 

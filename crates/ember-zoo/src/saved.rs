@@ -12,7 +12,7 @@ use burn::tensor::{Bool, Bytes, Device, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
 use ember_quant::{QuantLayer, QuantLayers};
-use ember_tensor::Classifier;
+use ember_tensor::{Classifier, UnitActivations, UnitGroup};
 
 use crate::models::{LeNet5, LeNet5Config, Mlp, MlpConfig};
 use crate::{Error, Result};
@@ -34,6 +34,24 @@ impl ModelConfig {
         match self {
             ModelConfig::Mlp(c) => c.parameter_count(),
             ModelConfig::LeNet5(c) => c.parameter_count(),
+        }
+    }
+
+    /// The dependency groups of structured pruning of a [`Model`] built from this config (the
+    /// variant's name is the first segment of every path).
+    pub fn unit_groups(&self) -> Result<Vec<UnitGroup>> {
+        match self {
+            ModelConfig::Mlp(c) => Ok(c.unit_groups("Mlp.")),
+            ModelConfig::LeNet5(c) => c.unit_groups("LeNet5."),
+        }
+    }
+
+    /// The same architecture with the widths structured pruning kept (see
+    /// [`ModelConfig::unit_groups`]).
+    pub fn with_kept(&self, kept: &std::collections::BTreeMap<String, Vec<usize>>) -> Self {
+        match self {
+            ModelConfig::Mlp(c) => ModelConfig::Mlp(c.with_kept("Mlp.", kept)),
+            ModelConfig::LeNet5(c) => ModelConfig::LeNet5(c.with_kept("LeNet5.", kept)),
         }
     }
 
@@ -88,6 +106,19 @@ impl Classifier for Model {
             Model::Mlp(m) => m.forward(images),
             Model::LeNet5(m) => m.forward(images),
         }
+    }
+}
+
+impl UnitActivations for Model {
+    /// Named as [`ModelConfig::unit_groups`] names the groups: after the variant.
+    fn unit_activations(&self, images: Tensor<4>) -> Vec<(String, Tensor<3>)> {
+        let (prefix, seen) = match self {
+            Model::Mlp(m) => ("Mlp.", m.unit_activations(images)),
+            Model::LeNet5(m) => ("LeNet5.", m.unit_activations(images)),
+        };
+        seen.into_iter()
+            .map(|(name, x)| (format!("{prefix}{name}"), x))
+            .collect()
     }
 }
 

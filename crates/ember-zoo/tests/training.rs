@@ -259,14 +259,14 @@ fn a_structurally_pruned_mlp_reloads_through_its_config() {
     let dir = tempfile::tempdir().unwrap();
     let config = MlpConfig::lenet_300_100(784, 10);
     let dense = config.init(&device).unwrap();
-    let groups = config.neuron_groups("");
+    let groups = config.unit_groups("");
     let kept = select_units(
         &dense,
         &groups,
         &StructuredConfig::new(UnitCriterion::L2, 0.5),
     )
     .unwrap();
-    let small_config = config.with_kept("", &kept).unwrap();
+    let small_config = config.with_kept("", &kept);
     assert_eq!(small_config.hidden, vec![150, 50]);
     let small = shrink(&dense, &groups, &kept, small_config.init(&device).unwrap()).unwrap();
     // The first layer's columns are the kept neurons' columns of the dense one.
@@ -307,4 +307,108 @@ fn a_structurally_pruned_mlp_reloads_through_its_config() {
         load_model(&dense_path, &device),
         Err(Error::ModelFile { .. })
     ));
+}
+
+/// LeNet-5's filters and neurons: removing units nothing reads (a first-layer filter whose
+/// input channel the second convolution ignores, a second-layer filter whose whole block of
+/// `fc1` inputs is zero, neurons with zero outgoing weights) changes no output, which checks
+/// every slice of every group, the flattened feature map's blocks included; the narrower model
+/// saves and reloads through its own config.
+#[test]
+fn lenet5_filters_nothing_reads_are_removed_without_changing_an_output() {
+    use ember_prune::shrink;
+    use ember_tensor::stats::read_f32;
+    use std::collections::BTreeMap;
+    let device = flex_device();
+    let config = LeNet5Config::new(1, [28, 28], 10);
+    let model = config.init(&device).unwrap();
+    let groups = config.unit_groups("").unwrap();
+    let mut values: BTreeMap<String, (Vec<usize>, Vec<f32>)> = ember_tensor::param_values(&model)
+        .into_iter()
+        .map(|p| (p.info.path, (p.info.shape, read_f32(p.flat).unwrap())))
+        .collect();
+    // Dead units: conv1 filters 1 and 4, conv2 filters 0 and 9, fc1 unit 7, fc2 unit 83.
+    let dead: BTreeMap<&str, Vec<usize>> = [
+        ("conv1", vec![1, 4]),
+        ("conv2", vec![0, 9]),
+        ("fc1", vec![7]),
+        ("fc2", vec![83]),
+    ]
+    .into();
+    for group in &groups {
+        let consumer = &group.consumers[0];
+        let (shape, flat) = values.get_mut(&consumer.path).unwrap();
+        let outer: usize = shape[..consumer.axis].iter().product();
+        let inner: usize = shape[consumer.axis + 1..].iter().product();
+        let dim = shape[consumer.axis];
+        for &u in &dead[group.name.as_str()] {
+            for o in 0..outer {
+                let first = (o * dim + u * consumer.block) * inner;
+                flat[first..first + consumer.block * inner].fill(0.0);
+            }
+        }
+    }
+    let flat_values = values.into_iter().map(|(k, (_, v))| (k, v)).collect();
+    let model = ember_tensor::set_param_values(model, &flat_values).unwrap();
+    let kept: BTreeMap<String, Vec<usize>> = groups
+        .iter()
+        .map(|g| {
+            let dead = &dead[g.name.as_str()];
+            (
+                g.name.clone(),
+                (0..g.units).filter(|u| !dead.contains(u)).collect(),
+            )
+        })
+        .collect();
+    let small_config = config.with_kept("", &kept);
+    assert_eq!(
+        [
+            small_config.widths.conv1,
+            small_config.widths.conv2,
+            small_config.widths.fc1,
+            small_config.widths.fc2
+        ],
+        [4, 14, 119, 83]
+    );
+    let small = shrink(&model, &groups, &kept, small_config.init(&device).unwrap()).unwrap();
+    assert_eq!(
+        burn::module::Module::num_params(&small),
+        small_config.parameter_count().unwrap()
+    );
+    let images = synthetic_split(8, 3)
+        .batch(&(0..8).collect::<Vec<_>>(), &device)
+        .0;
+    let (want, got) = (
+        read_f32(model.forward(images.clone())).unwrap(),
+        read_f32(small.forward(images.clone())).unwrap(),
+    );
+    for (w, g) in want.iter().zip(&got) {
+        assert!((w - g).abs() <= 1e-5 * (1.0 + w.abs()), "{w} vs {g}");
+    }
+    // Inside `Model`, the groups and the activations carry the variant's name alike.
+    let whole = ember_zoo::Model::LeNet5(model);
+    let data = synthetic_split(16, 4);
+    let evidence = ember_prune::Evidence {
+        data: &data,
+        batches: 2,
+        batch_size: 8,
+        device: &device,
+    };
+    let model_groups = ModelConfig::LeNet5(config).unit_groups().unwrap();
+    let apoz = ember_prune::unit_scores(
+        &whole,
+        &model_groups,
+        ember_prune::UnitCriterion::Apoz,
+        Some(&evidence),
+    )
+    .unwrap();
+    assert_eq!(apoz["LeNet5.conv1"].len(), 6);
+    assert!(apoz["LeNet5.fc2"].iter().all(|a| (0.0..=1.0).contains(a)));
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("small.bpk");
+    let small_config = ModelConfig::LeNet5(small_config);
+    save_model(small, &small_config, &path).unwrap();
+    let (loaded, loaded_config) = load_model(&path, &device).unwrap();
+    assert_eq!(loaded_config, small_config);
+    assert_eq!(read_f32(loaded.forward(images)).unwrap(), got);
 }

@@ -145,7 +145,7 @@ fn compute(
     );
     let dense = trained(&recipe, data, common, None, device)?.mlp()?;
     let dense_acc = accuracy(&dense, data, device)?;
-    let groups = config.neuron_groups("");
+    let groups = config.unit_groups("");
     let mut rows = vec![];
     // The L2-pruned, fine-tuned model (the first row) and its config: the one timed.
     let mut first_pruned = None;
@@ -165,7 +165,7 @@ fn compute(
             ..structured.clone()
         };
         let kept = select_units(&dense, &groups, &cut)?;
-        let pruned_config = config.with_kept("", &kept)?;
+        let pruned_config = config.with_kept("", &kept);
         let pruned: Mlp = shrink(&dense, &groups, &kept, pruned_config.init(device)?)?;
         let pruned_acc = accuracy(&pruned, data, device)?;
         let (tuned, _) = train(pruned, &data.train, finetune, device)?;

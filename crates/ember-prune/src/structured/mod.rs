@@ -1,36 +1,43 @@
 //! Structured pruning: remove whole units (neurons, filters) and build a smaller model.
 //!
 //! A model declares its dependency groups ([`UnitGroup`]: the parameters that index a layer's
-//! units as outputs and as inputs); [`select_units`] scores each group's units by a
-//! [`UnitCriterion`] and keeps the best, and [`shrink`] copies the kept slices of every
-//! parameter into a smaller model of the same type (a skeleton the caller builds with the new
-//! widths), checking every shape on the way. Unlike masks, the pruned model computes with
-//! smaller matrices: it is faster and smaller in memory, not only on disk.
+//! units as outputs and as inputs); [`unit_scores`] scores each group's units by a
+//! [`UnitCriterion`] (from the weights, or watching the model on [`Evidence`]), [`keep_best`]
+//! keeps the best per group or across groups ([`Ranking`]), and [`shrink`] copies the kept
+//! slices of every parameter into a smaller model of the same type (a skeleton the caller
+//! builds with the new widths), checking every shape on the way. Unlike masks, the pruned
+//! model computes with smaller matrices: it is faster and smaller in memory, not only on disk.
+
+mod criteria;
 
 use std::collections::BTreeMap;
 
 use burn::module::Module;
 use ember_tensor::stats::read_f32;
 use ember_tensor::{UnitGroup, UnitSlice, param_values, set_param_values};
-use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
-use crate::prune::{check_finite, check_sparsity};
+pub use criteria::{
+    Evidence, ShapleyConfig, ShapleyScores, UnitCriterion, UnitScores, apoz_scores, shapley_scores,
+    taylor_scores, unit_scores, weight_scores,
+};
+
+use crate::prune::check_sparsity;
 use crate::{Error, Result};
 
-/// How a unit is scored; the lowest scores are removed.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub enum UnitCriterion {
-    /// Sum of the absolute values of the unit's weights (Li et al. 2017).
-    L1,
-    /// Euclidean norm of the unit's weights.
-    L2,
-    /// Uniform random scores: the control every criterion must beat.
-    Random {
-        /// Seed of the scores.
-        seed: u64,
-    },
+/// The units each group keeps, ascending indices by group name.
+pub type Kept = BTreeMap<String, Vec<usize>>;
+
+/// How the units to remove are chosen across groups.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum Ranking {
+    /// Each group loses `fraction` of its units, ranked among themselves.
+    #[default]
+    Local,
+    /// `fraction` of all units are removed, ranked together: each group's scores divided by
+    /// their mean magnitude first (as Torch-Pruning normalizes), so that layers of different
+    /// scales compare. Layers then lose different fractions.
+    Global,
 }
 
 /// What structured pruning removes.
@@ -45,6 +52,9 @@ pub struct StructuredConfig {
     pub round_to: usize,
     /// Keep at least this many units per group.
     pub min_keep: usize,
+    /// Per group or across groups.
+    #[serde(default)]
+    pub ranking: Ranking,
 }
 
 impl StructuredConfig {
@@ -56,17 +66,36 @@ impl StructuredConfig {
             fraction,
             round_to: 1,
             min_keep: 1,
+            ranking: Ranking::Local,
+        }
+    }
+
+    /// The same cut ranked across groups.
+    pub fn global(self) -> Self {
+        Self {
+            ranking: Ranking::Global,
+            ..self
         }
     }
 
     /// How many of `units` units a group keeps.
     pub fn kept(&self, group: &str, units: usize) -> Result<usize> {
-        check_sparsity(group, self.fraction)?;
-        if self.round_to == 0 {
-            return Err(group_error(group, "round_to must be at least 1"));
-        }
+        self.check(group)?;
         let removed = (self.fraction * units as f64).round() as usize;
-        let kept = (units - removed.min(units))
+        self.rounded(group, units - removed.min(units), units)
+    }
+
+    fn check(&self, what: &str) -> Result<()> {
+        check_sparsity(what, self.fraction)?;
+        if self.round_to == 0 {
+            return Err(group_error(what, "round_to must be at least 1"));
+        }
+        Ok(())
+    }
+
+    /// `kept` of `units` rounded up to `round_to`, at least `min_keep`, never zero.
+    fn rounded(&self, group: &str, kept: usize, units: usize) -> Result<usize> {
+        let kept = kept
             .div_ceil(self.round_to)
             .saturating_mul(self.round_to)
             .max(self.min_keep)
@@ -78,7 +107,7 @@ impl StructuredConfig {
     }
 }
 
-fn group_error(group: &str, reason: impl Into<String>) -> Error {
+pub(crate) fn group_error(group: &str, reason: impl Into<String>) -> Error {
     Error::Group {
         group: group.to_string(),
         reason: reason.into(),
@@ -86,10 +115,10 @@ fn group_error(group: &str, reason: impl Into<String>) -> Error {
 }
 
 /// Each parameter's shape and row-major values, by path.
-type Values = BTreeMap<String, (Vec<usize>, Vec<f32>)>;
+pub(crate) type Values = BTreeMap<String, (Vec<usize>, Vec<f32>)>;
 
 /// The values and shapes of `model`'s parameters, by path.
-fn values_by_path<M: Module>(model: &M) -> Result<Values> {
+pub(crate) fn values_by_path<M: Module>(model: &M) -> Result<Values> {
     param_values(model)
         .into_iter()
         .map(|p| {
@@ -101,49 +130,8 @@ fn values_by_path<M: Module>(model: &M) -> Result<Values> {
         .collect()
 }
 
-/// The score of every unit of `group`, from its first producer's slices.
-pub fn unit_scores<M: Module>(
-    model: &M,
-    group: &UnitGroup,
-    criterion: UnitCriterion,
-) -> Result<Vec<f64>> {
-    let values = values_by_path(model)?;
-    check_group(group, &values)?;
-    scores(group, &values, criterion)
-}
-
-fn scores(group: &UnitGroup, values: &Values, criterion: UnitCriterion) -> Result<Vec<f64>> {
-    let scored = group
-        .producers
-        .first()
-        .ok_or_else(|| group_error(&group.name, "no producer to score"))?;
-    let (shape, flat) = &values[&scored.path];
-    check_finite(&scored.path, flat)?;
-    if let UnitCriterion::Random { seed } = criterion {
-        let mut rng = StdRng::seed_from_u64(seed);
-        return Ok((0..group.units).map(|_| rng.random::<f64>()).collect());
-    }
-    let mut sums = vec![0.0f64; group.units];
-    let (outer, dim, inner) = split(shape, scored.axis);
-    for o in 0..outer {
-        for d in 0..dim {
-            let unit = d / scored.block;
-            for &v in &flat[(o * dim + d) * inner..(o * dim + d + 1) * inner] {
-                sums[unit] += match criterion {
-                    UnitCriterion::L1 => f64::from(v.abs()),
-                    _ => f64::from(v) * f64::from(v),
-                };
-            }
-        }
-    }
-    if criterion == UnitCriterion::L2 {
-        sums.iter_mut().for_each(|s| *s = s.sqrt());
-    }
-    Ok(sums)
-}
-
 /// `(outer, dim, inner)` of a row-major shape around `axis`.
-fn split(shape: &[usize], axis: usize) -> (usize, usize, usize) {
+pub(crate) fn split(shape: &[usize], axis: usize) -> (usize, usize, usize) {
     (
         shape[..axis].iter().product(),
         shape[axis],
@@ -152,7 +140,7 @@ fn split(shape: &[usize], axis: usize) -> (usize, usize, usize) {
 }
 
 /// Every slice of the group exists and indexes `units * block` elements.
-fn check_group(group: &UnitGroup, values: &Values) -> Result<()> {
+pub(crate) fn check_group(group: &UnitGroup, values: &Values) -> Result<()> {
     for slice in group.slices() {
         let (shape, _) = values.get(&slice.path).ok_or_else(|| {
             group_error(
@@ -174,27 +162,110 @@ fn check_group(group: &UnitGroup, values: &Values) -> Result<()> {
     Ok(())
 }
 
-/// The units each group keeps (ascending indices), the best-scored by `config.criterion`,
-/// each group ranked on its own.
+/// The units each group keeps (ascending indices), the best-scored by `config.criterion`
+/// read from the weights ([`weight_scores`]); for the criteria that watch the model, score
+/// with [`unit_scores`] and choose with [`keep_best`].
 pub fn select_units<M: Module>(
     model: &M,
     groups: &[UnitGroup],
     config: &StructuredConfig,
-) -> Result<BTreeMap<String, Vec<usize>>> {
-    let values = values_by_path(model)?;
-    let mut kept = BTreeMap::new();
+) -> Result<Kept> {
+    keep_best(
+        groups,
+        &weight_scores(model, groups, config.criterion)?,
+        config,
+    )
+}
+
+/// The units each group keeps (ascending indices): the highest `scores`, `config.fraction`
+/// removed per group or across groups ([`Ranking`]), each group's count rounded up to
+/// `round_to` and at least `min_keep`. Ties go to the lower index, so the choice is
+/// deterministic.
+pub fn keep_best(
+    groups: &[UnitGroup],
+    scores: &UnitScores,
+    config: &StructuredConfig,
+) -> Result<Kept> {
+    config.check("structured pruning")?;
+    let mut ranked = BTreeMap::new();
     for group in groups {
-        check_group(group, &values)?;
-        let scores = scores(group, &values, config.criterion)?;
-        let keep = config.kept(&group.name, group.units)?;
+        let s = scores
+            .get(&group.name)
+            .ok_or_else(|| group_error(&group.name, "no scores given"))?;
+        if s.len() != group.units {
+            return Err(group_error(
+                &group.name,
+                format!("{} scores for {} units", s.len(), group.units),
+            ));
+        }
+        if s.iter().any(|v| !v.is_finite()) {
+            return Err(group_error(&group.name, "a score is NaN or infinite"));
+        }
         let mut order: Vec<usize> = (0..group.units).collect();
-        // Highest score first; ties by index, so that the choice is deterministic.
-        order.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]).then(a.cmp(&b)));
-        let mut units = order[..keep].to_vec();
-        units.sort_unstable();
-        kept.insert(group.name.clone(), units);
+        // Highest score first.
+        order.sort_by(|&a, &b| s[b].total_cmp(&s[a]).then(a.cmp(&b)));
+        ranked.insert(group.name.as_str(), order);
     }
-    Ok(kept)
+    let counts = match config.ranking {
+        Ranking::Local => groups
+            .iter()
+            .map(|g| config.kept(&g.name, g.units))
+            .collect::<Result<Vec<_>>>()?,
+        Ranking::Global => global_counts(groups, scores, &ranked, config)?,
+    };
+    Ok(groups
+        .iter()
+        .zip(counts)
+        .map(|(group, count)| {
+            let mut units = ranked[group.name.as_str()][..count].to_vec();
+            units.sort_unstable();
+            (group.name.clone(), units)
+        })
+        .collect())
+}
+
+/// How many units each group keeps when `fraction` of all units go, lowest normalized score
+/// first, no group dropping below `max(min_keep, 1)`; then each count rounded up.
+fn global_counts(
+    groups: &[UnitGroup],
+    scores: &UnitScores,
+    ranked: &BTreeMap<&str, Vec<usize>>,
+    config: &StructuredConfig,
+) -> Result<Vec<usize>> {
+    let total: usize = groups.iter().map(|g| g.units).sum();
+    let target = (config.fraction * total as f64).round() as usize;
+    // (normalized score, group, rank within the group): a group's units leave in rank order
+    // from its worst, so a group's removed units are always its lowest-ranked.
+    let mut candidates = Vec::with_capacity(total);
+    for (g, group) in groups.iter().enumerate() {
+        let s = &scores[&group.name];
+        let scale = s.iter().map(|v| v.abs()).sum::<f64>() / s.len().max(1) as f64;
+        let scale = if scale > 0.0 { scale } else { 1.0 };
+        for &unit in ranked[group.name.as_str()].iter().rev() {
+            candidates.push((s[unit] / scale, g));
+        }
+    }
+    candidates.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+    let mut kept: Vec<usize> = groups.iter().map(|g| g.units).collect();
+    let floors: Vec<usize> = groups
+        .iter()
+        .map(|g| config.min_keep.max(1).min(g.units))
+        .collect();
+    let mut removed = 0;
+    for (_, g) in candidates {
+        if removed == target {
+            break;
+        }
+        if kept[g] > floors[g] {
+            kept[g] -= 1;
+            removed += 1;
+        }
+    }
+    groups
+        .iter()
+        .zip(kept)
+        .map(|(group, k)| config.rounded(&group.name, k, group.units))
+        .collect()
 }
 
 /// Copy `model`'s parameters into `skeleton`, a model of the same structure with each group's
@@ -206,7 +277,7 @@ pub fn select_units<M: Module>(
 pub fn shrink<M: Module, S: Module>(
     model: &M,
     groups: &[UnitGroup],
-    keep: &BTreeMap<String, Vec<usize>>,
+    keep: &Kept,
     skeleton: S,
 ) -> Result<S> {
     let mut values = values_by_path(model)?;
