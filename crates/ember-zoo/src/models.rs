@@ -97,6 +97,15 @@ impl MlpConfig {
         }
     }
 
+    /// Multiply-accumulates of one image's forward pass.
+    pub fn macs(&self) -> usize {
+        let widths: Vec<usize> = std::iter::once(self.input)
+            .chain(self.hidden.iter().copied())
+            .chain(std::iter::once(self.classes))
+            .collect();
+        widths.windows(2).map(|w| w[0] * w[1]).sum()
+    }
+
     /// Check the config and build the model on `device`, its parameters drawn from the
     /// device RNG now (seed it first with `device.seed`).
     pub fn init(&self, device: &Device) -> Result<Mlp> {
@@ -329,6 +338,22 @@ impl LeNet5Config {
         .ok_or_else(too_big)
     }
 
+    /// Multiply-accumulates of one image's forward pass: each convolution's output positions
+    /// times its 5x5 filters' reads, then the fully connected layers.
+    pub fn macs(&self) -> Result<usize> {
+        self.parameter_count()?;
+        let [h, w] = self.features_size()?;
+        let [rows, cols] = self.image;
+        let ws = self.widths;
+        // conv1 keeps the image size; conv2 sees the pooled map less its 5x5 border.
+        let conv2_positions = (rows / 2 - 4) * (cols / 2 - 4);
+        Ok(rows * cols * ws.conv1 * self.channels * 25
+            + conv2_positions * ws.conv2 * ws.conv1 * 25
+            + ws.conv2 * h * w * ws.fc1
+            + ws.fc1 * ws.fc2
+            + ws.fc2 * self.classes)
+    }
+
     /// Check the config and build the model on `device`, its parameters drawn from the
     /// device RNG now (seed it first with `device.seed`).
     pub fn init(&self, device: &Device) -> Result<LeNet5> {
@@ -506,6 +531,16 @@ mod tests {
             LeNet5Config::new(1, [usize::MAX, 64], 10)
                 .parameter_count()
                 .is_err()
+        );
+        // conv1 28*28*6*25, conv2 10*10*16*6*25, fc 400*120 + 120*84 + 84*10: LeNet-5's 0.42 M.
+        let lenet5 = LeNet5Config::new(1, [28, 28], 10);
+        assert_eq!(
+            lenet5.macs().unwrap(),
+            117_600 + 240_000 + 48_000 + 10_080 + 840
+        );
+        assert_eq!(
+            MlpConfig::lenet_300_100(784, 10).macs(),
+            784 * 300 + 300 * 100 + 100 * 10
         );
         assert_eq!(
             other.forward(Tensor::zeros([1, 3, 32, 36], &device)).dims(),

@@ -30,7 +30,9 @@ impl Series {
 const WIDTH: f64 = 640.0;
 const HEIGHT: f64 = 400.0;
 const MARGIN: f64 = 60.0;
-const COLOURS: [&str; 4] = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd"];
+const COLOURS: [&str; 8] = [
+    "#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#7f7f7f",
+];
 
 /// A line chart with linear axes.
 pub fn line_chart(title: &str, x_label: &str, y_label: &str, series: &[Series]) -> String {

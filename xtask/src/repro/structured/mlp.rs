@@ -1,37 +1,14 @@
-//! `cargo xtask repro structured`: structured pruning of LeNet-300-100. Half of each hidden
-//! layer's neurons removed by L2 norm, L1 norm or at random, the network rebuilt smaller
-//! (784-150-50-10) and fine-tuned, against the dense baseline, the same small architecture
-//! trained from scratch, and the speed of a batch of 256 before and after the surgery.
+//! LeNet-300-100's neurons: half of each hidden layer removed by L2 norm, L1 norm or at random,
+//! the network rebuilt smaller (784-150-50-10) and fine-tuned, against the dense baseline, the
+//! same small architecture trained from scratch, and the speed of a batch of 256 before and
+//! after the surgery.
 
 use burn::tensor::{Device, Tensor, TensorData};
 use ember_prune::{StructuredConfig, UnitCriterion, select_units, shrink};
-use ember_tensor::LrSchedule;
 use ember_zoo::{Classifier, Dataset, Mlp, MlpConfig, ModelConfig, TrainConfig, train};
-use serde::Serialize;
 
-use super::trained::{Recipe, trained};
-use super::{
-    CommonArgs, QUICK_TEST, QUICK_TRAIN, Report, median_us, round_pp, test_accuracy as accuracy,
-    verdict,
-};
-
-#[derive(clap::Args, Debug)]
-pub struct Args {
-    #[command(flatten)]
-    common: CommonArgs,
-    /// Seed of initialization and shuffling.
-    #[arg(long, default_value_t = 42)]
-    seed: u64,
-    /// Epochs of dense training (the baseline's 10).
-    #[arg(long, default_value_t = 10)]
-    epochs: usize,
-    /// Epochs of fine-tuning after the surgery.
-    #[arg(long, default_value_t = 3)]
-    finetune_epochs: usize,
-    /// Fraction of each hidden layer's neurons removed.
-    #[arg(long, default_value_t = 0.5)]
-    fraction: f64,
-}
+use super::super::trained::{Recipe, trained};
+use super::super::{CommonArgs, Report, median_us, round_pp, test_accuracy as accuracy, verdict};
 
 /// PyTorch on this kind of machine (the issue's figures): dense 98.29 %, half the neurons
 /// removed by L2 norm and fine-tuned 98.20 %, the small architecture from scratch 97.98 %,
@@ -44,17 +21,6 @@ const TARGET_SPEEDUP: f64 = 1.8;
 const SPEED_BATCH: usize = 256;
 const SPEED_REPEATS: usize = 51;
 
-#[derive(Serialize)]
-struct Resolved<'a> {
-    common: &'a CommonArgs,
-    data_dir: String,
-    dense: &'a ModelConfig,
-    pruned: &'a MlpConfig,
-    training: &'a TrainConfig,
-    finetune: &'a TrainConfig,
-    structured: &'a StructuredConfig,
-}
-
 /// One criterion's row.
 struct Row {
     criterion: &'static str,
@@ -63,8 +29,8 @@ struct Row {
     finetuned: f64,
 }
 
-/// Everything the experiment measures.
-struct Results {
+/// Everything the MLP part measures.
+pub struct Results {
     dense: f64,
     rows: Vec<Row>,
     scratch: f64,
@@ -74,62 +40,7 @@ struct Results {
     pruned_params: usize,
 }
 
-pub fn run(args: &Args) -> anyhow::Result<()> {
-    let common = &args.common;
-    let device = common.backend.device()?;
-    let (data, data_dir) = common.load_data()?;
-    let out = common.out_dir("structured");
-    std::fs::create_dir_all(&out)?;
-    let epochs = if common.quick { 1 } else { args.epochs };
-    let training = TrainConfig {
-        epochs,
-        seed: args.seed,
-        ..TrainConfig::default()
-    };
-    let finetune = TrainConfig {
-        epochs: if common.quick {
-            1
-        } else {
-            args.finetune_epochs
-        },
-        learning_rate: 1e-4,
-        schedule: LrSchedule::Constant,
-        ..training.clone()
-    };
-    let config = MlpConfig::lenet_300_100(data.train.rows * data.train.cols, data.classes);
-    let structured = StructuredConfig::new(UnitCriterion::L2, args.fraction);
-    let (results, pruned_config) = compute(
-        common,
-        &config,
-        &training,
-        &finetune,
-        &structured,
-        &data,
-        &device,
-    )?;
-    let report = render(common, &results, &finetune);
-    report.write(
-        &out,
-        &Resolved {
-            common,
-            data_dir: data_dir.display().to_string(),
-            dense: &ModelConfig::Mlp(config),
-            pruned: &pruned_config,
-            training: &training,
-            finetune: &finetune,
-            structured: &structured,
-        },
-    )?;
-    println!(
-        "dense {:.2} %, half the neurons removed by L2 and fine-tuned {:.2} %, {:.2}x faster at batch {SPEED_BATCH}",
-        results.dense,
-        results.rows[0].finetuned,
-        results.dense_us / results.pruned_us
-    );
-    Ok(())
-}
-
-fn compute(
+pub fn compute(
     common: &CommonArgs,
     config: &MlpConfig,
     training: &TrainConfig,
@@ -222,17 +133,7 @@ fn compute(
     ))
 }
 
-fn render(common: &CommonArgs, results: &Results, finetune: &TrainConfig) -> Report {
-    let mut report = Report::new("Structured pruning: LeNet-300-100 neurons on MNIST");
-    if common.quick {
-        report.section(
-            "Quick run",
-            &format!(
-                "`--quick`: {QUICK_TRAIN} training images, {QUICK_TEST} test images, 1 epoch of \
-                 training and of fine-tuning. A smoke test, not the published figures."
-            ),
-        );
-    }
+pub fn render(report: &mut Report, common: &CommonArgs, results: &Results, finetune: &TrainConfig) {
     let l2 = &results.rows[0];
     let drop = round_pp(results.dense - l2.finetuned);
     let speedup = results.dense_us / results.pruned_us;
@@ -258,14 +159,14 @@ fn render(common: &CommonArgs, results: &Results, finetune: &TrainConfig) -> Rep
     ]);
     report.table(
         &format!(
-            "Accuracy % ({} epochs of fine-tuning at a constant {})",
+            "LeNet-300-100: accuracy % ({} epochs of fine-tuning at a constant {})",
             finetune.epochs, finetune.learning_rate
         ),
         &["model", "after surgery", "fine-tuned", "change pp"],
         &rows,
     );
     report.table(
-        "Targets",
+        "LeNet-300-100: targets",
         &["what", "ours", "PyTorch", "target", "met"],
         &[
             vec![
@@ -288,7 +189,7 @@ fn render(common: &CommonArgs, results: &Results, finetune: &TrainConfig) -> Rep
         ],
     );
     report.section(
-        "How to read this",
+        "LeNet-300-100: how to read this",
         &format!(
             "The surgery builds a new, smaller model ({} parameters against {}): its matrices \
              are smaller, so it is faster on every backend, unlike masks. The speed-up is the \
@@ -310,5 +211,16 @@ fn render(common: &CommonArgs, results: &Results, finetune: &TrainConfig) -> Rep
     report.metric("mlp_half_scratch_acc", results.scratch);
     report.metric("mlp_half_speedup_b256", speedup);
     report.metric("mlp_half_params", results.pruned_params as f64);
-    report
+}
+
+impl Results {
+    /// The L2 row's fine-tuned accuracy and the speed-up, for the summary line.
+    pub fn summary(&self) -> String {
+        format!(
+            "LeNet-300-100: dense {:.2} %, half the neurons removed by L2 and fine-tuned {:.2} %, {:.2}x faster at batch {SPEED_BATCH}",
+            self.dense,
+            self.rows[0].finetuned,
+            self.dense_us / self.pruned_us
+        )
+    }
 }

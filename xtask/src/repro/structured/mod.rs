@@ -1,0 +1,124 @@
+//! `cargo xtask repro structured`: structured pruning that makes models smaller and faster.
+//! LeNet-300-100 loses half its neurons ([`mlp`]); LeNet-5 loses half its filters by every
+//! criterion, with the accuracy curve over the fraction removed ([`cnn`]).
+
+mod cnn;
+mod mlp;
+
+use ember_prune::{StructuredConfig, UnitCriterion};
+use ember_tensor::LrSchedule;
+use ember_zoo::{LeNet5Config, MlpConfig, ModelConfig, TrainConfig};
+use serde::Serialize;
+
+use super::{CommonArgs, QUICK_TEST, QUICK_TRAIN, Report};
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    #[command(flatten)]
+    common: CommonArgs,
+    /// Seed of initialization and shuffling.
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Epochs of dense training (the baseline's 10).
+    #[arg(long, default_value_t = 10)]
+    epochs: usize,
+    /// Epochs of fine-tuning after the surgery.
+    #[arg(long, default_value_t = 3)]
+    finetune_epochs: usize,
+    /// Fraction of each hidden layer's neurons removed from LeNet-300-100.
+    #[arg(long, default_value_t = 0.5)]
+    fraction: f64,
+    /// Fraction of each convolution's filters removed from LeNet-5.
+    #[arg(long, default_value_t = 0.5)]
+    filter_fraction: f64,
+}
+
+#[derive(Serialize)]
+struct Resolved<'a> {
+    common: &'a CommonArgs,
+    data_dir: String,
+    mlp: &'a ModelConfig,
+    mlp_pruned: &'a MlpConfig,
+    mlp_cut: &'a StructuredConfig,
+    lenet5: &'a ModelConfig,
+    lenet5_pruned: &'a LeNet5Config,
+    lenet5_evidence: cnn::EvidenceSizes,
+    training: &'a TrainConfig,
+    finetune: &'a TrainConfig,
+}
+
+pub fn run(args: &Args) -> anyhow::Result<()> {
+    let common = &args.common;
+    let device = common.backend.device()?;
+    let (data, data_dir) = common.load_data()?;
+    let out = common.out_dir("structured");
+    std::fs::create_dir_all(&out)?;
+    let training = TrainConfig {
+        epochs: if common.quick { 1 } else { args.epochs },
+        seed: args.seed,
+        ..TrainConfig::default()
+    };
+    let finetune = TrainConfig {
+        epochs: if common.quick {
+            1
+        } else {
+            args.finetune_epochs
+        },
+        learning_rate: 1e-4,
+        schedule: LrSchedule::Constant,
+        ..training.clone()
+    };
+    let mlp_config = MlpConfig::lenet_300_100(data.train.rows * data.train.cols, data.classes);
+    let mlp_cut = StructuredConfig::new(UnitCriterion::L2, args.fraction);
+    let (mlp_results, mlp_pruned) = mlp::compute(
+        common,
+        &mlp_config,
+        &training,
+        &finetune,
+        &mlp_cut,
+        &data,
+        &device,
+    )?;
+    let cnn_config = LeNet5Config::new(1, [data.train.rows, data.train.cols], data.classes);
+    let cnn_setup = cnn::Setup {
+        config: cnn_config.clone(),
+        training: training.clone(),
+        finetune: finetune.clone(),
+        fraction: args.filter_fraction,
+        seed: args.seed,
+    };
+    let cnn_results = cnn::compute(common, &cnn_setup, &data, &device)?;
+
+    let mut report =
+        Report::new("Structured pruning on MNIST: LeNet-300-100 neurons, LeNet-5 filters");
+    if common.quick {
+        report.section(
+            "Quick run",
+            &format!(
+                "`--quick`: {QUICK_TRAIN} training images, {QUICK_TEST} test images, 1 epoch of \
+                 training and of fine-tuning. A smoke test, not the published figures."
+            ),
+        );
+    }
+    mlp::render(&mut report, common, &mlp_results, &finetune);
+    cnn::render(&mut report, common, &cnn_setup, &cnn_results);
+    std::fs::write(out.join("lenet5_filters.svg"), cnn::plot(&cnn_results))?;
+    report.write(
+        &out,
+        &Resolved {
+            common,
+            data_dir: data_dir.display().to_string(),
+            mlp: &ModelConfig::Mlp(mlp_config),
+            mlp_pruned: &mlp_pruned,
+            mlp_cut: &mlp_cut,
+            lenet5: &ModelConfig::LeNet5(cnn_config),
+            lenet5_pruned: &cnn_results.pruned_config,
+            lenet5_evidence: cnn::EVIDENCE,
+            training: &training,
+            finetune: &finetune,
+        },
+    )?;
+    println!("{}", mlp_results.summary());
+    println!("{}", cnn_results.summary());
+    Ok(())
+}
