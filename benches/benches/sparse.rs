@@ -4,7 +4,7 @@
 //! SGEMM, single-threaded) and `host/sparse_linear/...` (every core) under
 //! `flex/dense_matmul/...` (burn's own, every core).
 //!
-//! Shapes: LeNet-300-100's first layer (784 -> 300) and a square 1024 layer, batch 64.
+//! Shapes: LeNet-300-100's first layer (784 -> 300) and a square 1024 layer, batch 256.
 
 use std::hint::black_box;
 
@@ -16,7 +16,7 @@ use ember_tensor::{BackendKind, device::sync};
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-const BATCH: usize = 64;
+const BATCH: usize = 256;
 const SPARSITIES: [f64; 7] = [0.0, 0.5, 0.7, 0.8, 0.9, 0.95, 0.98];
 
 /// Deterministic values in [-1, 1) with a `sparsity` fraction of zeros, spread evenly.

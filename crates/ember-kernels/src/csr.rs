@@ -2,11 +2,15 @@
 
 use rayon::prelude::*;
 
-use crate::simd::{Isa, sparse_axpy};
+use crate::simd::{Isa, LANES, sparse_axpy, sparse_rows};
 use crate::{KernelError, Result, check_len};
 
 /// Multiply-adds from which [`Csr::matmul`] splits its rows across threads.
 const PARALLEL_MIN_MACS: usize = 8 << 20;
+/// Multiply-adds from which [`Csr::linear`] splits its batch blocks across threads: at 4 M
+/// (LeNet-300-100's first layer at 94 % sparsity, batch 256) two threads took 195 µs against
+/// 277 µs for one.
+const LINEAR_PARALLEL_MIN_MACS: usize = 2 << 20;
 
 /// A sparse `rows x cols` matrix in compressed sparse row form: row `r` holds the values
 /// `values[row_ptr[r]..row_ptr[r + 1]]` at columns `col_idx[..]` of the same range, in
@@ -130,12 +134,67 @@ impl Csr {
     /// A linear layer `x · Wᵀ` with `self = Wᵀ` of shape `d_output x d_input` (see
     /// [`Csr::from_dense_transposed`]) and `x` row-major `batch x d_input`: row-major
     /// `batch x d_output`, the same as burn's `x.matmul(weight)`.
+    ///
+    /// The batch goes in blocks of 32 samples: each block's inputs are laid out input by input
+    /// (32 lanes, in cache), and every output row sums its stored values times those lanes in
+    /// registers. Transposing the whole batch and its result around [`Csr::matmul`] instead
+    /// cost more than the product itself (220 against 164 µs for LeNet-300-100's first layer
+    /// at 94 % sparsity and batch 256); blocks split across rayon's pool when the product is
+    /// large.
     pub fn linear(&self, x: &[f32], batch: usize) -> Result<Vec<f32>> {
         check_len("input batch", batch * self.cols, x.len())?;
-        // Work on the transposes so that the axpy runs over the batch, which is contiguous.
-        let out_t = self.matmul(&transpose(x, batch, self.cols), batch)?;
-        Ok(transpose(&out_t, self.rows, batch))
+        let mut out = vec![0.0; batch * self.rows];
+        if self.rows == 0 {
+            return Ok(out);
+        }
+        let isa = Isa::detect();
+        let block = |(b, out): (usize, &mut [f32])| {
+            let samples = out.len() / self.rows;
+            let first = b * LANES * self.cols;
+            let lanes = lanes_of(&x[first..first + samples * self.cols], self.cols);
+            let mut sums = vec![[0.0f32; LANES]; self.rows];
+            let matrix = (&self.row_ptr[..], &self.col_idx[..], &self.values[..]);
+            sparse_rows(isa, matrix, &lanes, &mut sums);
+            for (s, out_row) in out.chunks_exact_mut(self.rows).enumerate() {
+                for (o, sum) in out_row.iter_mut().zip(&sums) {
+                    *o = sum[s];
+                }
+            }
+        };
+        // Each block is computed the same way on any thread: results do not depend on the
+        // thread count.
+        let chunk = LANES * self.rows;
+        if self.nnz() * batch >= LINEAR_PARALLEL_MIN_MACS {
+            out.par_chunks_mut(chunk).enumerate().for_each(block);
+        } else {
+            out.chunks_mut(chunk).enumerate().for_each(block);
+        }
+        Ok(out)
     }
+}
+
+/// `rows` (row-major, `cols` wide, at most [`LANES`] of them) laid out column by column: lane
+/// `s` of entry `c` is `rows[s][c]`. A full block reads its rows in lockstep, which measured
+/// three times faster than one row after another (every write of a row lands in another cache
+/// line).
+fn lanes_of(rows: &[f32], cols: usize) -> Vec<[f32; LANES]> {
+    let mut lanes = vec![[0.0f32; LANES]; cols];
+    let samples = rows.len() / cols.max(1);
+    if samples == LANES {
+        let rows: [&[f32]; LANES] = std::array::from_fn(|s| &rows[s * cols..(s + 1) * cols]);
+        for (c, lane) in lanes.iter_mut().enumerate() {
+            for (l, row) in lane.iter_mut().zip(&rows) {
+                *l = row[c];
+            }
+        }
+    } else {
+        for (s, row) in rows.chunks_exact(cols.max(1)).enumerate() {
+            for (lane, &v) in lanes.iter_mut().zip(row) {
+                lane[s] = v;
+            }
+        }
+    }
+    lanes
 }
 
 fn index(n: usize) -> Result<()> {
@@ -272,7 +331,7 @@ mod tests {
         }
 
         #[test]
-        fn linear_matches_dense_layer((d_in, d_out, w) in sparse_matrix(10), batch in 0usize..6) {
+        fn linear_matches_dense_layer((d_in, d_out, w) in sparse_matrix(10), batch in 0usize..40) {
             // w is burn's layout, [d_input, d_output]; y = x · w.
             let x: Vec<f32> = (0..batch * d_in).map(|i| (i % 7) as f32 - 3.0).collect();
             let layer = Csr::from_dense_transposed(d_in, d_out, &w).unwrap();

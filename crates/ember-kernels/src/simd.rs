@@ -159,6 +159,77 @@ fn sparse_axpy_body<const FMA: bool>(out: &mut [f32], cols: &[u32], values: &[f3
     }
 }
 
+/// Batch lanes of [`sparse_rows`]: four AVX2 vectors per accumulator. Measured on
+/// LeNet-300-100's first layer at 94 % sparsity and batch 256: 138 µs with 32 lanes and two
+/// accumulators, 175 µs with 16 lanes and four.
+pub(crate) const LANES: usize = 32;
+
+/// `out[r] = Σ_k values[k] · x[cols[k]]` for every row `r` of a CSR matrix (`row_ptr`,
+/// `cols`, `values`), where each `x[c]` holds [`LANES`] samples' value of input `c`: a sparse
+/// layer over one block of a batch, every product accumulated in registers.
+pub(crate) fn sparse_rows(
+    isa: Isa,
+    (row_ptr, cols, values): (&[u32], &[u32], &[f32]),
+    x: &[[f32; LANES]],
+    out: &mut [[f32; LANES]],
+) {
+    match isa {
+        Isa::Portable => sparse_rows_body::<false>(row_ptr, cols, values, x, out),
+        #[cfg(target_arch = "x86_64")]
+        #[allow(unsafe_code)]
+        // SAFETY: as for `sparse_axpy`: the token proves AVX2 and FMA.
+        Isa::Avx2Fma(_) => unsafe { sparse_rows_avx2(row_ptr, cols, values, x, out) },
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn sparse_rows_avx2(
+    row_ptr: &[u32],
+    cols: &[u32],
+    values: &[f32],
+    x: &[[f32; LANES]],
+    out: &mut [[f32; LANES]],
+) {
+    sparse_rows_body::<true>(row_ptr, cols, values, x, out)
+}
+
+#[inline(always)]
+fn sparse_rows_body<const FMA: bool>(
+    row_ptr: &[u32],
+    cols: &[u32],
+    values: &[f32],
+    x: &[[f32; LANES]],
+    out: &mut [[f32; LANES]],
+) {
+    for (r, out) in out.iter_mut().enumerate() {
+        let range = row_ptr[r] as usize..row_ptr[r + 1] as usize;
+        let (cols, values) = (&cols[range.clone()], &values[range]);
+        // Two independent accumulators of four vectors each: eight FMAs in flight cover one
+        // FMA's latency at two per cycle.
+        let mut acc = [[0.0f32; LANES]; 2];
+        let (cols2, values2) = (cols.chunks_exact(2), values.chunks_exact(2));
+        let (cols_rest, values_rest) = (cols2.remainder(), values2.remainder());
+        for (c, v) in cols2.zip(values2) {
+            for u in 0..2 {
+                let xs = &x[c[u] as usize];
+                for l in 0..LANES {
+                    acc[u][l] = madd::<FMA>(acc[u][l], v[u], xs[l]);
+                }
+            }
+        }
+        for (&c, &v) in cols_rest.iter().zip(values_rest) {
+            let xs = &x[c as usize];
+            for l in 0..LANES {
+                acc[0][l] = madd::<FMA>(acc[0][l], v, xs[l]);
+            }
+        }
+        for l in 0..LANES {
+            out[l] = acc[0][l] + acc[1][l];
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

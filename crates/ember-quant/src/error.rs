@@ -70,6 +70,9 @@ pub enum Error {
     /// An error from the tensor layer (patterns, reading tensors, training).
     #[error(transparent)]
     Tensor(#[from] ember_tensor::Error),
+    /// From the host kernels (a matrix too large for their indices).
+    #[error(transparent)]
+    Kernel(#[from] ember_kernels::KernelError),
 }
 
 /// Result with ember-quant's [`Error`].

@@ -14,6 +14,8 @@
 //! - [`cast()`]: fp16 / bf16 models.
 //! - [`sensitivity()`]: quantize one layer at a time and see what it costs.
 //! - [`save_quantized`] / [`load_quantized`]: the model on disk at its quantized size.
+//! - [`use_sparse_kernel`]: pruned fully connected layers on the sparse kernel (see
+//!   [`sparse`]), so that unstructured pruning makes a model faster.
 //!
 //! A quantized layer whose weight and input are both quantized runs on ember-kernels' integer
 //! GEMM when its input is on a host device (flex, ndarray; see [`integer`]); everywhere else
@@ -46,6 +48,7 @@ pub mod quantize;
 pub mod save;
 pub mod scheme;
 pub mod sensitivity;
+pub mod sparse;
 
 pub use cast::{FloatType, cast};
 pub use ember_kernels::int8::Int8Kernel;
@@ -60,3 +63,4 @@ pub use quantize::{
 pub use save::{load_quantized, save_quantized};
 pub use scheme::{Granularity, Mode, QParams, QScheme, QType};
 pub use sensitivity::{LayerSensitivity, sensitivity};
+pub use sparse::{SPARSE_CROSSOVER, SparseKernel, SparseLayer, use_sparse_kernel};

@@ -21,12 +21,14 @@ use ember_observe::{Observer, ObserverKind};
 
 use ember_kernels::int8::{Int8Kernel, WeightLayout};
 
+use crate::Result;
 use crate::fake::{
     DeviceRange, fake_quantize, fake_quantize_dynamic, fake_quantize_ste, fake_quantize_weight_ste,
 };
 use crate::integer::{ConvGeometry, IntegerWeights, Path};
-use crate::qtensor::QTensor;
+use crate::qtensor::{QTensor, check_finite};
 use crate::scheme::{QParams, QScheme};
+use crate::sparse::{Kernel, SPARSE_CROSSOVER, SparseKernel, SparseWeights};
 
 /// What a layer does to its input before its own computation.
 #[derive(Debug, Clone, Default)]
@@ -201,6 +203,12 @@ pub trait QuantLayer {
     fn set_integer(&mut self, integer: Option<(&QTensor, Int8Kernel)>) -> bool;
     /// The layer's integer form, if it has one.
     fn integer(&self) -> Option<&IntegerWeights>;
+    /// Run on the sparse kernel as `choice` says (see [`crate::sparse`]), from the weight as it
+    /// is now. Returns the weight's sparsity for a layer that has a sparse path (a fully
+    /// connected f32 layer whose input stays float), `None` for the others.
+    fn set_sparse(&mut self, choice: SparseKernel) -> Result<Option<f64>>;
+    /// The layer's sparse form, if it has one.
+    fn sparse(&self) -> Option<&SparseWeights>;
 }
 
 /// The drop-ins keep their quantizers in the same two fields.
@@ -222,6 +230,12 @@ macro_rules! quant_layer {
             }
             fn integer(&self) -> Option<&IntegerWeights> {
                 self.integer.as_ref()
+            }
+            fn set_sparse(&mut self, choice: SparseKernel) -> Result<Option<f64>> {
+                self.attach_sparse(choice)
+            }
+            fn sparse(&self) -> Option<&SparseWeights> {
+                self.sparse_form()
             }
         }
     };
@@ -251,6 +265,9 @@ pub struct Linear {
     /// After quantization, the weight packed for the integer kernels.
     #[module(skip)]
     pub integer: Option<IntegerWeights>,
+    /// After pruning, the weight as compressed sparse rows for the sparse kernel.
+    #[module(skip)]
+    pub sparse: Option<SparseWeights>,
 }
 
 impl Linear {
@@ -264,9 +281,16 @@ impl Linear {
     /// On a host device, a layer with an integer form runs on the integer kernels instead
     /// (see [`crate::integer`]).
     pub fn forward<const D: usize>(&self, input: Tensor<D>) -> Tensor<D> {
+        let mut input = input;
+        // Before the weight is read: a masked weight's value costs a multiply.
+        if let Some(sparse) = &self.sparse {
+            match sparse.linear(input) {
+                Kernel::Sparse(out) => return out,
+                Kernel::Dense(back) => input = back,
+            }
+        }
         let weight = self.weight.val();
         let training = weight.is_tracked();
-        let mut input = input;
         if let Some(integer) = runnable(self.integer.as_ref(), &weight, training) {
             match crate::integer::linear(integer, &self.input, input) {
                 Path::Integer(out) => return out,
@@ -276,6 +300,41 @@ impl Linear {
         let weight = effective_weight(weight, self.weight_quant.as_ref());
         let input = self.input.apply(input.cast(weight.dtype()), training);
         linear(input, weight, self.bias.as_ref().map(Param::val))
+    }
+
+    /// Attach or drop the sparse form (see [`QuantLayer::set_sparse`]).
+    fn attach_sparse(&mut self, choice: SparseKernel) -> Result<Option<f64>> {
+        self.sparse = None;
+        let weight = self.weight.val();
+        let float_layer = matches!(self.input, InputQuant::Float)
+            && self.weight_quant.is_none()
+            && self.integer.is_none()
+            && weight.dtype() == DType::F32;
+        if !float_layer {
+            return Ok(None);
+        }
+        let dims = weight.dims();
+        let values = ember_tensor::stats::read_f32(weight)?;
+        check_finite(&values, "weight")?;
+        let sparsity =
+            values.iter().filter(|&&v| v == 0.0).count() as f64 / values.len().max(1) as f64;
+        let wanted = match choice {
+            SparseKernel::Always => true,
+            SparseKernel::Auto => sparsity >= SPARSE_CROSSOVER,
+            SparseKernel::Never => false,
+        };
+        if wanted {
+            let bias = match &self.bias {
+                Some(bias) => Some(ember_tensor::stats::read_f32(bias.val())?),
+                None => None,
+            };
+            self.sparse = Some(SparseWeights::new(&values, dims, bias)?);
+        }
+        Ok(Some(sparsity))
+    }
+
+    fn sparse_form(&self) -> Option<&SparseWeights> {
+        self.sparse.as_ref()
     }
 
     /// The integer form of this layer with `weight` (burn's `[d_input, d_output]`).
@@ -311,6 +370,7 @@ impl From<burn::nn::Linear> for Linear {
             input: InputQuant::Float,
             weight_quant: None,
             integer: None,
+            sparse: None,
         }
     }
 }
@@ -467,6 +527,17 @@ impl From<burn::nn::conv::Conv2d> for Conv2d {
             weight_quant: None,
             integer: None,
         }
+    }
+}
+
+impl Conv2d {
+    /// Convolutions have no sparse path yet: they keep their dense one.
+    fn attach_sparse(&mut self, _choice: SparseKernel) -> Result<Option<f64>> {
+        Ok(None)
+    }
+
+    fn sparse_form(&self) -> Option<&SparseWeights> {
+        None
     }
 }
 

@@ -37,7 +37,7 @@ pub const EVIDENCE: EvidenceSizes = EvidenceSizes {
     batch_size: 128,
     shapley_batches: 2,
     shapley_batch_size: 256,
-    shapley_permutations: 5,
+    shapley_permutations: 20,
 };
 
 /// Fractions of filters removed for the curve (0 is the dense model).

@@ -1,9 +1,11 @@
 //! `cargo xtask repro structured`: structured pruning that makes models smaller and faster.
 //! LeNet-300-100 loses half its neurons ([`mlp`]); LeNet-5 loses half its filters by every
-//! criterion, with the accuracy curve over the fraction removed ([`cnn`]).
+//! criterion, with the accuracy curve over the fraction removed ([`cnn`]); and unstructured
+//! pruning runs on the sparse kernel ([`sparse`]).
 
 mod cnn;
 mod mlp;
+mod sparse;
 
 use ember_prune::{StructuredConfig, UnitCriterion};
 use ember_tensor::LrSchedule;
@@ -79,6 +81,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         &data,
         &device,
     )?;
+    let sparse_results = sparse::compute(common, &mlp_config, &training, &data, &device)?;
     let cnn_config = LeNet5Config::new(1, [data.train.rows, data.train.cols], data.classes);
     let cnn_setup = cnn::Setup {
         config: cnn_config.clone(),
@@ -101,6 +104,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         );
     }
     mlp::render(&mut report, common, &mlp_results, &finetune);
+    sparse::render(&mut report, common, &sparse_results);
     cnn::render(&mut report, common, &cnn_setup, &cnn_results);
     std::fs::write(out.join("lenet5_filters.svg"), cnn::plot(&cnn_results))?;
     report.write(
@@ -119,6 +123,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         },
     )?;
     println!("{}", mlp_results.summary());
+    println!("{}", sparse_results.summary());
     println!("{}", cnn_results.summary());
     Ok(())
 }
