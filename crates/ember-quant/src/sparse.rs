@@ -77,7 +77,7 @@ impl SparseWeights {
     /// dropped for good), on a device that is not the host, of another dtype or depth.
     pub(crate) fn linear<const D: usize>(&self, input: Tensor<D>) -> Kernel<D> {
         let device = input.device();
-        if ember_tensor::device::is_autodiff(&device) {
+        if device.is_autodiff() {
             self.mark_trained();
         }
         let mut shape = input.dims();

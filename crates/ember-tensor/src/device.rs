@@ -94,11 +94,6 @@ pub fn is_host(device: &Device) -> bool {
     name.starts_with("Flex") || name.starts_with("NdArray")
 }
 
-/// Whether `device` records operations for autodiff (a model training on it).
-pub fn is_autodiff(device: &Device) -> bool {
-    format!("{:?}", device.as_dispatch()).starts_with("Autodiff")
-}
-
 /// Wait until the device has finished all queued work; GPU timings need it inside the timed
 /// region.
 pub fn sync(device: &Device) -> Result<()> {

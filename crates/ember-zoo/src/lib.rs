@@ -1,6 +1,7 @@
 //! Reference models and datasets for Ember, used by the reproduction runs, the tests and the
 //! benches: an IDX loader (MNIST's format, gzipped or not) with checksum verification, the
-//! vendored MNIST, LeNet-300-100 and LeNet-5 sized from the data, and saving with the model's
+//! vendored MNIST, LeNet-300-100, LeNet-5 and a small residual network sized from the data,
+//! each declaring its structured-pruning groups, and saving with the model's
 //! config. The training loop and evaluation are ember-tensor's, re-exported here.
 //!
 //! ```no_run
@@ -20,6 +21,7 @@ pub mod data;
 mod error;
 pub mod idx;
 pub mod models;
+pub mod resnet;
 pub mod saved;
 
 pub use data::{Dataset, Jittered, Split};
@@ -27,5 +29,6 @@ pub use ember_tensor::train::{
     Classifier, EvalReport, LabeledData, TrainConfig, TrainReport, evaluate, train,
 };
 pub use error::{Error, Result};
-pub use models::{LeNet5, LeNet5Config, Mlp, MlpConfig};
+pub use models::{LeNet5, LeNet5Config, LeNet5Widths, Mlp, MlpConfig};
+pub use resnet::{ResNet, ResNetConfig};
 pub use saved::{Model, ModelConfig, load_model, save_model};

@@ -457,7 +457,7 @@ impl UnitActivations for LeNet5 {
 
 /// The group of a fully connected layer's neurons: output columns of `<layer>.weight` (burn's
 /// `[in, out]`) and entries of `<layer>.bias`, input rows of `<next>.weight`.
-fn neuron_group(prefix: &str, layer: &str, next: &str, units: usize) -> UnitGroup {
+pub(crate) fn neuron_group(prefix: &str, layer: &str, next: &str, units: usize) -> UnitGroup {
     UnitGroup {
         name: format!("{prefix}{layer}"),
         units,
@@ -469,14 +469,14 @@ fn neuron_group(prefix: &str, layer: &str, next: &str, units: usize) -> UnitGrou
     }
 }
 
-fn positive(field: &'static str, value: usize) -> Result<()> {
+pub(crate) fn positive(field: &'static str, value: usize) -> Result<()> {
     if value == 0 {
         return Err(invalid(field, value, "must be at least 1"));
     }
     Ok(())
 }
 
-fn invalid(field: &'static str, value: impl ToString, reason: &'static str) -> Error {
+pub(crate) fn invalid(field: &'static str, value: impl ToString, reason: &'static str) -> Error {
     Error::InvalidConfig {
         field,
         value: value.to_string(),

@@ -15,6 +15,7 @@ use ember_quant::{QuantLayer, QuantLayers};
 use ember_tensor::{Classifier, UnitActivations, UnitGroup};
 
 use crate::models::{LeNet5, LeNet5Config, Mlp, MlpConfig};
+use crate::resnet::{ResNet, ResNetConfig};
 use crate::{Error, Result};
 
 /// The architecture of any reference model.
@@ -26,6 +27,9 @@ pub enum ModelConfig {
     /// LeNet-5.
     #[serde(rename = "lenet5")]
     LeNet5(LeNet5Config),
+    /// A small residual network with batch norm.
+    #[serde(rename = "resnet")]
+    ResNet(ResNetConfig),
 }
 
 impl ModelConfig {
@@ -34,6 +38,7 @@ impl ModelConfig {
         match self {
             ModelConfig::Mlp(c) => c.parameter_count(),
             ModelConfig::LeNet5(c) => c.parameter_count(),
+            ModelConfig::ResNet(c) => c.parameter_count(),
         }
     }
 
@@ -43,6 +48,7 @@ impl ModelConfig {
         match self {
             ModelConfig::Mlp(c) => Ok(c.unit_groups("Mlp.")),
             ModelConfig::LeNet5(c) => c.unit_groups("LeNet5."),
+            ModelConfig::ResNet(c) => Ok(c.unit_groups("ResNet.")),
         }
     }
 
@@ -52,6 +58,7 @@ impl ModelConfig {
         match self {
             ModelConfig::Mlp(c) => ModelConfig::Mlp(c.with_kept("Mlp.", kept)),
             ModelConfig::LeNet5(c) => ModelConfig::LeNet5(c.with_kept("LeNet5.", kept)),
+            ModelConfig::ResNet(c) => ModelConfig::ResNet(c.with_kept("ResNet.", kept)),
         }
     }
 
@@ -60,6 +67,7 @@ impl ModelConfig {
         Ok(match self {
             ModelConfig::Mlp(c) => Model::Mlp(c.init(device)?),
             ModelConfig::LeNet5(c) => Model::LeNet5(c.init(device)?),
+            ModelConfig::ResNet(c) => Model::ResNet(c.init(device)?),
         })
     }
 }
@@ -73,6 +81,8 @@ pub enum Model {
     Mlp(Mlp),
     /// LeNet-5.
     LeNet5(LeNet5),
+    /// A small residual network.
+    ResNet(ResNet),
 }
 
 impl QuantLayers for Model {
@@ -80,6 +90,7 @@ impl QuantLayers for Model {
         let (prefix, layers) = match self {
             Model::Mlp(m) => ("Mlp", m.quant_layers()),
             Model::LeNet5(m) => ("LeNet5", m.quant_layers()),
+            Model::ResNet(m) => ("ResNet", m.quant_layers()),
         };
         layers
             .into_iter()
@@ -100,11 +111,18 @@ impl From<LeNet5> for Model {
     }
 }
 
+impl From<ResNet> for Model {
+    fn from(model: ResNet) -> Self {
+        Model::ResNet(model)
+    }
+}
+
 impl Classifier for Model {
     fn forward(&self, images: Tensor<4>) -> Tensor<2> {
         match self {
             Model::Mlp(m) => m.forward(images),
             Model::LeNet5(m) => m.forward(images),
+            Model::ResNet(m) => m.forward(images),
         }
     }
 }
@@ -115,6 +133,7 @@ impl UnitActivations for Model {
         let (prefix, seen) = match self {
             Model::Mlp(m) => ("Mlp.", m.unit_activations(images)),
             Model::LeNet5(m) => ("LeNet5.", m.unit_activations(images)),
+            Model::ResNet(m) => ("ResNet.", m.unit_activations(images)),
         };
         seen.into_iter()
             .map(|(name, x)| (format!("{prefix}{name}"), x))
@@ -151,7 +170,9 @@ pub fn save_model(model: impl Into<Model>, config: &ModelConfig, path: &Path) ->
     };
     let model = model.into();
     match (&model, config) {
-        (Model::Mlp(_), ModelConfig::Mlp(_)) | (Model::LeNet5(_), ModelConfig::LeNet5(_)) => {}
+        (Model::Mlp(_), ModelConfig::Mlp(_))
+        | (Model::LeNet5(_), ModelConfig::LeNet5(_))
+        | (Model::ResNet(_), ModelConfig::ResNet(_)) => {}
         _ => {
             return Err(file_error(format!(
                 "the model and its config are of different kinds: {config:?}"

@@ -120,6 +120,28 @@ pub fn median_us(repeats: usize, mut f: impl FnMut()) -> f64 {
     times[times.len() / 2]
 }
 
+/// Median microseconds of each of `runs` over `repeats` rounds after one warm-up round, the
+/// runs taking turns within every round: a slow spell of this shared machine then slows every
+/// run alike instead of the one timed during it, so the ratios between them hold.
+pub fn interleaved_median_us(repeats: usize, runs: &mut [&mut dyn FnMut()]) -> Vec<f64> {
+    runs.iter_mut().for_each(|f| f());
+    let mut times = vec![Vec::with_capacity(repeats); runs.len()];
+    for _ in 0..repeats.max(1) {
+        for (f, t) in runs.iter_mut().zip(&mut times) {
+            let started = std::time::Instant::now();
+            f();
+            t.push(started.elapsed().as_secs_f64() * 1e6);
+        }
+    }
+    times
+        .into_iter()
+        .map(|mut t| {
+            t.sort_by(f64::total_cmp);
+            t[t.len() / 2]
+        })
+        .collect()
+}
+
 /// Mean and sample standard deviation.
 #[derive(Debug, Clone, Copy)]
 pub struct Spread {

@@ -178,6 +178,7 @@ fn name(config: &ModelConfig) -> String {
             .collect::<Vec<_>>()
             .join("-"),
         ModelConfig::LeNet5(_) => "lenet5".into(),
+        ModelConfig::ResNet(c) => format!("resnet-{}", c.width),
     }
 }
 

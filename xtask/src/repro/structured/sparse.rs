@@ -10,7 +10,7 @@ use ember_tensor::train::ordered_batches;
 use ember_zoo::{Classifier, Dataset, LabeledData, Mlp, MlpConfig, ModelConfig, TrainConfig};
 
 use super::super::trained::{Recipe, trained};
-use super::super::{CommonArgs, EVAL_BATCH, Report, median_us, verdict};
+use super::super::{CommonArgs, EVAL_BATCH, Report, interleaved_median_us, verdict};
 
 pub const SPARSITY: f64 = 0.9;
 const BATCH: usize = 256;
@@ -50,15 +50,23 @@ pub fn compute(
         .map(|i| ((i * 37) % 255) as f32 / 255.0)
         .collect();
     let images = Tensor::<4>::from_data(TensorData::new(x, [BATCH, 1, 1, config.input]), device);
-    let time = |model: &Mlp| {
-        median_us(REPEATS, || {
-            let logits = model.forward(images.clone());
-            let _ = ember_tensor::device::sync(device);
-            drop(logits);
-        })
+    let run = |model: &Mlp| {
+        let logits = model.forward(images.clone());
+        let _ = ember_tensor::device::sync(device);
+        drop(logits);
     };
-    let (dense_us, masked_us) = (time(&dense), time(&masked));
-    let (sparse_us, all_sparse_us) = (time(&sparse), time(&all_sparse));
+    let times = interleaved_median_us(
+        REPEATS,
+        &mut [
+            &mut || run(&dense),
+            &mut || run(&masked),
+            &mut || run(&sparse),
+            &mut || run(&all_sparse),
+        ],
+    );
+    let [dense_us, masked_us, sparse_us, all_sparse_us] = times[..] else {
+        unreachable!("four runs timed")
+    };
 
     let mut same = 0;
     for indices in ordered_batches(data.test.len(), EVAL_BATCH) {
@@ -108,7 +116,7 @@ pub fn render(report: &mut Report, common: &CommonArgs, results: &Results) {
         ),
         &[
             "model",
-            "µs (median of 51)",
+            "µs (median of 51, interleaved)",
             "speed-up over dense",
             "target",
             "met",
