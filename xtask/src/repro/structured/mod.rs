@@ -1,18 +1,23 @@
 //! `cargo xtask repro structured`: structured pruning that makes models smaller and faster.
 //! LeNet-300-100 loses half its neurons ([`mlp`]); LeNet-5 loses half its filters by every
-//! criterion, with the accuracy curve over the fraction removed ([`cnn`]); and unstructured
-//! pruning runs on the sparse kernel ([`sparse`]).
+//! criterion, with the accuracy curve over the fraction removed ([`cnn`]); a residual network
+//! loses half its channels across groups ([`residual`]); and unstructured pruning runs on the
+//! sparse kernel ([`sparse`]).
 
 mod cnn;
 mod mlp;
+mod residual;
 mod sparse;
 
 use ember_prune::{StructuredConfig, UnitCriterion};
 use ember_tensor::LrSchedule;
-use ember_zoo::{LeNet5Config, MlpConfig, ModelConfig, TrainConfig};
+use ember_zoo::{LeNet5Config, MlpConfig, ModelConfig, ResNetConfig, TrainConfig};
 use serde::Serialize;
 
 use super::{CommonArgs, QUICK_TEST, QUICK_TRAIN, Report};
+
+/// Epochs of the residual network's dense training: each costs about four of LeNet-5's.
+const RESIDUAL_EPOCHS: usize = 3;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -45,6 +50,9 @@ struct Resolved<'a> {
     lenet5: &'a ModelConfig,
     lenet5_pruned: &'a LeNet5Config,
     lenet5_evidence: cnn::EvidenceSizes,
+    resnet: &'a ModelConfig,
+    resnet_pruned: &'a ResNetConfig,
+    resnet_training: &'a TrainConfig,
     training: &'a TrainConfig,
     finetune: &'a TrainConfig,
 }
@@ -91,6 +99,12 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         seed: args.seed,
     };
     let cnn_results = cnn::compute(common, &cnn_setup, &data, &device)?;
+    let residual_training = TrainConfig {
+        epochs: if common.quick { 1 } else { RESIDUAL_EPOCHS },
+        ..training.clone()
+    };
+    let residual_results =
+        residual::compute(common, &residual_training, &finetune, &data, &out, &device)?;
 
     let mut report =
         Report::new("Structured pruning on MNIST: LeNet-300-100 neurons, LeNet-5 filters");
@@ -106,6 +120,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     mlp::render(&mut report, common, &mlp_results, &finetune);
     sparse::render(&mut report, common, &sparse_results);
     cnn::render(&mut report, common, &cnn_setup, &cnn_results);
+    residual::render(&mut report, common, &finetune, &residual_results);
     std::fs::write(out.join("lenet5_filters.svg"), cnn::plot(&cnn_results))?;
     report.write(
         &out,
@@ -118,6 +133,9 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
             lenet5: &ModelConfig::LeNet5(cnn_config),
             lenet5_pruned: &cnn_results.pruned_config,
             lenet5_evidence: cnn::EVIDENCE,
+            resnet: &ModelConfig::ResNet(residual_results.dense_config.clone()),
+            resnet_pruned: &residual_results.pruned_config,
+            resnet_training: &residual_training,
             training: &training,
             finetune: &finetune,
         },
@@ -125,5 +143,6 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     println!("{}", mlp_results.summary());
     println!("{}", sparse_results.summary());
     println!("{}", cnn_results.summary());
+    println!("{}", residual_results.summary());
     Ok(())
 }
