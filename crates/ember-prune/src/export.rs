@@ -17,7 +17,10 @@ use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 use crate::{Error, Result};
 
 /// The `format` the file's metadata carries.
-pub const FORMAT: &str = "ember-sparse/1";
+pub const FORMAT: &str = "ember-sparse/2";
+
+/// Older versions it still reads: `ember-sparse/1` is `/2` without the checksum.
+pub const LEGACY_FORMATS: [&str; 1] = ["ember-sparse/1"];
 
 /// Write every float parameter of `model` (masks folded in) to `path`, sparse where that is
 /// smaller; returns the file's size in bytes. The file is written to a temporary file and
@@ -79,13 +82,14 @@ pub fn load_sparse<M: Module>(model: M, path: &Path) -> Result<M> {
         path: path.to_path_buf(),
         reason,
     };
-    let (bytes, metadata) = read_tagged_safetensors(path, FORMAT).map_err(|e| match e {
-        TaggedFileError::Io(source) => Error::Io {
-            path: path.to_path_buf(),
-            source,
-        },
-        TaggedFileError::Invalid(reason) => file_error(reason),
-    })?;
+    let (bytes, metadata) =
+        read_tagged_safetensors(path, FORMAT, &LEGACY_FORMATS).map_err(|e| match e {
+            TaggedFileError::Io(source) => Error::Io {
+                path: path.to_path_buf(),
+                source,
+            },
+            TaggedFileError::Invalid(reason) => file_error(reason),
+        })?;
     let shapes: BTreeMap<String, Vec<usize>> =
         serde_json::from_str(metadata.get("shapes").map(String::as_str).unwrap_or(""))
             .map_err(|e| file_error(format!("bad shapes: {e}")))?;

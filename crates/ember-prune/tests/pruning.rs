@@ -414,6 +414,23 @@ fn sparse_export_shrinks_with_sparsity_and_loads_back() {
         load_sparse(net(13, &device), &huge),
         Err(Error::SparseFile { .. })
     ));
+    // Any one byte changed, wherever it lands (header, checksum, bits, values): refused.
+    let bytes = std::fs::read(&path).unwrap();
+    let damaged = dir.path().join("damaged.safetensors");
+    let skeleton = net(13, &device);
+    for i in 0..bytes.len() {
+        let mut flipped = bytes.clone();
+        flipped[i] ^= 0xff;
+        std::fs::write(&damaged, &flipped).unwrap();
+        assert!(
+            matches!(
+                load_sparse(skeleton.clone(), &damaged),
+                Err(Error::SparseFile { .. })
+            ),
+            "byte {i} of {} flipped",
+            bytes.len()
+        );
+    }
     // The same model exports to the same bytes.
     let model = load_sparse(net(13, &device), &path).unwrap();
     let again = dir.path().join("again.safetensors");

@@ -1,6 +1,6 @@
 //! A quantized model on disk, at its quantized size.
 //!
-//! The file is a safetensors file (format `ember-quant/1` in its metadata). A quantized
+//! The file is a safetensors file (format `ember-quant/2` in its metadata). A quantized
 //! parameter is `<path>` holding the packed integers (I8, or U8 for unsigned and 4-bit
 //! types), `<path>:scale` (F32) and, in affine schemes, `<path>:zero_point` (I32); every other
 //! parameter is `<path>` in its float type. The metadata holds each parameter's shape and
@@ -25,7 +25,10 @@ use crate::scheme::{Mode, QParams, QScheme};
 use crate::{Error, Result};
 
 /// The `format` in the file's metadata.
-pub const FORMAT: &str = "ember-quant/1";
+pub const FORMAT: &str = "ember-quant/2";
+
+/// Older versions it still reads: `ember-quant/2` is `/2` without the checksum.
+pub const LEGACY_FORMATS: [&str; 1] = ["ember-quant/1"];
 
 /// What a layer does to its input, as stored.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -143,13 +146,14 @@ pub fn load_quantized<M: Module + QuantLayers>(
         path: path.to_path_buf(),
         reason,
     };
-    let (bytes, metadata) = read_tagged_safetensors(path, FORMAT).map_err(|e| match e {
-        TaggedFileError::Io(source) => Error::Io {
-            path: path.to_path_buf(),
-            source,
-        },
-        TaggedFileError::Invalid(reason) => file_error(reason),
-    })?;
+    let (bytes, metadata) =
+        read_tagged_safetensors(path, FORMAT, &LEGACY_FORMATS).map_err(|e| match e {
+            TaggedFileError::Io(source) => Error::Io {
+                path: path.to_path_buf(),
+                source,
+            },
+            TaggedFileError::Invalid(reason) => file_error(reason),
+        })?;
     let field = |name: &str| metadata.get(name).map(String::as_str).unwrap_or("");
     let parse_error = |name: &str, e: serde_json::Error| file_error(format!("bad {name}: {e}"));
     let shapes: BTreeMap<String, Vec<usize>> =

@@ -615,6 +615,22 @@ fn corrupt_or_mismatched_files_are_typed_errors() {
         load_quantized(mlp(&device, 1), &dir.path().join("none.q"), &device),
         Err(Error::Io { .. })
     ));
+    // Any one byte changed, wherever it lands (header, checksum, integers, scales): refused.
+    let skeleton = mlp(&device, 1);
+    let damaged = dir.path().join("damaged.q");
+    for i in 0..bytes.len() {
+        let mut flipped = bytes.clone();
+        flipped[i] ^= 0xff;
+        std::fs::write(&damaged, &flipped).unwrap();
+        let result = load_quantized(skeleton.clone(), &damaged, &device);
+        assert!(
+            matches!(result, Err(Error::QuantFile { .. })),
+            "byte {i} of {} flipped: {:?}",
+            bytes.len(),
+            result.map(|_| ())
+        );
+    }
+    assert!(load_quantized(skeleton, &path, &device).is_ok());
 }
 
 #[test]
@@ -1110,4 +1126,50 @@ fn histogram_observers_calibrate_a_model() {
             "{method:?}: {range:?}"
         );
     }
+}
+
+/// A file written before files carried a checksum (`ember-quant/1`) still loads, with the same
+/// outputs; the same file claiming the current format without a checksum does not.
+#[test]
+fn a_file_from_before_checksums_still_loads() {
+    let _seeded = seeded_lock();
+    let device = Device::flex();
+    let q = quantize_dynamic(mlp(&device, 1), &DynamicConfig::default()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("new.q");
+    save_quantized(&q, &path).unwrap();
+    let bytes = std::fs::read(&path).unwrap();
+    let (_, header) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+    let tensors = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let write_as = |format: &str, name: &str| {
+        let mut metadata = header.metadata().clone().unwrap();
+        metadata.remove(ember_tensor::fs::CHECKSUM_KEY);
+        metadata.insert("format".into(), format.into());
+        let old = safetensors::serialize(tensors.tensors(), Some(metadata)).unwrap();
+        let out = dir.path().join(name);
+        std::fs::write(&out, old).unwrap();
+        out
+    };
+    let old = load_quantized(
+        mlp(&device, 1),
+        &write_as("ember-quant/1", "old.q"),
+        &device,
+    )
+    .unwrap();
+    let images = Tensor::<4>::from_data(
+        TensorData::new(vec![0.25f32; 2 * Blobs::DIM], [2, 1, 1, Blobs::DIM]),
+        &device,
+    );
+    assert_eq!(
+        host(old.model.forward(images.clone())),
+        host(q.model.forward(images))
+    );
+    assert!(matches!(
+        load_quantized(
+            mlp(&device, 1),
+            &write_as("ember-quant/2", "unsigned.q"),
+            &device
+        ),
+        Err(Error::QuantFile { .. })
+    ));
 }

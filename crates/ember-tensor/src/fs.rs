@@ -1,8 +1,12 @@
-//! Writing files for a user: never half-written, never over an input by accident.
+//! Writing files for a user: never half-written, never over an input by accident; and
+//! Ember's safetensors formats, which carry a checksum so that a damaged file is refused
+//! rather than loaded as a silently different model.
 
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::Path;
+
+use sha2::{Digest, Sha256};
 
 /// Write `bytes` to `path` through a temporary file in the same directory, synced and renamed
 /// into place: a crash leaves either the old file or the new one, never half of one. Missing
@@ -27,14 +31,20 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     Ok(())
 }
 
+/// The metadata entry that holds a file's SHA-256, in hex: the digest of the whole file with
+/// this entry's value written as zeros.
+pub const CHECKSUM_KEY: &str = "sha256";
+const DIGEST_HEX: usize = 64;
+
 /// The bytes of a safetensors file holding `tensors` and `metadata`, the same bytes for the
-/// same input on every run. safetensors takes its metadata as a `HashMap`, whose order changes
-/// from one map to the next; the header is written again with its keys sorted (same keys, same
-/// length), so that saving one model twice gives one file.
+/// same input on every run, checksummed ([`CHECKSUM_KEY`]). safetensors takes its metadata as
+/// a `HashMap`, whose order changes from one map to the next; the header is written again with
+/// its keys sorted (same keys, same length), so that saving one model twice gives one file.
 pub fn serialize_safetensors<'a>(
     tensors: Vec<(String, safetensors::tensor::TensorView<'a>)>,
-    metadata: std::collections::BTreeMap<String, String>,
+    mut metadata: std::collections::BTreeMap<String, String>,
 ) -> Result<Vec<u8>, String> {
+    metadata.insert(CHECKSUM_KEY.into(), "0".repeat(DIGEST_HEX));
     let mut bytes = safetensors::serialize(tensors, Some(metadata.into_iter().collect()))
         .map_err(|e| e.to_string())?;
     let sorted = |header: &[u8]| -> serde_json::Result<Vec<u8>> {
@@ -64,7 +74,38 @@ pub fn serialize_safetensors<'a>(
     let header = &mut bytes[8..8 + len];
     header.fill(b' ');
     header[..rewritten.len()].copy_from_slice(&rewritten);
+    let at = checksum_position(&bytes).ok_or("the checksum entry went missing")?;
+    let digest = hex(&Sha256::digest(&bytes));
+    bytes[at..at + DIGEST_HEX].copy_from_slice(digest.as_bytes());
     Ok(bytes)
+}
+
+/// Where the checksum's hex digits start in a file's bytes, if its header holds the entry.
+fn checksum_position(bytes: &[u8]) -> Option<usize> {
+    let len = u64::from_le_bytes(bytes.get(..8)?.try_into().ok()?);
+    let header = bytes.get(8..8usize.checked_add(usize::try_from(len).ok()?)?)?;
+    let key = format!("\"{CHECKSUM_KEY}\":\"");
+    let start = header
+        .windows(key.len())
+        .position(|w| w == key.as_bytes())?
+        + key.len();
+    header.get(start..start + DIGEST_HEX)?;
+    Some(8 + start)
+}
+
+fn hex(digest: &[u8]) -> String {
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Whether `bytes` (a file [`serialize_safetensors`] wrote) are as they were written: `None`
+/// for a file without a checksum (written before files carried one), else whether the
+/// digest matches.
+pub fn checksum_matches(bytes: &[u8]) -> Option<bool> {
+    let at = checksum_position(bytes)?;
+    let stored = bytes[at..at + DIGEST_HEX].to_vec();
+    let mut zeroed = bytes.to_vec();
+    zeroed[at..at + DIGEST_HEX].fill(b'0');
+    Some(hex(&Sha256::digest(&zeroed)).as_bytes() == stored.as_slice())
 }
 
 /// Why a file in one of Ember's safetensors formats could not be opened.
@@ -77,18 +118,97 @@ pub enum TaggedFileError {
 }
 
 /// The bytes and header metadata of a safetensors file whose metadata entry `format` is
-/// `format`: the opening check Ember's own file formats (`ember-sparse/1`, `ember-quant/1`)
-/// share.
+/// `format` (or one of its `legacy` versions), its checksum verified: the opening check
+/// Ember's own file formats (`ember-sparse/2`, `ember-quant/2`) share. A file whose bytes do
+/// not match its checksum is refused, and so is a file of the current format without one
+/// (damage can hit the checksum's own entry); a legacy file, written before files carried a
+/// checksum, loads with a warning (`log`).
 pub fn read_tagged_safetensors(
     path: &Path,
     format: &str,
+    legacy: &[&str],
 ) -> Result<(Vec<u8>, std::collections::HashMap<String, String>), TaggedFileError> {
     let bytes = std::fs::read(path).map_err(TaggedFileError::Io)?;
     let (_, header) = safetensors::SafeTensors::read_metadata(&bytes)
         .map_err(|e| TaggedFileError::Invalid(format!("corrupt: {e}")))?;
     let metadata = header.metadata().clone().unwrap_or_default();
-    if metadata.get("format").map(String::as_str) != Some(format) {
+    let tag = metadata.get("format").map(String::as_str);
+    let current = tag == Some(format);
+    if !current && !legacy.iter().any(|old| tag == Some(*old)) {
         return Err(TaggedFileError::Invalid(format!("not an {format} file")));
     }
+    match checksum_matches(&bytes) {
+        Some(true) => {}
+        Some(false) => {
+            return Err(TaggedFileError::Invalid(
+                "damaged: its bytes do not match the checksum it was written with".into(),
+            ));
+        }
+        None if current => {
+            return Err(TaggedFileError::Invalid(format!(
+                "damaged: an {format} file carries a checksum, and this one has none"
+            )));
+        }
+        None => log::warn!(
+            "{}: no checksum (an older {} file): damage to it would go unnoticed",
+            path.display(),
+            tag.unwrap_or_default()
+        ),
+    }
     Ok((bytes, metadata))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use safetensors::tensor::{Dtype, TensorView};
+
+    fn file() -> Vec<u8> {
+        let data: Vec<u8> = (0u8..32).collect();
+        let view = TensorView::new(Dtype::F32, vec![8], &data).unwrap();
+        let metadata = BTreeMap::from([("format".to_string(), "test/2".to_string())]);
+        serialize_safetensors(vec![("w".into(), view)], metadata).unwrap()
+    }
+
+    /// Every single-byte change of a checksummed file is caught, wherever it lands: the length
+    /// prefix, the header (the digest itself included) or the tensors.
+    #[test]
+    fn every_flipped_byte_is_caught() {
+        let bytes = file();
+        assert_eq!(checksum_matches(&bytes), Some(true));
+        assert_eq!(file(), bytes, "the same input gives the same bytes");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f.safetensors");
+        for i in 0..bytes.len() {
+            for flip in [0x01u8, 0x80, 0xff] {
+                let mut damaged = bytes.clone();
+                damaged[i] ^= flip;
+                std::fs::write(&path, &damaged).unwrap();
+                assert!(
+                    read_tagged_safetensors(&path, "test/2", &["test/1"]).is_err(),
+                    "byte {i} ^ {flip:#x} went unnoticed"
+                );
+            }
+        }
+        std::fs::write(&path, &bytes).unwrap();
+        assert!(read_tagged_safetensors(&path, "test/2", &["test/1"]).is_ok());
+    }
+
+    /// A file from before checksums (no entry, the legacy format) still opens; one of the
+    /// current format without its checksum does not.
+    #[test]
+    fn a_file_without_a_checksum_still_opens() {
+        let data = [0u8; 4];
+        let view = TensorView::new(Dtype::F32, vec![1], &data).unwrap();
+        let metadata =
+            std::collections::HashMap::from([("format".to_string(), "test/1".to_string())]);
+        let bytes = safetensors::serialize(vec![("w", view)], Some(metadata)).unwrap();
+        assert_eq!(checksum_matches(&bytes), None);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.safetensors");
+        std::fs::write(&path, &bytes).unwrap();
+        assert!(read_tagged_safetensors(&path, "test/2", &["test/1"]).is_ok());
+        assert!(read_tagged_safetensors(&path, "test/1", &[]).is_err());
+    }
 }

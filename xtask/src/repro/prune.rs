@@ -487,7 +487,7 @@ fn render(args: &Args, setup: &Setup, results: &Results) -> Report {
             "Dense training: {epochs} epochs of Adam (lr 1e-3, cosine), batch 128. Pruning: global L1 \
              magnitude over every linear and convolution weight (biases kept). Fine-tuning: \
              {ft_epochs} epochs of Adam at a constant {} with the masks held. The size is that of \
-             the `ember-sparse/1` safetensors file (a bit per weight plus the kept values; biases \
+             the `ember-sparse/2` safetensors file (a bit per weight plus the kept values; biases \
              dense); the dense row is the same format with nothing pruned. Plots: \
              `mlp_accuracy.svg`, `cnn_accuracy.svg`.",
             args.finetune_lr

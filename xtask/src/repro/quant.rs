@@ -525,7 +525,7 @@ fn render(args: &Args, results: &Results) -> Report {
         "How to read this",
         &format!(
             "Sizes are the files `ember_quant::save_quantized` writes (safetensors, format \
-             `ember-quant/1`), against the float model in the same format. A layer whose weight \
+             `ember-quant/2`), against the float model in the same format. A layer whose weight \
              and input are both quantized runs on the integer kernels on a host backend (here: \
              `{}` on {}): \"test-set seconds\" is that model, \"float-path seconds\" the same \
              model computing in float with dequantized weights and fake-quantized inputs (what \

@@ -1,6 +1,7 @@
 //! The small residual network (batch norms, a residual stream several layers write and read):
-//! half of all its channels removed across groups by first-order Taylor, the network rebuilt
-//! narrower, fine-tuned, saved and reloaded, and timed at batch 256.
+//! a quarter of all its channels removed across groups by first-order Taylor, the network
+//! rebuilt narrower, fine-tuned with the training recipe's rate, saved and reloaded, and timed
+//! at batch 256.
 
 use std::path::Path;
 
@@ -17,7 +18,10 @@ use super::super::{
     CommonArgs, Report, interleaved_median_us, round_pp, test_accuracy as accuracy,
 };
 
-const FRACTION: f64 = 0.5;
+/// A quarter of all channels: removing half (global Taylor took the stream from 16 to 9
+/// channels and the blocks to 8 and 7, 28 % of the parameters) left 9.59 % after the surgery and
+/// 89.04 % after 3 epochs of fine-tuning at 1e-4.
+const FRACTION: f64 = 0.25;
 const BATCH: usize = 256;
 const REPEATS: usize = 21;
 
@@ -113,9 +117,11 @@ pub fn render(report: &mut Report, common: &CommonArgs, finetune: &TrainConfig, 
     let speedup = r.dense_us / r.pruned_us;
     report.table(
         &format!(
-            "Residual network: {:.0} % of all channels removed across groups by first-order Taylor, {} epochs of fine-tuning",
+            "Residual network: {:.0} % of all channels removed across groups by first-order Taylor, {} epochs of fine-tuning at {} ({:?})",
             FRACTION * 100.0,
-            finetune.epochs
+            finetune.epochs,
+            finetune.learning_rate,
+            finetune.schedule
         ),
         &["model", "stream / block widths", "parameters", "MACs per image", "accuracy %"],
         &[
@@ -162,21 +168,21 @@ pub fn render(report: &mut Report, common: &CommonArgs, finetune: &TrainConfig, 
         ),
     );
     report.metric("resnet_dense_acc", r.dense);
-    report.metric("resnet_half_taylor_before_finetune_acc", r.pruned);
-    report.metric("resnet_half_taylor_acc", r.finetuned);
-    report.metric("resnet_half_reloaded_acc", r.reloaded);
-    report.metric("resnet_half_params", r.pruned_params as f64);
+    report.metric("resnet_quarter_taylor_before_finetune_acc", r.pruned);
+    report.metric("resnet_quarter_taylor_acc", r.finetuned);
+    report.metric("resnet_quarter_reloaded_acc", r.reloaded);
+    report.metric("resnet_quarter_params", r.pruned_params as f64);
     report.metric(
-        "resnet_half_macs_ratio",
+        "resnet_quarter_macs_ratio",
         r.pruned_macs as f64 / r.dense_macs as f64,
     );
-    report.metric("resnet_half_speedup_b256", speedup);
+    report.metric("resnet_quarter_speedup_b256", speedup);
 }
 
 impl Results {
     pub fn summary(&self) -> String {
         format!(
-            "residual network: dense {:.2} %, half its channels removed by Taylor and fine-tuned {:.2} % (reloaded {:.2} %), {:.2}x faster at batch {BATCH}",
+            "residual network: dense {:.2} %, a quarter of its channels removed by Taylor and fine-tuned {:.2} % (reloaded {:.2} %), {:.2}x faster at batch {BATCH}",
             self.dense,
             self.finetuned,
             self.reloaded,
