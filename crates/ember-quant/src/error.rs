@@ -40,6 +40,17 @@ pub enum Error {
         /// The model's quantizable layers.
         available: String,
     },
+    /// A `QuantLayers` name whose `<name>.weight` is no parameter of the model: that layer's
+    /// input would never be quantized, and nothing would say so.
+    #[error(
+        "quantizable layer `{layer}` has no parameter `{layer}.weight`; the model's weights are: {available}"
+    )]
+    LayerPath {
+        /// The name the model's `QuantLayers` gave.
+        layer: String,
+        /// The model's weight paths.
+        available: String,
+    },
     /// A device that cannot hold the dtype asked for.
     #[error("cannot cast to {dtype:?}: device {device} cannot hold it (use flex or wgpu)")]
     UnsupportedDType {

@@ -228,6 +228,8 @@ pub fn quantize_dynamic<M: Module + QuantLayers>(
     config: &DynamicConfig,
 ) -> Result<Quantized<M>> {
     per_tensor_activations(&config.activations, None)?;
+    let mut model = model;
+    check_layer_paths(&mut model)?;
     let mut q = quantize_weights(model, &config.weights)?;
     for (name, layer) in q.model.quant_layers() {
         if q.weights.contains_key(&format!("{name}.weight")) {
@@ -294,12 +296,34 @@ pub struct Prepared<M> {
     observed: BTreeMap<String, Arc<Mutex<Calibration>>>,
 }
 
+/// Every layer the model's [`QuantLayers`] lists has a weight at `<name>.weight`: a name that
+/// matches no parameter path (a `QuantLayers` impl out of step with the struct) would leave the
+/// layer's input unquantized without a word.
+fn check_layer_paths<M: Module + QuantLayers>(model: &mut M) -> Result<()> {
+    let paths: Vec<String> = params(model).into_iter().map(|p| p.path).collect();
+    for (name, _) in model.quant_layers() {
+        if !paths.contains(&format!("{name}.weight")) {
+            let weights: Vec<&str> = paths
+                .iter()
+                .filter(|p| p.ends_with("weight"))
+                .map(String::as_str)
+                .collect();
+            return Err(Error::LayerPath {
+                layer: name,
+                available: weights.join(", "),
+            });
+        }
+    }
+    Ok(())
+}
+
 /// Insert an observer on the input of every quantizable layer not kept in float.
 pub fn prepare<M: Module + QuantLayers>(
     mut model: M,
     config: &StaticConfig,
 ) -> Result<Prepared<M>> {
     per_tensor_activations(&config.activations, Some(&config.observer))?;
+    check_layer_paths(&mut model)?;
     let kept = kept_float(&mut model, &config.keep_float)?;
     let mut observed = BTreeMap::new();
     for (name, layer) in model.quant_layers() {

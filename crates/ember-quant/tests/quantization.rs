@@ -1173,3 +1173,48 @@ fn a_file_from_before_checksums_still_loads() {
         Err(Error::QuantFile { .. })
     ));
 }
+
+/// A model whose `QuantLayers` names a layer by a path its parameters do not have: every pass
+/// that quantizes inputs refuses it, naming the layer and the weights the model has.
+#[test]
+fn quant_layer_names_that_match_no_weight_are_refused() {
+    #[derive(Module, Debug)]
+    struct Misnamed {
+        fc: Linear,
+    }
+    impl QuantLayers for Misnamed {
+        fn quant_layers(&mut self) -> Vec<(String, &mut dyn ember_quant::QuantLayer)> {
+            vec![("dense".into(), &mut self.fc)]
+        }
+    }
+    let device = Device::flex();
+    let model = || Misnamed {
+        fc: Linear::new(&LinearConfig::new(4, 3), &device),
+    };
+    let err = quantize_dynamic(model(), &DynamicConfig::default()).unwrap_err();
+    assert!(
+        matches!(&err, Error::LayerPath { layer, available } if layer == "dense" && available == "fc.weight"),
+        "{err}"
+    );
+    assert!(matches!(
+        ember_quant::prepare(model(), &StaticConfig::default()),
+        Err(Error::LayerPath { .. })
+    ));
+    // An empty selection is refused too, naming the selector.
+    let none = DynamicConfig {
+        weights: WeightConfig {
+            layers: ember_tensor::Selector::linear_and_conv_weights()
+                .kind("Conv3d")
+                .exclude("*"),
+            ..WeightConfig::int8_per_channel()
+        },
+        ..DynamicConfig::default()
+    };
+    let mut fine = model();
+    fine.fc = Linear::new(&LinearConfig::new(4, 3), &device);
+    let err = quantize_weights(fine, &none.weights).unwrap_err();
+    assert!(
+        matches!(&err, Error::Tensor(ember_tensor::Error::EmptySelection { selector, .. }) if selector.contains("exclude [*]")),
+        "{err}"
+    );
+}

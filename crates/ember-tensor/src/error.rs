@@ -50,6 +50,15 @@ pub enum Error {
         /// A few parameter paths of the model, to show what it could have matched.
         available: String,
     },
+    /// A selector that, all patterns and kinds applied, takes no parameter: the pass would do
+    /// nothing and look as if it had worked.
+    #[error("the selection {selector} takes no parameter of the model (it has: {available})")]
+    EmptySelection {
+        /// The selector, as its patterns and kinds read.
+        selector: String,
+        /// A few parameter paths of the model, with their layer kinds.
+        available: String,
+    },
     /// An axis outside the tensor's rank.
     #[error("axis {axis} is out of range for a tensor of rank {rank}")]
     AxisOutOfRange {

@@ -65,13 +65,37 @@ impl Selector {
             exclude_set: compile_set(&self.exclude)?,
             kinds: self.kinds.clone(),
             patterns: self.include.clone(),
+            description: self.describe(),
         })
     }
 
     /// The parameters this selector takes, in the order given; an error if an include pattern
-    /// matches none of them, since that is almost always a typo.
+    /// matches none of them, since that is almost always a typo, or if nothing is left once
+    /// kinds and excludes apply (`kind("Conv3d")`, `exclude("*")`): a pass over nothing would
+    /// report success.
     pub fn select<'a>(&self, params: &'a [ParamInfo]) -> Result<Vec<&'a ParamInfo>> {
         self.compile()?.select(params)
+    }
+}
+
+impl Selector {
+    /// The selector in words, for errors: `include [*weight], kinds [Conv3d], exclude [*]`.
+    fn describe(&self) -> String {
+        let mut parts = vec![];
+        for (name, list) in [
+            ("include", &self.include),
+            ("kinds", &self.kinds),
+            ("exclude", &self.exclude),
+        ] {
+            if !list.is_empty() {
+                parts.push(format!("{name} [{}]", list.join(", ")));
+            }
+        }
+        if parts.is_empty() {
+            "of every parameter".into()
+        } else {
+            parts.join(", ")
+        }
     }
 }
 
@@ -83,6 +107,7 @@ pub struct Matcher {
     exclude_set: GlobSet,
     kinds: Vec<String>,
     patterns: Vec<String>,
+    description: String,
 }
 
 impl Matcher {
@@ -103,10 +128,17 @@ impl Matcher {
                 });
             }
         }
-        Ok(params
+        let selected: Vec<&ParamInfo> = params
             .iter()
             .filter(|p| self.matches(&p.path, &p.layer_kind))
-            .collect())
+            .collect();
+        if selected.is_empty() {
+            return Err(Error::EmptySelection {
+                selector: self.description.clone(),
+                available: summarize_kinds(params),
+            });
+        }
+        Ok(selected)
     }
 }
 
@@ -131,6 +163,23 @@ fn compile_set(patterns: &[String]) -> Result<GlobSet> {
         pattern: patterns.join(", "),
         reason: e.to_string(),
     })
+}
+
+/// A few paths with their layer kinds: `fc1.weight (Linear), ...`.
+fn summarize_kinds(params: &[ParamInfo]) -> String {
+    if params.is_empty() {
+        return "no parameters".into();
+    }
+    const SHOWN: usize = 8;
+    let mut list: Vec<String> = params
+        .iter()
+        .take(SHOWN)
+        .map(|p| format!("{} ({})", p.path, p.layer_kind))
+        .collect();
+    if params.len() > SHOWN {
+        list.push("...".into());
+    }
+    list.join(", ")
 }
 
 fn summarize_paths(params: &[ParamInfo]) -> String {
@@ -168,6 +217,36 @@ mod tests {
 
     fn paths(selected: Vec<&ParamInfo>) -> Vec<&str> {
         selected.into_iter().map(|p| p.path.as_str()).collect()
+    }
+
+    /// A selection that ends up empty is an error naming the selector and what the model has,
+    /// not a pass over nothing.
+    #[test]
+    fn a_selection_of_nothing_is_an_error() {
+        let model = model();
+        for selector in [
+            Selector::all().kind("Conv3d"),
+            Selector::all().exclude("*"),
+            Selector::all().include("fc1.*").kind("Conv2d"),
+        ] {
+            let err = selector.select(&model).unwrap_err();
+            let Error::EmptySelection {
+                selector: described,
+                available,
+            } = &err
+            else {
+                panic!("{err}")
+            };
+            assert!(available.contains("fc1.weight (Linear)"), "{err}");
+            assert!(
+                selector
+                    .kinds
+                    .iter()
+                    .chain(&selector.exclude)
+                    .all(|k| described.contains(k.as_str())),
+                "{err}"
+            );
+        }
     }
 
     #[test]

@@ -157,7 +157,8 @@ pub struct Dataset {
     pub train: Split,
     /// The test split.
     pub test: Split,
-    /// Number of classes: one more than the largest label in either split.
+    /// Number of classes: one more than the training split's largest label (every test label
+    /// is below it).
     pub classes: usize,
     /// Whether the files were checked against a `SHA256SUMS` list in the directory.
     pub checksums_verified: bool,
@@ -179,14 +180,18 @@ impl Dataset {
                 ),
             });
         }
-        let classes = train
-            .labels
-            .iter()
-            .chain(&test.labels)
-            .copied()
-            .max()
-            .unwrap_or(0) as usize
-            + 1;
+        // The classes are the training split's: a test label past them is a class no model
+        // trained on this data can predict (and would size the output layer for classes it
+        // never saw).
+        let classes = train.labels.iter().copied().max().unwrap_or(0) as usize + 1;
+        if let Some(&label) = test.labels.iter().find(|&&l| usize::from(l) >= classes) {
+            return Err(Error::Inconsistent {
+                reason: format!(
+                    "the test split has label {label}, but the training split's labels stop at {}",
+                    classes - 1
+                ),
+            });
+        }
         Ok(Dataset {
             train,
             test,

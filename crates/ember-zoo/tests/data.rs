@@ -173,6 +173,28 @@ fn train_and_test_of_different_image_sizes() {
     ));
 }
 
+/// A test label the training split never has (a class no model trained on it can predict) is
+/// an error naming the label, not a model sized for classes it never saw.
+#[test]
+fn test_labels_past_the_training_classes() {
+    let dir = tempfile::tempdir().unwrap();
+    write_dataset(dir.path(), 6, 6, false);
+    let labels = IdxArray {
+        dims: vec![2],
+        data: vec![1, 200],
+    };
+    std::fs::write(
+        dir.path().join("t10k-labels-idx1-ubyte"),
+        encode_idx(&labels),
+    )
+    .unwrap();
+    let err = Dataset::load_idx_dir(dir.path()).unwrap_err();
+    assert!(
+        matches!(&err, Error::Inconsistent { reason } if reason.contains("label 200") && reason.contains("stop at 2")),
+        "{err}"
+    );
+}
+
 /// The pixel values an image of `split` becomes in a batch (MNIST's normalization).
 fn normalized(split: &ember_zoo::Split, i: usize) -> Vec<f32> {
     let n = split.rows * split.cols;

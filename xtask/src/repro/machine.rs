@@ -28,8 +28,45 @@ pub fn describe() -> String {
     let threads =
         std::env::var("RAYON_NUM_THREADS").unwrap_or_else(|_| format!("{cores} (default)"));
     format!(
-        "- CPU: {cpu}, {cores} cores available, {memory} memory\n- OS: {os}\n- {rustc}, release build, \
-         mimalloc allocator\n- compute threads (RAYON_NUM_THREADS): {threads}\n- burn 0.22.1"
+        "- CPU: {cpu}, {cores} cores available, {memory} memory\n- instruction sets: {}\n- OS: {os}\n\
+         - {rustc}, release build, mimalloc allocator\n- compute threads (RAYON_NUM_THREADS): \
+         {threads}\n- burn 0.22.1",
+        instruction_sets()
+    )
+}
+
+/// The vector extensions the CPU has that Ember's kernels (and flex's) choose between at run
+/// time, and the int8 kernel picked: timings depend on them, so every report names them.
+pub fn instruction_sets() -> String {
+    let mut found: Vec<&str> = vec![];
+    #[cfg(target_arch = "x86_64")]
+    {
+        for (name, has) in [
+            ("AVX2", std::arch::is_x86_feature_detected!("avx2")),
+            ("FMA", std::arch::is_x86_feature_detected!("fma")),
+            ("AVX-512F", std::arch::is_x86_feature_detected!("avx512f")),
+            (
+                "AVX-512 VNNI",
+                std::arch::is_x86_feature_detected!("avx512vnni"),
+            ),
+            (
+                "AVX-512 BF16",
+                std::arch::is_x86_feature_detected!("avx512bf16"),
+            ),
+        ] {
+            if has {
+                found.push(name);
+            }
+        }
+    }
+    let list = if found.is_empty() {
+        "none beyond the baseline".to_string()
+    } else {
+        found.join(", ")
+    };
+    format!(
+        "{list} (int8 kernel: {})",
+        ember_kernels::int8::Int8Kernel::detect().name()
     )
 }
 
