@@ -7,7 +7,10 @@
 //!   falls with sparsity at every level (CSR's 4-byte column indices only win past 50 %);
 //! - [`int8`]: the `u8` x `i8` GEMM of quantized layers, with prepacked weights
 //!   ([`PackedWeights`]), a dequantizing epilogue and kernels for AVX-512 VNNI, AVX2 and any
-//!   CPU, chosen at run time ([`Int8Kernel::detect`]).
+//!   CPU, chosen at run time ([`Int8Kernel::detect`]);
+//! - [`binary`]: ±1 values packed a bit each ([`PackedSigns`]) and their XNOR-popcount product
+//!   ([`xnor_gemm`], [`binary_linear`]), with AVX-512 VPOPCNTDQ, POPCNT and portable kernels
+//!   chosen at run time ([`BinaryKernel::detect`]).
 //!
 //! ```
 //! use ember_kernels::Csr;
@@ -19,11 +22,13 @@
 //! # Ok::<(), ember_kernels::KernelError>(())
 //! ```
 
+pub mod binary;
 mod bitmap;
 mod csr;
 pub mod int8;
 pub mod simd;
 
+pub use binary::{BinaryKernel, PackedSigns, binary_linear, xnor_gemm};
 pub use bitmap::Bitmap;
 pub use csr::Csr;
 pub use int8::{Int8Kernel, PackedWeights, WeightLayout};
