@@ -14,6 +14,8 @@
 //! - [`cast()`]: fp16 / bf16 models.
 //! - [`sensitivity()`]: quantize one layer at a time and see what it costs.
 //! - [`save_quantized`] / [`load_quantized`]: the model on disk at its quantized size.
+//! - [`binary`]: binary fully connected layers (XNOR-Net / XNOR-Net++ scales, clipped
+//!   straight-through training) on ember-kernels' XNOR-popcount product once packed.
 //! - [`use_sparse_kernel`]: pruned fully connected layers on the sparse kernel (see
 //!   [`sparse`]), so that unstructured pruning makes a model faster.
 //!
@@ -37,6 +39,7 @@
 //! # Ok::<(), ember_quant::Error>(())
 //! ```
 
+pub mod binary;
 pub mod cast;
 mod error;
 pub mod fake;
@@ -50,6 +53,7 @@ pub mod scheme;
 pub mod sensitivity;
 pub mod sparse;
 
+pub use binary::{BinaryLinear, BinaryScale, sign_ste};
 pub use cast::{FloatType, cast};
 pub use ember_kernels::int8::Int8Kernel;
 pub use error::{Error, Result};
