@@ -67,6 +67,7 @@ fn repro_smoke_runs() -> anyhow::Result<()> {
         "quant",
         "prune",
         "structured",
+        "qat",
         "lottery",
         "distill",
     ] {

@@ -3,8 +3,8 @@
 //! - `cargo xtask ci`: format check, clippy with warnings denied, the tests (wgpu's too when a
 //!   Vulkan driver is installed), the docs, and every experiment's `repro --quick` run.
 //! - `cargo xtask repro <experiment> [--backend flex|ndarray|wgpu] [--data DIR] [--quick]
-//!   [--retrain]`: reproduce a published result (`baseline`, `distill`, `prune`, `lottery`,
-//!   `quant`) and write `target/repro/<experiment>/{report.md,metrics.json}`; trained models
+//!   [--retrain]`: reproduce a published result (`baseline`, `distill`, `prune`, `structured`,
+//!   `lottery`, `quant`, `qat`) and write `target/repro/<experiment>/{report.md,metrics.json}`; trained models
 //!   shared between experiments stay in `target/repro/models/`.
 //! - `cargo xtask bench kernels [--quick]`: the int8 kernels against f32 matmul and quantized
 //!   models against float, on 1 and 2 threads, written to `target/bench/kernels.{json,md}`.

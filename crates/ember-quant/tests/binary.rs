@@ -112,7 +112,9 @@ struct Net {
 impl Classifier for Net {
     fn forward(&self, images: Tensor<4>) -> Tensor<2> {
         // No ReLU before the binary layer: the signs of ReLU outputs are all +1.
-        let x = self.hidden.forward(self.first.forward(images.flatten(1, 3)));
+        let x = self
+            .hidden
+            .forward(self.first.forward(images.flatten(1, 3)));
         self.last.forward(self.relu.forward(x))
     }
 }

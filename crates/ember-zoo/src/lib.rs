@@ -17,6 +17,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+pub mod binary;
 pub mod data;
 mod error;
 pub mod idx;
@@ -24,6 +25,7 @@ pub mod models;
 pub mod resnet;
 pub mod saved;
 
+pub use binary::{BinaryMlp, BinaryMlpConfig};
 pub use data::{Dataset, Jittered, Split};
 pub use ember_tensor::train::{
     Classifier, EvalReport, LabeledData, TrainConfig, TrainReport, evaluate, train,

@@ -9,6 +9,7 @@ mod lottery;
 pub mod machine;
 mod plot;
 mod prune;
+mod qat;
 mod quant;
 mod structured;
 mod trained;
@@ -37,6 +38,9 @@ pub enum Experiment {
     Structured(structured::Args),
     /// Frankle & Carbin's lottery tickets on LeNet-300-100, with the random-reinit control.
     Lottery(lottery::Args),
+    /// Binary networks (XNOR-Net and XNOR-Net++ scales) against float, their size and the
+    /// XNOR-popcount kernel's speed; QAT at 2 to 8 bits is to come.
+    Qat(qat::Args),
     /// Post-training quantization of LeNet-300-100 and LeNet-5: dynamic and static int8, int4,
     /// fp16 / bf16, every observer, per-layer sensitivity and sizes on disk.
     Quant(quant::Args),
@@ -49,6 +53,7 @@ pub fn run(experiment: Experiment) -> anyhow::Result<()> {
         Experiment::Prune(args) => prune::run(&args),
         Experiment::Lottery(args) => lottery::run(&args),
         Experiment::Structured(args) => structured::run(&args),
+        Experiment::Qat(args) => qat::run(&args),
         Experiment::Quant(args) => quant::run(&args),
     }
 }
