@@ -136,6 +136,28 @@ impl MlpConfig {
     }
 }
 
+/// `Classifier` and `UnitActivations` for a model whose
+/// `forward_seen(images, Option<&mut Vec<(name, activations)>>)` computes the logits and, when
+/// asked, records its groups' activations: one forward pass serves both.
+macro_rules! classifier_seeing_units {
+    ($model:ty) => {
+        impl Classifier for $model {
+            fn forward(&self, images: Tensor<4>) -> Tensor<2> {
+                self.forward_seen(images, None)
+            }
+        }
+
+        impl UnitActivations for $model {
+            fn unit_activations(&self, images: Tensor<4>) -> Vec<(String, Tensor<3>)> {
+                let mut seen = Vec::new();
+                self.forward_seen(images, Some(&mut seen));
+                seen
+            }
+        }
+    };
+}
+pub(crate) use classifier_seeing_units;
+
 /// See [`MlpConfig`]. Parameters are `layers.<i>.weight` / `layers.<i>.bias`. The layers are
 /// ember-quant's drop-ins for burn's (same record), so the model can quantize its
 /// activations.
@@ -180,19 +202,7 @@ impl Mlp {
     }
 }
 
-impl Classifier for Mlp {
-    fn forward(&self, images: Tensor<4>) -> Tensor<2> {
-        self.forward_seen(images, None)
-    }
-}
-
-impl UnitActivations for Mlp {
-    fn unit_activations(&self, images: Tensor<4>) -> Vec<(String, Tensor<3>)> {
-        let mut seen = Vec::new();
-        self.forward_seen(images, Some(&mut seen));
-        seen
-    }
-}
+classifier_seeing_units!(Mlp);
 
 /// LeNet-5 (LeCun et al. 1998) as it is trained today: two 5x5 convolutions with ReLU and 2x2
 /// max pooling (6 and 16 channels, the first padded to keep the image size), then fully
@@ -441,19 +451,7 @@ impl LeNet5 {
     }
 }
 
-impl Classifier for LeNet5 {
-    fn forward(&self, images: Tensor<4>) -> Tensor<2> {
-        self.forward_seen(images, None)
-    }
-}
-
-impl UnitActivations for LeNet5 {
-    fn unit_activations(&self, images: Tensor<4>) -> Vec<(String, Tensor<3>)> {
-        let mut seen = Vec::new();
-        self.forward_seen(images, Some(&mut seen));
-        seen
-    }
-}
+classifier_seeing_units!(LeNet5);
 
 /// The group of a fully connected layer's neurons: output columns of `<layer>.weight` (burn's
 /// `[in, out]`) and entries of `<layer>.bias`, input rows of `<next>.weight`.

@@ -17,7 +17,7 @@ use ember_quant::nn::{Conv2d, Linear, QuantLayer, QuantLayers};
 use ember_tensor::{Classifier, UnitActivations, UnitGroup, UnitSlice, init_now};
 
 use crate::Result;
-use crate::models::{invalid, positive};
+use crate::models::{classifier_seeing_units, invalid, positive};
 
 /// A 3x3 convolution of the stem (`channels -> width`, batch norm, ReLU, 2x2 max pooling),
 /// residual blocks (`width -> inner -> width`, each 3x3 convolution followed by batch norm,
@@ -257,19 +257,7 @@ impl ResNet {
     }
 }
 
-impl Classifier for ResNet {
-    fn forward(&self, images: Tensor<4>) -> Tensor<2> {
-        self.forward_seen(images, None)
-    }
-}
-
-impl UnitActivations for ResNet {
-    fn unit_activations(&self, images: Tensor<4>) -> Vec<(String, Tensor<3>)> {
-        let mut seen = Vec::new();
-        self.forward_seen(images, Some(&mut seen));
-        seen
-    }
-}
+classifier_seeing_units!(ResNet);
 
 impl QuantLayers for ResNet {
     fn quant_layers(&mut self) -> Vec<(String, &mut dyn QuantLayer)> {

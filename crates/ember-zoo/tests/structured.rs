@@ -64,16 +64,26 @@ fn a_structurally_pruned_mlp_reloads_through_its_config() {
         panic!("not an MLP")
     };
     assert_eq!(values(&loaded), small_values);
-    // The dense weights with the pruned config beside them: a typed error, not a model.
+    dense_file_under_the_narrow_config_is_refused(dense, &ModelConfig::Mlp(config), &path);
+}
+
+/// The dense weights saved with the narrow model's config beside them (the one at
+/// `narrow_path`): a typed error, not a model with shifted weights.
+fn dense_file_under_the_narrow_config_is_refused(
+    dense: impl Into<ember_zoo::Model>,
+    config: &ModelConfig,
+    narrow_path: &std::path::Path,
+) {
+    let dir = tempfile::tempdir().unwrap();
     let dense_path = dir.path().join("dense.bpk");
-    save_model(dense, &ModelConfig::Mlp(config), &dense_path).unwrap();
+    save_model(dense, config, &dense_path).unwrap();
     std::fs::copy(
-        ember_zoo::saved::config_path(&path),
+        ember_zoo::saved::config_path(narrow_path),
         ember_zoo::saved::config_path(&dense_path),
     )
     .unwrap();
     assert!(matches!(
-        load_model(&dense_path, &device),
+        load_model(&dense_path, &flex_device()),
         Err(Error::ModelFile { .. })
     ));
 }
@@ -298,15 +308,5 @@ fn a_pruned_residual_network_trains_and_reloads() {
         read_f32(loaded.forward(images.clone())).unwrap(),
         read_f32(tuned.forward(images)).unwrap()
     );
-    let dense_path = dir.path().join("dense.bpk");
-    save_model(dense, &config, &dense_path).unwrap();
-    std::fs::copy(
-        ember_zoo::saved::config_path(&path),
-        ember_zoo::saved::config_path(&dense_path),
-    )
-    .unwrap();
-    assert!(matches!(
-        load_model(&dense_path, &device),
-        Err(Error::ModelFile { .. })
-    ));
+    dense_file_under_the_narrow_config_is_refused(dense, &config, &path);
 }
