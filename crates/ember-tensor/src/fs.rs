@@ -195,6 +195,44 @@ mod tests {
         assert!(read_tagged_safetensors(&path, "test/2", &["test/1"]).is_ok());
     }
 
+    fn entries(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
+    /// A save that fails (the target is a directory, or its parent is a file) returns the
+    /// error and leaves no temporary file behind and what was there untouched; one that
+    /// succeeds replaces the old file whole, with ordinary permissions.
+    #[test]
+    fn failed_saves_leave_nothing_behind() {
+        let dir = tempfile::tempdir().unwrap();
+        let taken = dir.path().join("taken");
+        std::fs::create_dir(&taken).unwrap();
+        std::fs::write(taken.join("inside"), b"old").unwrap();
+        assert!(write_atomically(&taken, b"new").is_err());
+        assert_eq!(entries(dir.path()), ["taken"], "no temporary file left");
+        assert_eq!(std::fs::read(taken.join("inside")).unwrap(), b"old");
+
+        let file = dir.path().join("file");
+        std::fs::write(&file, b"old").unwrap();
+        assert!(write_atomically(&file.join("below"), b"new").is_err());
+        assert_eq!(std::fs::read(&file).unwrap(), b"old");
+
+        write_atomically(&file, b"new contents").unwrap();
+        assert_eq!(std::fs::read(&file).unwrap(), b"new contents");
+        assert_eq!(entries(dir.path()), ["file", "taken"]);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&file).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o644);
+        }
+    }
+
     /// A file from before checksums (no entry, the legacy format) still opens; one of the
     /// current format without its checksum does not.
     #[test]
