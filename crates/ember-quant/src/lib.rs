@@ -64,7 +64,7 @@ pub use quantize::{
     DynamicConfig, Prepared, Qat, Quantized, StaticConfig, WeightConfig, WeightGranularity,
     prepare, prepare_qat, quantize_dynamic, quantize_static, quantize_weights,
 };
-pub use save::{load_quantized, save_quantized};
+pub use save::{load_quantized, load_quantized_weights, save_quantized};
 pub use scheme::{Granularity, Mode, QParams, QScheme, QType};
 pub use sensitivity::{LayerSensitivity, sensitivity};
 pub use sparse::{SPARSE_CROSSOVER, SparseKernel, SparseLayer, use_sparse_kernel};

@@ -142,6 +142,82 @@ pub fn load_quantized<M: Module + QuantLayers>(
     path: &Path,
     device: &Device,
 ) -> Result<Quantized<M>> {
+    let (model, weights, inputs) = read_quantized(skeleton, path, device)?;
+    let mut model = model;
+    let file_error = |reason: String| Error::QuantFile {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let mut restored = BTreeMap::new();
+    for (name, layer) in model.quant_layers() {
+        let input = match inputs.get(&name) {
+            Some(SavedInput::Dynamic(scheme)) => {
+                check_per_tensor(scheme, &name).map_err(|e| file_error(e.to_string()))?;
+                InputQuant::Dynamic(*scheme)
+            }
+            Some(SavedInput::Static { scheme, params }) => {
+                check_per_tensor(scheme, &name)
+                    .and_then(|()| params.check(scheme, 1, &format!("{name} input")))
+                    .map_err(|e| file_error(e.to_string()))?;
+                InputQuant::Static {
+                    scheme: *scheme,
+                    params: params.clone(),
+                }
+            }
+            None => InputQuant::Float,
+        };
+        layer.set_input_quant(input.clone());
+        if !matches!(input, InputQuant::Float) {
+            restored.insert(name, input);
+        }
+    }
+    if let Some(unknown) = inputs.keys().find(|k| !restored.contains_key(*k)) {
+        return Err(file_error(format!(
+            "`{unknown}` is not a quantizable layer of the model"
+        )));
+    }
+    let mut quantized = Quantized {
+        model,
+        weights,
+        inputs: restored,
+    };
+    quantized.set_integer_kernel(Some(crate::Int8Kernel::detect()));
+    Ok(quantized)
+}
+
+/// Load a weight-only file (from [`crate::quantize_weights`], saved by [`save_quantized`]) into
+/// any burn module, plain burn layers included: no [`QuantLayers`] is needed, since no layer's
+/// input is quantized. A file that quantizes inputs needs [`load_quantized`] and is an error
+/// here, naming the layers.
+pub fn load_quantized_weights<M: Module>(
+    skeleton: M,
+    path: &Path,
+    device: &Device,
+) -> Result<Quantized<M>> {
+    let (model, weights, inputs) = read_quantized(skeleton, path, device)?;
+    if !inputs.is_empty() {
+        let layers: Vec<&str> = inputs.keys().map(String::as_str).collect();
+        return Err(Error::QuantFile {
+            path: path.to_path_buf(),
+            reason: format!(
+                "it quantizes the inputs of {}: load it with `load_quantized` into a model \
+                 with `QuantLayers`",
+                layers.join(", ")
+            ),
+        });
+    }
+    Ok(Quantized {
+        model,
+        weights,
+        inputs: BTreeMap::new(),
+    })
+}
+
+/// The parameters of a saved file set into `skeleton` (cast to the file's float type), the
+/// quantized weights, and the saved input schemes by layer.
+type Read<M> = (M, BTreeMap<String, QTensor>, BTreeMap<String, SavedInput>);
+
+fn read_quantized<M: Module>(skeleton: M, path: &Path, device: &Device) -> Result<Read<M>> {
     let file_error = |reason: String| Error::QuantFile {
         path: path.to_path_buf(),
         reason,
@@ -247,45 +323,11 @@ pub fn load_quantized<M: Module + QuantLayers>(
         values.insert(name.clone(), flat);
     }
     let model = ember_tensor::set_param_values(skeleton, &values)?;
-    let mut model = match float {
+    let model = match float {
         FloatType::F32 => model,
         half => cast(model, half, device)?,
     };
-    let mut restored = BTreeMap::new();
-    for (name, layer) in model.quant_layers() {
-        let input = match inputs.get(&name) {
-            Some(SavedInput::Dynamic(scheme)) => {
-                check_per_tensor(scheme, &name).map_err(|e| file_error(e.to_string()))?;
-                InputQuant::Dynamic(*scheme)
-            }
-            Some(SavedInput::Static { scheme, params }) => {
-                check_per_tensor(scheme, &name)
-                    .and_then(|()| params.check(scheme, 1, &format!("{name} input")))
-                    .map_err(|e| file_error(e.to_string()))?;
-                InputQuant::Static {
-                    scheme: *scheme,
-                    params: params.clone(),
-                }
-            }
-            None => InputQuant::Float,
-        };
-        layer.set_input_quant(input.clone());
-        if !matches!(input, InputQuant::Float) {
-            restored.insert(name, input);
-        }
-    }
-    if let Some(unknown) = inputs.keys().find(|k| !restored.contains_key(*k)) {
-        return Err(file_error(format!(
-            "`{unknown}` is not a quantizable layer of the model"
-        )));
-    }
-    let mut quantized = Quantized {
-        model,
-        weights,
-        inputs: restored,
-    };
-    quantized.set_integer_kernel(Some(crate::Int8Kernel::detect()));
-    Ok(quantized)
+    Ok((model, weights, inputs))
 }
 
 /// A layer's input is quantized with one scale and zero point (see `quantize.rs`).

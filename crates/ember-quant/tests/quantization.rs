@@ -1218,3 +1218,35 @@ fn quant_layer_names_that_match_no_weight_are_refused() {
         "{err}"
     );
 }
+
+/// A weight-only model of plain burn layers (no `QuantLayers`) saves and loads back with the
+/// same dequantized weights; a file that quantizes inputs is refused by the weight-only loader,
+/// naming the layers.
+#[test]
+fn weight_only_files_load_into_plain_burn_layers() {
+    let _seeded = seeded_lock();
+    let device = Device::flex();
+    device.seed(3);
+    let layer = LinearConfig::new(16, 8).init(&device);
+    let q = quantize_weights(layer, &WeightConfig::int8_per_channel()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("plain.q");
+    save_quantized(&q, &path).unwrap();
+    let fresh = LinearConfig::new(16, 8).init(&device);
+    let loaded = ember_quant::load_quantized_weights(fresh, &path, &device).unwrap();
+    assert_eq!(
+        read_f32(loaded.model.weight.val()).unwrap(),
+        read_f32(q.model.weight.val()).unwrap()
+    );
+    assert_eq!(loaded.weights, q.weights);
+
+    let dynamic = quantize_dynamic(mlp(&device, 1), &DynamicConfig::default()).unwrap();
+    let with_inputs = dir.path().join("dynamic.q");
+    save_quantized(&dynamic, &with_inputs).unwrap();
+    let err =
+        ember_quant::load_quantized_weights(mlp(&device, 1), &with_inputs, &device).unwrap_err();
+    assert!(
+        matches!(&err, Error::QuantFile { reason, .. } if reason.contains("layers.0")),
+        "{err}"
+    );
+}
