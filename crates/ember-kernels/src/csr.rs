@@ -9,7 +9,8 @@ use crate::{KernelError, Result, check_len};
 const PARALLEL_MIN_MACS: usize = 8 << 20;
 /// Multiply-adds from which [`Csr::linear`] splits its batch blocks across threads: at 4 M
 /// (LeNet-300-100's first layer at 94 % sparsity, batch 256) two threads took 195 µs against
-/// 277 µs for one.
+/// 277 µs for one, in a one-off timing while this was written (2 cores of an Intel Xeon with
+/// AVX-512, the AVX2 path); `cargo bench -p ember-benches --bench sparse` times both.
 const LINEAR_PARALLEL_MIN_MACS: usize = 2 << 20;
 
 /// A sparse `rows x cols` matrix in compressed sparse row form: row `r` holds the values
@@ -138,9 +139,9 @@ impl Csr {
     /// The batch goes in blocks of 32 samples: each block's inputs are laid out input by input
     /// (32 lanes, in cache), and every output row sums its stored values times those lanes in
     /// registers. Transposing the whole batch and its result around [`Csr::matmul`] instead
-    /// cost more than the product itself (220 against 164 µs for LeNet-300-100's first layer
-    /// at 94 % sparsity and batch 256); blocks split across rayon's pool when the product is
-    /// large.
+    /// cost more than the product itself (a one-off timing while this was written, on the AVX2
+    /// path: 220 against 164 µs for LeNet-300-100's first layer at 94 % sparsity and batch
+    /// 256). Blocks split across rayon's pool when the product is large.
     pub fn linear(&self, x: &[f32], batch: usize) -> Result<Vec<f32>> {
         check_len("input batch", batch * self.cols, x.len())?;
         let mut out = vec![0.0; batch * self.rows];

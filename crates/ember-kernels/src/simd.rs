@@ -159,9 +159,10 @@ fn sparse_axpy_body<const FMA: bool>(out: &mut [f32], cols: &[u32], values: &[f3
     }
 }
 
-/// Batch lanes of [`sparse_rows`]: four AVX2 vectors per accumulator. Measured on
-/// LeNet-300-100's first layer at 94 % sparsity and batch 256: 138 µs with 32 lanes and two
-/// accumulators, 175 µs with 16 lanes and four.
+/// Batch lanes of [`sparse_rows`]: four AVX2 vectors per accumulator. In a one-off timing while
+/// this was written (an Intel Xeon with AVX-512, the AVX2 path), LeNet-300-100's first layer at
+/// 94 % sparsity and batch 256 took 138 µs with 32 lanes and two accumulators, 175 µs with 16
+/// lanes and four.
 pub(crate) const LANES: usize = 32;
 
 /// `out[r] = Σ_k values[k] · x[cols[k]]` for every row `r` of a CSR matrix (`row_ptr`,

@@ -18,7 +18,7 @@ use ember_kernels::{BinaryKernel, PackedSigns, binary_linear};
 use serde::{Deserialize, Serialize};
 
 use crate::Result;
-use crate::nn::Linear;
+use crate::nn::{Linear, Path};
 use crate::qtensor::check_finite;
 
 /// Where a binary weight's scale comes from.
@@ -111,9 +111,10 @@ impl BinaryLinear {
 
     /// `β · sign(x) · α · sign(W) + b` for a batch `[batch, d_input]`.
     pub fn forward(&self, input: Tensor<2>) -> Tensor<2> {
-        if let Some(out) = self.on_kernel(&input) {
-            return out;
-        }
+        let input = match self.on_kernel(input) {
+            Path::Kernel(out) => return out,
+            Path::Float(input) => input,
+        };
         let weight = self.weight.val();
         let beta = input.clone().abs().mean_dim(1);
         let x = sign_ste(input) * beta;
@@ -125,27 +126,36 @@ impl BinaryLinear {
         }
     }
 
-    /// The output from the packed signs, for a plain f32 input on a host device.
-    fn on_kernel(&self, input: &Tensor<2>) -> Option<Tensor<2>> {
-        let packed = self.packed.as_ref()?;
+    /// The output from the packed signs for a plain f32 input on a host device, else the input
+    /// back. Taken by value, so that flex hands its buffer over without a copy.
+    fn on_kernel(&self, input: Tensor<2>) -> Path<2> {
+        let Some(packed) = &self.packed else {
+            return Path::Float(input);
+        };
         let device = input.device();
         if !ember_tensor::device::is_host(&device) || input.dtype() != DType::F32 {
-            return None;
+            return Path::Float(input);
         }
         let [batch, _] = input.dims();
-        let data = input.clone().into_data();
-        let x = data.as_slice::<f32>().ok()?;
-        let out = binary_linear(
-            packed.kernel,
-            x,
-            batch,
-            &packed.signs,
-            &packed.alpha,
-            packed.bias.as_deref(),
-        )
-        .ok()?;
-        let n = packed.alpha.len();
-        Some(Tensor::from_data(TensorData::new(out, [batch, n]), &device))
+        let data = input.into_data();
+        let out = data.as_slice::<f32>().ok().and_then(|x| {
+            binary_linear(
+                packed.kernel,
+                x,
+                batch,
+                &packed.signs,
+                &packed.alpha,
+                packed.bias.as_deref(),
+            )
+            .ok()
+        });
+        match out {
+            Some(out) => {
+                let n = packed.alpha.len();
+                Path::Kernel(Tensor::from_data(TensorData::new(out, [batch, n]), &device))
+            }
+            None => Path::Float(Tensor::from_data(data, &device)),
+        }
     }
 
     /// Pack the weight's signs for the XNOR-popcount kernel (`kernel`), with the scales as they

@@ -17,7 +17,7 @@ use ember_kernels::int8::{self, Activations, Epilogue, Int8Kernel, PackedWeights
 use ember_observe::Range;
 
 use crate::Granularity;
-use crate::nn::InputQuant;
+use crate::nn::{InputQuant, Path};
 use crate::qtensor::QTensor;
 
 /// A layer's weight packed for the integer kernels, its bias on the host, and the kernel.
@@ -142,14 +142,6 @@ fn quantize_input(quant: &InputQuant, x: &[f32]) -> Option<QuantizedInput> {
     })
 }
 
-/// Where a layer's forward pass went.
-pub(crate) enum Path<const D: usize> {
-    /// The integer kernels computed the output.
-    Integer(Tensor<D>),
-    /// The float path computes it from this input (given back).
-    Float(Tensor<D>),
-}
-
 /// `input · W + b` on the integer kernels, or the input back for the float path. The tensor is
 /// taken by value so that flex hands its buffer over without a copy when nothing else holds
 /// it; where it had to be read before the float path is chosen, it is rebuilt from its data.
@@ -178,7 +170,7 @@ pub(crate) fn linear<const D: usize>(
     match out {
         Some(out) => {
             shape[D - 1] = weights.packed.width();
-            Path::Integer(Tensor::from_data(TensorData::new(out, shape), &device))
+            Path::Kernel(Tensor::from_data(TensorData::new(out, shape), &device))
         }
         None => Path::Float(Tensor::from_data(data, &device)),
     }
@@ -232,7 +224,7 @@ pub(crate) fn conv2d(
     let data = input.into_data();
     let dims = [batch, channels, height, width];
     match conv2d_on_host(weights, quant, &data, dims, geometry) {
-        Some(out) => Path::Integer(Tensor::from_data(out, &device)),
+        Some(out) => Path::Kernel(Tensor::from_data(out, &device)),
         None => Path::Float(Tensor::from_data(data, &device)),
     }
 }

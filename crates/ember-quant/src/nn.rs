@@ -25,10 +25,19 @@ use crate::Result;
 use crate::fake::{
     DeviceRange, fake_quantize, fake_quantize_dynamic, fake_quantize_ste, fake_quantize_weight_ste,
 };
-use crate::integer::{ConvGeometry, IntegerWeights, Path};
+use crate::integer::{ConvGeometry, IntegerWeights};
 use crate::qtensor::{QTensor, check_finite};
 use crate::scheme::{QParams, QScheme};
-use crate::sparse::{Kernel, SPARSE_CROSSOVER, SparseKernel, SparseWeights};
+use crate::sparse::{SPARSE_CROSSOVER, SparseKernel, SparseWeights};
+
+/// Where a drop-in layer's forward pass went: a host kernel (integer, sparse, binary) computed
+/// the output, or declined and gave the input back to the float path.
+pub(crate) enum Path<const D: usize> {
+    /// A host kernel computed the output.
+    Kernel(Tensor<D>),
+    /// The float path computes it from this input.
+    Float(Tensor<D>),
+}
 
 /// What a layer does to its input before its own computation.
 #[derive(Debug, Clone, Default)]
@@ -285,15 +294,15 @@ impl Linear {
         // Before the weight is read: a masked weight's value costs a multiply.
         if let Some(sparse) = &self.sparse {
             match sparse.linear(input) {
-                Kernel::Sparse(out) => return out,
-                Kernel::Dense(back) => input = back,
+                Path::Kernel(out) => return out,
+                Path::Float(back) => input = back,
             }
         }
         let weight = self.weight.val();
         let training = weight.is_tracked();
         if let Some(integer) = runnable(self.integer.as_ref(), &weight, training) {
             match crate::integer::linear(integer, &self.input, input) {
-                Path::Integer(out) => return out,
+                Path::Kernel(out) => return out,
                 Path::Float(back) => input = back,
             }
         }
@@ -430,7 +439,7 @@ impl Conv2d {
                 padding: [rows, cols],
             };
             match crate::integer::conv2d(integer, &self.input, input, &geometry) {
-                Path::Integer(out) => return out,
+                Path::Kernel(out) => return out,
                 Path::Float(back) => input = back,
             }
         }

@@ -17,7 +17,7 @@ use burn::tensor::{DType, Tensor, TensorData};
 use ember_kernels::Csr;
 use serde::{Deserialize, Serialize};
 
-use crate::nn::QuantLayers;
+use crate::nn::{Path, QuantLayers};
 use crate::{Error, Result};
 
 /// The weight sparsity from which [`SparseKernel::Auto`] takes the sparse kernel: a margin
@@ -75,7 +75,7 @@ impl SparseWeights {
     /// `input · W + b` on the sparse kernel, or the input back for the dense path: an input
     /// on autodiff (training: the layer's weight is about to change, so the sparse form is
     /// dropped for good), on a device that is not the host, of another dtype or depth.
-    pub(crate) fn linear<const D: usize>(&self, input: Tensor<D>) -> Kernel<D> {
+    pub(crate) fn linear<const D: usize>(&self, input: Tensor<D>) -> Path<D> {
         let device = input.device();
         if device.is_autodiff() {
             self.mark_trained();
@@ -86,15 +86,15 @@ impl SparseWeights {
             && shape[D - 1] == self.csr.cols()
             && ember_tensor::device::is_host(&device);
         if !accepts {
-            return Kernel::Dense(input);
+            return Path::Float(input);
         }
         let data = input.into_data();
         let Ok(x) = data.as_slice::<f32>() else {
-            return Kernel::Dense(Tensor::from_data(data, &device));
+            return Path::Float(Tensor::from_data(data, &device));
         };
         let rows = x.len() / self.csr.cols().max(1);
         let Ok(mut out) = self.csr.linear(x, rows) else {
-            return Kernel::Dense(Tensor::from_data(data, &device));
+            return Path::Float(Tensor::from_data(data, &device));
         };
         if let Some(bias) = &self.bias {
             for row in out.chunks_exact_mut(bias.len().max(1)) {
@@ -102,16 +102,8 @@ impl SparseWeights {
             }
         }
         shape[D - 1] = self.csr.rows();
-        Kernel::Sparse(Tensor::from_data(TensorData::new(out, shape), &device))
+        Path::Kernel(Tensor::from_data(TensorData::new(out, shape), &device))
     }
-}
-
-/// Which path computed a layer's output.
-pub(crate) enum Kernel<const D: usize> {
-    /// The sparse kernel did: the output.
-    Sparse(Tensor<D>),
-    /// The dense path computes it from this input (given back).
-    Dense(Tensor<D>),
 }
 
 /// What [`use_sparse_kernel`] did to one layer.

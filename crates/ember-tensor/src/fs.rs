@@ -102,10 +102,12 @@ fn hex(digest: &[u8]) -> String {
 /// digest matches.
 pub fn checksum_matches(bytes: &[u8]) -> Option<bool> {
     let at = checksum_position(bytes)?;
-    let stored = bytes[at..at + DIGEST_HEX].to_vec();
-    let mut zeroed = bytes.to_vec();
-    zeroed[at..at + DIGEST_HEX].fill(b'0');
-    Some(hex(&Sha256::digest(&zeroed)).as_bytes() == stored.as_slice())
+    // The digest of the file as it was hashed, its own hex digits zeroed, without a copy.
+    let mut hash = Sha256::new();
+    hash.update(&bytes[..at]);
+    hash.update([b'0'; DIGEST_HEX]);
+    hash.update(&bytes[at + DIGEST_HEX..]);
+    Some(hex(&hash.finalize()).as_bytes() == &bytes[at..at + DIGEST_HEX])
 }
 
 /// Why a file in one of Ember's safetensors formats could not be opened.

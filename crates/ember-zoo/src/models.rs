@@ -265,21 +265,28 @@ impl LeNet5Config {
     /// map), and the neurons of `fc1` and `fc2`. `prefix` as for [`MlpConfig::unit_groups`].
     pub fn unit_groups(&self, prefix: &str) -> Result<Vec<UnitGroup>> {
         let [h, w] = self.features_size()?;
-        let filters = |layer: &str, next: &str, units: usize, block: usize| UnitGroup {
+        let filters = |layer: &str, units: usize, consumer: UnitSlice| UnitGroup {
             name: format!("{prefix}{layer}"),
             units,
             producers: vec![
                 UnitSlice::new(format!("{prefix}{layer}.weight"), 0),
                 UnitSlice::new(format!("{prefix}{layer}.bias"), 0),
             ],
-            consumers: vec![UnitSlice::new(format!("{prefix}{next}.weight"), 1).with_block(block)],
+            consumers: vec![consumer],
         };
-        let mut to_fc1 = filters("conv2", "fc1", self.widths.conv2, h * w);
-        // fc1's weight is burn's `[in, out]`: its inputs run along axis 0.
-        to_fc1.consumers[0].axis = 0;
         Ok(vec![
-            filters("conv1", "conv2", self.widths.conv1, 1),
-            to_fc1,
+            // conv2's weight is `[out, in, kh, kw]`: its inputs run along axis 1.
+            filters(
+                "conv1",
+                self.widths.conv1,
+                UnitSlice::new(format!("{prefix}conv2.weight"), 1),
+            ),
+            // fc1's is burn's `[in, out]`, each filter a block of the flattened feature map.
+            filters(
+                "conv2",
+                self.widths.conv2,
+                UnitSlice::new(format!("{prefix}fc1.weight"), 0).with_block(h * w),
+            ),
             neuron_group(prefix, "fc1", "fc2", self.widths.fc1),
             neuron_group(prefix, "fc2", "fc3", self.widths.fc2),
         ])
@@ -433,20 +440,21 @@ impl LeNet5 {
         mut seen: Option<&mut Vec<(String, Tensor<3>)>>,
     ) -> Tensor<2> {
         let relu = &self.activation;
-        let mut see = |name: &str, x: Tensor<3>| {
+        // The activations are reshaped only when asked for, off the plain forward pass.
+        let mut see = |name: &str, x: &dyn Fn() -> Tensor<3>| {
             if let Some(seen) = seen.as_deref_mut() {
-                seen.push((name.to_string(), x));
+                seen.push((name.to_string(), x()));
             }
         };
         let x = relu.forward(self.conv1.forward(images));
-        see("conv1", x.clone().flatten(2, 3));
+        see("conv1", &|| x.clone().flatten(2, 3));
         let x = relu.forward(self.conv2.forward(self.pool.forward(x)));
-        see("conv2", x.clone().flatten(2, 3));
+        see("conv2", &|| x.clone().flatten(2, 3));
         let x: Tensor<2> = self.pool.forward(x).flatten(1, 3);
         let x = relu.forward(self.fc1.forward(x));
-        see("fc1", x.clone().unsqueeze_dim(2));
+        see("fc1", &|| x.clone().unsqueeze_dim(2));
         let x = relu.forward(self.fc2.forward(x));
-        see("fc2", x.clone().unsqueeze_dim(2));
+        see("fc2", &|| x.clone().unsqueeze_dim(2));
         self.fc3.forward(x)
     }
 }

@@ -26,16 +26,18 @@ fn fingerprint<M: Module>(model: &M) -> String {
     hash.finalize().iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn mlp(device: &Device) -> Mlp {
-    device.seed(3);
+fn config() -> MlpConfig {
     MlpConfig {
         input: 784,
         hidden: vec![32, 16],
         classes: 10,
         dropout: 0.1,
     }
-    .init(device)
-    .unwrap()
+}
+
+fn mlp(device: &Device) -> Mlp {
+    device.seed(3);
+    config().init(device).unwrap()
 }
 
 fn training() -> TrainConfig {
@@ -88,12 +90,7 @@ fn passes(data: &Split, device: &Device) -> Vec<(&'static str, String)> {
     )
     .unwrap()
     .0;
-    let config = MlpConfig {
-        input: 784,
-        hidden: vec![32, 16],
-        classes: 10,
-        dropout: 0.1,
-    };
+    let config = config();
     let groups = config.unit_groups("");
     let cut =
         ember_prune::StructuredConfig::new(ember_prune::UnitCriterion::Random { seed: 9 }, 0.5);

@@ -234,8 +234,8 @@ fn global_counts(
 ) -> Result<Vec<usize>> {
     let total: usize = groups.iter().map(|g| g.units).sum();
     let target = (config.fraction * total as f64).round() as usize;
-    // (normalized score, group, rank within the group): a group's units leave in rank order
-    // from its worst, so a group's removed units are always its lowest-ranked.
+    // (normalized score, group), each group's units pushed from its worst: the stable sort keeps
+    // that order among equal scores, so a group's removed units are always its lowest-ranked.
     let mut candidates = Vec::with_capacity(total);
     for (g, group) in groups.iter().enumerate() {
         let s = &scores[&group.name];

@@ -142,17 +142,15 @@ pub fn compute(
             UnitCriterion::Random { seed },
         ));
     }
-    let cut =
-        |scores: &ember_prune::UnitScores, fraction| -> anyhow::Result<(LeNet5, LeNet5Config)> {
-            let kept = keep_best(
-                &groups,
-                scores,
-                &StructuredConfig::new(UnitCriterion::L1, fraction),
-            )?;
-            let narrow = config.with_kept("", &kept);
-            let model = shrink(&dense, &groups, &kept, narrow.init(device)?)?;
-            Ok((model, narrow))
-        };
+    let cut = |criterion,
+               scores: &ember_prune::UnitScores,
+               fraction|
+     -> anyhow::Result<(LeNet5, LeNet5Config)> {
+        let kept = keep_best(&groups, scores, &StructuredConfig::new(criterion, fraction))?;
+        let narrow = config.with_kept("", &kept);
+        let model = shrink(&dense, &groups, &kept, narrow.init(device)?)?;
+        Ok((model, narrow))
+    };
     let mut rows = vec![];
     let mut pruned_config = config.clone();
     for (name, key, criterion) in criteria {
@@ -179,9 +177,13 @@ pub fn compute(
         let score_seconds = started.elapsed().as_secs_f64();
         let mut curve = vec![];
         for &fraction in &CURVE {
-            curve.push(accuracy(&cut(&scores, fraction)?.0, data, device)?);
+            curve.push(accuracy(
+                &cut(criterion, &scores, fraction)?.0,
+                data,
+                device,
+            )?);
         }
-        let (pruned, narrow) = cut(&scores, setup.fraction)?;
+        let (pruned, narrow) = cut(criterion, &scores, setup.fraction)?;
         let pruned_acc = accuracy(&pruned, data, device)?;
         let (tuned, _) = train(pruned, &data.train, &setup.finetune, device)?;
         let (tuned_acc, eval_seconds) = timed_accuracy(&tuned, data, device)?;
