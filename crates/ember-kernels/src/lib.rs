@@ -10,7 +10,8 @@
 //!   CPU, chosen at run time ([`Int8Kernel::detect`]);
 //! - [`binary`]: ±1 values packed a bit each ([`PackedSigns`]) and their XNOR-popcount product
 //!   ([`xnor_gemm`], [`binary_linear`]), with AVX-512 VPOPCNTDQ, POPCNT and portable kernels
-//!   chosen at run time ([`BinaryKernel::detect`]).
+//!   chosen at run time ([`BinaryKernel::detect`]);
+//! - [`pool`]: max pooling of `f32` planes, the float layer between quantized convolutions.
 //!
 //! ```
 //! use ember_kernels::Csr;
@@ -26,6 +27,7 @@ pub mod binary;
 mod bitmap;
 mod csr;
 pub mod int8;
+pub mod pool;
 pub mod simd;
 
 pub use binary::{BinaryKernel, PackedSigns, binary_linear, xnor_gemm};

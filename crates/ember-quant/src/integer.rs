@@ -13,7 +13,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use burn::tensor::{DType, Tensor, TensorData};
-use ember_kernels::int8::{self, Activations, Epilogue, Int8Kernel, PackedWeights, WeightLayout};
+use ember_kernels::int8::{
+    self, Activations, ConvShape, Epilogue, Int8Kernel, PackedWeights, WeightLayout,
+};
 use ember_observe::Range;
 
 use crate::Granularity;
@@ -191,6 +193,35 @@ fn run(weights: &IntegerWeights, q: &QuantizedInput, rows: usize, out: &mut [f32
     int8::linear(weights.kernel, activations, &weights.packed, epilogue, out).ok()
 }
 
+/// A convolution (one group) on the integer kernels: the input quantized once, then each
+/// image unfolded, multiplied and finished into `[out, h, w]` by `int8::conv2d`.
+pub(crate) fn conv2d(
+    weights: &IntegerWeights,
+    quant: &InputQuant,
+    input: Tensor<4>,
+    geometry: &ConvGeometry,
+) -> Path<4> {
+    let [batch, channels, height, width] = input.dims();
+    let shape = ConvShape {
+        channels,
+        height,
+        width,
+        kernel: geometry.kernel,
+        stride: geometry.stride,
+        dilation: geometry.dilation,
+        padding: geometry.padding,
+    };
+    if !weights.accepts(&input, shape.depth()) {
+        return Path::Float(input);
+    }
+    let device = input.device();
+    let data = input.into_data();
+    match conv2d_on_host(weights, quant, &data, batch, &shape) {
+        Some(out) => Path::Kernel(Tensor::from_data(out, &device)),
+        None => Path::Float(Tensor::from_data(data, &device)),
+    }
+}
+
 /// The geometry of a convolution with its padding resolved for the input at hand.
 pub(crate) struct ConvGeometry {
     pub kernel: [usize; 2],
@@ -200,162 +231,37 @@ pub(crate) struct ConvGeometry {
     pub padding: [(usize, usize); 2],
 }
 
-/// Multiply-adds from which a convolution's images are split across rayon's threads.
-const PARALLEL_MIN_MACS: usize = 1 << 22;
-
-/// A convolution (one group) on the integer kernels, image by image so that each image's
-/// unfolded rows and products stay in cache: the input quantized once, each image unfolded
-/// into rows of `channels · kh · kw` (im2col, the padding filled with the zero point, which is
-/// what zero quantizes to), multiplied by the `[out, in · kh · kw]` weight, and written out as
-/// `[out, h, w]`. Images split across threads when the batch is large enough.
-pub(crate) fn conv2d(
-    weights: &IntegerWeights,
-    quant: &InputQuant,
-    input: Tensor<4>,
-    geometry: &ConvGeometry,
-) -> Path<4> {
-    let [batch, channels, height, width] = input.dims();
-    let [kh, kw] = geometry.kernel;
-    let depth = channels * kh * kw;
-    if !weights.accepts(&input, depth) {
-        return Path::Float(input);
-    }
-    let device = input.device();
-    let data = input.into_data();
-    let dims = [batch, channels, height, width];
-    match conv2d_on_host(weights, quant, &data, dims, geometry) {
-        Some(out) => Path::Kernel(Tensor::from_data(out, &device)),
-        None => Path::Float(Tensor::from_data(data, &device)),
-    }
-}
-
 /// [`conv2d`] on the input's host values: the output's data, or `None` for the float path.
 fn conv2d_on_host(
     weights: &IntegerWeights,
     quant: &InputQuant,
     data: &TensorData,
-    [batch, channels, height, width]: [usize; 4],
-    geometry: &ConvGeometry,
+    batch: usize,
+    shape: &ConvShape,
 ) -> Option<TensorData> {
-    let [kh, kw] = geometry.kernel;
-    let depth = channels * kh * kw;
-    let out_size = |size: usize, axis: usize| {
-        let (before, after) = geometry.padding[axis];
-        let span = geometry.dilation[axis] * (geometry.kernel[axis] - 1) + 1;
-        (size + before + after)
-            .checked_sub(span)
-            .map(|s| s / geometry.stride[axis] + 1)
-    };
-    let (oh, ow) = (out_size(height, 0)?, out_size(width, 1)?);
+    let [oh, ow] = shape.output().ok()?;
     let q = quantize_input(quant, data.as_slice::<f32>().ok()?)?;
-    let unfold = Unfold {
-        geometry,
-        channels,
-        height,
-        width,
-        out: [oh, ow],
-        stride: weights.packed.padded_depth(),
-        zero: u8::try_from(q.zero_point).ok()?,
-    };
     let n = weights.packed.width();
-    let positions = oh * ow;
-    let mut out = vec![0.0f32; batch * n * positions];
-    let image_len = channels * height * width;
-    let one_image = |(b, out_image): (usize, &mut [f32])| -> Option<()> {
-        let unfolded = QuantizedInput {
-            values: unfold.image(&q.values[b * image_len..][..image_len]),
-            stride: unfold.stride,
-            scale: q.scale,
-            zero_point: q.zero_point,
-        };
-        let mut products = vec![0.0f32; positions * n];
-        run(weights, &unfolded, positions, &mut products)?;
-        // [positions, out] -> [out, positions]
-        for (p, row) in products.chunks_exact(n).enumerate() {
-            for (o, &v) in row.iter().enumerate() {
-                out_image[o * positions + p] = v;
-            }
-        }
-        Some(())
+    let mut out = vec![0.0f32; batch * n * oh * ow];
+    let images = Activations {
+        values: &q.values,
+        rows: batch,
+        stride: shape.channels * shape.height * shape.width,
+        scale: q.scale,
+        zero_point: q.zero_point,
     };
-    if out.is_empty() {
-        return Some(TensorData::new(out, [batch, n, oh, ow]));
-    }
-    // Images are independent and each is computed the same way on any thread: the result does
-    // not depend on the thread count.
-    let done = if batch > 1 && batch * positions * depth * n >= PARALLEL_MIN_MACS {
-        use rayon::prelude::*;
-        out.par_chunks_mut(n * positions)
-            .enumerate()
-            .map(one_image)
-            .collect::<Option<Vec<()>>>()
-    } else {
-        out.chunks_mut(n * positions)
-            .enumerate()
-            .map(one_image)
-            .collect::<Option<Vec<()>>>()
+    let epilogue = Epilogue {
+        bias: weights.bias.as_deref().map(Vec::as_slice),
+        relu: false,
     };
-    done?;
+    int8::conv2d(
+        weights.kernel,
+        images,
+        shape,
+        &weights.packed,
+        epilogue,
+        &mut out,
+    )
+    .ok()?;
     Some(TensorData::new(out, [batch, n, oh, ow]))
-}
-
-/// im2col for one image of quantized integers.
-struct Unfold<'a> {
-    geometry: &'a ConvGeometry,
-    channels: usize,
-    height: usize,
-    width: usize,
-    out: [usize; 2],
-    /// The kernels' padded depth: each row's tail past `channels · kh · kw` stays 0 (it must
-    /// add nothing to the sums).
-    stride: usize,
-    /// What the convolution's padding holds: the zero point, the integer of 0.0.
-    zero: u8,
-}
-
-impl Unfold<'_> {
-    fn image(&self, image: &[u8]) -> Vec<u8> {
-        let [kh, kw] = self.geometry.kernel;
-        let [sy, sx] = self.geometry.stride;
-        let [dy, dx] = self.geometry.dilation;
-        let ((top, _), (left, _)) = (self.geometry.padding[0], self.geometry.padding[1]);
-        let (height, width) = (self.height, self.width);
-        let depth = self.channels * kh * kw;
-        let [oh, ow] = self.out;
-        let mut unfolded = vec![0u8; oh * ow * self.stride];
-        for oy in 0..oh {
-            for ox in 0..ow {
-                let r = oy * ow + ox;
-                let row = &mut unfolded[r * self.stride..r * self.stride + depth];
-                row.fill(self.zero);
-                // The window's first column; when it lies inside the image at unit dilation,
-                // each tap row is one contiguous copy.
-                let x0 = (ox * sx).checked_sub(left);
-                let inside = dx == 1 && x0.is_some_and(|x0| x0 + kw <= width);
-                for c in 0..self.channels {
-                    let plane = &image[c * height * width..][..height * width];
-                    for ky in 0..kh {
-                        let Some(y) = (oy * sy + ky * dy).checked_sub(top).filter(|&y| y < height)
-                        else {
-                            continue;
-                        };
-                        let source = &plane[y * width..][..width];
-                        let taps = &mut row[(c * kh + ky) * kw..][..kw];
-                        match x0 {
-                            Some(x0) if inside => taps.copy_from_slice(&source[x0..x0 + kw]),
-                            _ => {
-                                for (kx, tap) in taps.iter_mut().enumerate() {
-                                    let x = (ox * sx + kx * dx).checked_sub(left);
-                                    if let Some(x) = x.filter(|&x| x < width) {
-                                        *tap = source[x];
-                                    }
-                                }
-                            }
-                        }
-                    }
-                }
-            }
-        }
-        unfolded
-    }
 }

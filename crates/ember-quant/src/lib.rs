@@ -58,7 +58,7 @@ pub use cast::{FloatType, cast};
 pub use ember_kernels::int8::Int8Kernel;
 pub use error::{Error, Result};
 pub use fuse::fuse_conv_bn;
-pub use nn::{InputQuant, QuantLayer, QuantLayers};
+pub use nn::{InputQuant, MaxPool2d, QuantLayer, QuantLayers};
 pub use qtensor::QTensor;
 pub use quantize::{
     DynamicConfig, Prepared, Qat, Quantized, StaticConfig, WeightConfig, WeightGranularity,

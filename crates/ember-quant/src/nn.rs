@@ -551,3 +551,65 @@ impl Conv2d {
 }
 
 quant_layer!(Conv2d);
+
+/// burn's `MaxPool2d` with a host kernel for inference: on a host device (flex, ndarray), in
+/// f32 and outside autodiff, windows that lie inside the image (no padding, no ceil mode, unit
+/// dilation) are pooled by ember-kernels' [`ember_kernels::pool::max_pool2d`], several times
+/// faster than burn's CPU pooling, which also records every maximum's index. It computes the
+/// same maxima (NaN wins, as in burn). Anything else runs burn's layer.
+#[derive(Module, Debug)]
+pub struct MaxPool2d {
+    /// burn's layer, which holds the configuration and runs every other case.
+    pub pool: burn::nn::pool::MaxPool2d,
+}
+
+impl From<burn::nn::pool::MaxPool2d> for MaxPool2d {
+    fn from(pool: burn::nn::pool::MaxPool2d) -> Self {
+        Self { pool }
+    }
+}
+
+impl MaxPool2d {
+    /// Build from burn's config.
+    pub fn new(config: &burn::nn::pool::MaxPool2dConfig) -> Self {
+        config.init().into()
+    }
+
+    /// The maximum of each window, `[batch, channels, oh, ow]`.
+    pub fn forward(&self, input: Tensor<4>) -> Tensor<4> {
+        let pool = &self.pool;
+        let plain = matches!(pool.padding, PaddingConfig2d::Valid)
+            && pool.dilation == [1, 1]
+            && !pool.ceil_mode;
+        if plain
+            && input.dtype() == DType::F32
+            && !input.is_tracked()
+            && ember_tensor::device::is_host(&input.device())
+        {
+            let [batch, channels, height, width] = input.dims();
+            let shape = ember_kernels::pool::PoolShape {
+                kernel: pool.kernel_size,
+                stride: pool.stride,
+            };
+            if let Ok([oh, ow]) = shape.output([height, width]) {
+                let device = input.device();
+                let data = input.into_data();
+                let pooled = data.as_slice::<f32>().ok().and_then(|x| {
+                    let mut out = vec![0.0f32; batch * channels * oh * ow];
+                    let planes = batch * channels;
+                    ember_kernels::pool::max_pool2d(x, planes, [height, width], &shape, &mut out)
+                        .ok()?;
+                    Some(out)
+                });
+                return match pooled {
+                    Some(out) => Tensor::from_data(
+                        burn::tensor::TensorData::new(out, [batch, channels, oh, ow]),
+                        &device,
+                    ),
+                    None => pool.forward(Tensor::from_data(data, &device)),
+                };
+            }
+        }
+        pool.forward(input)
+    }
+}

@@ -783,6 +783,45 @@ fn integer_kernels_compute_what_the_fake_quantized_model_does() {
 }
 
 #[test]
+fn the_drop_in_max_pool_finds_burns_maxima() {
+    use burn::nn::PaddingConfig2d;
+    use burn::nn::pool::MaxPool2dConfig;
+    let _seeded = seeded_lock();
+    let device = Device::flex();
+    device.seed(12);
+    let mut img = host(Tensor::<4>::random(
+        [3, 2, 9, 8],
+        Distribution::Default,
+        &device,
+    ));
+    img[17] = f32::NAN;
+    let img = Tensor::<4>::from_data(TensorData::new(img, [3, 2, 9, 8]), &device);
+    let configs = [
+        MaxPool2dConfig::new([2, 2]),
+        MaxPool2dConfig::new([3, 2]).with_strides([1, 3]),
+        // Padding, dilation and ceil mode run burn's own layer.
+        MaxPool2dConfig::new([3, 3]).with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1)),
+        MaxPool2dConfig::new([2, 2]).with_dilation([2, 1]),
+        MaxPool2dConfig::new([2, 2]).with_ceil_mode(true),
+    ];
+    for config in configs {
+        let ours = ember_quant::MaxPool2d::new(&config).forward(img.clone());
+        let burns = config.init().forward(img.clone());
+        assert_eq!(ours.dims(), burns.dims(), "{config:?}");
+        let (ours, burns) = (host(ours), host(burns));
+        assert!(
+            ours.iter().any(|v| v.is_nan()),
+            "{config:?}: NaN reaches the output"
+        );
+        let same = ours
+            .iter()
+            .zip(&burns)
+            .all(|(a, b)| a == b || (a.is_nan() && b.is_nan()));
+        assert!(same, "{config:?}");
+    }
+}
+
+#[test]
 fn integer_convolutions_follow_every_geometry() {
     use burn::nn::PaddingConfig2d;
     let _seeded = seeded_lock();

@@ -5,12 +5,12 @@ use std::collections::BTreeMap;
 
 use burn::module::Module;
 use burn::nn::conv::Conv2dConfig;
-use burn::nn::pool::{MaxPool2d, MaxPool2dConfig};
+use burn::nn::pool::MaxPool2dConfig;
 use burn::nn::{Dropout, DropoutConfig, LinearConfig, PaddingConfig2d, Relu};
 use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
-use ember_quant::nn::{Conv2d, Linear, QuantLayer, QuantLayers};
+use ember_quant::nn::{Conv2d, Linear, MaxPool2d, QuantLayer, QuantLayers};
 use ember_tensor::{Classifier, UnitActivations, UnitGroup, UnitSlice, init_now};
 
 use crate::{Error, Result};
@@ -397,7 +397,7 @@ impl LeNet5Config {
             fc1: Linear::new(&LinearConfig::new(ws.conv2 * h * w, ws.fc1), device),
             fc2: Linear::new(&LinearConfig::new(ws.fc1, ws.fc2), device),
             fc3: Linear::new(&LinearConfig::new(ws.fc2, self.classes), device),
-            pool: MaxPool2dConfig::new([2, 2]).with_strides([2, 2]).init(),
+            pool: MaxPool2d::new(&MaxPool2dConfig::new([2, 2]).with_strides([2, 2])),
             activation: Relu::new(),
         }))
     }

@@ -8,12 +8,12 @@ use std::collections::BTreeMap;
 
 use burn::module::Module;
 use burn::nn::conv::Conv2dConfig;
-use burn::nn::pool::{MaxPool2d, MaxPool2dConfig};
+use burn::nn::pool::MaxPool2dConfig;
 use burn::nn::{BatchNorm, BatchNormConfig, LinearConfig, PaddingConfig2d, Relu};
 use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
-use ember_quant::nn::{Conv2d, Linear, QuantLayer, QuantLayers};
+use ember_quant::nn::{Conv2d, Linear, MaxPool2d, QuantLayer, QuantLayers};
 use ember_tensor::{Classifier, UnitActivations, UnitGroup, UnitSlice, init_now};
 
 use crate::Result;
@@ -197,7 +197,7 @@ impl ResNetConfig {
                 })
                 .collect(),
             head: Linear::new(&LinearConfig::new(c, self.classes), device),
-            pool: MaxPool2dConfig::new([2, 2]).with_strides([2, 2]).init(),
+            pool: MaxPool2d::new(&MaxPool2dConfig::new([2, 2]).with_strides([2, 2])),
             activation: Relu::new(),
         }))
     }

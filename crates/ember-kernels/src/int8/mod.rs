@@ -18,6 +18,7 @@
 //! - portable: scalar code over the same packed layout, the reference the others are forced
 //!   against in the tests.
 
+mod conv;
 mod portable;
 #[cfg(target_arch = "x86_64")]
 mod x86;
@@ -25,6 +26,8 @@ mod x86;
 use rayon::prelude::*;
 
 use crate::{KernelError, Result, check_len};
+
+pub use conv::{ConvShape, conv2d, reference_conv_sums};
 
 /// Output columns per packed block (one 512-bit vector of `i32`).
 pub const BLOCK_COLS: usize = 16;
@@ -387,18 +390,7 @@ pub fn linear(
     if let Some(bias) = epilogue.bias {
         check_len("bias", n, bias.len())?;
     }
-    if !(a.scale.is_finite() && a.scale > 0.0) {
-        return Err(KernelError::Parameter {
-            what: "activation scale",
-            value: a.scale.to_string(),
-        });
-    }
-    if !(0..=255).contains(&a.zero_point) {
-        return Err(KernelError::Parameter {
-            what: "activation zero point",
-            value: a.zero_point.to_string(),
-        });
-    }
+    check_activation(a.scale, a.zero_point)?;
     if m == 0 || n == 0 {
         return Ok(());
     }
@@ -473,6 +465,24 @@ pub fn linear(
         for (row, part_row) in out.chunks_mut(n).zip(part.chunks(width)) {
             row[base..base + width].copy_from_slice(part_row);
         }
+    }
+    Ok(())
+}
+
+/// An activation scale and zero point the kernels can use: a positive finite scale, a zero
+/// point that is a `u8`.
+fn check_activation(scale: f32, zero_point: i32) -> Result<()> {
+    if !(scale.is_finite() && scale > 0.0) {
+        return Err(KernelError::Parameter {
+            what: "activation scale",
+            value: scale.to_string(),
+        });
+    }
+    if !(0..=255).contains(&zero_point) {
+        return Err(KernelError::Parameter {
+            what: "activation zero point",
+            value: zero_point.to_string(),
+        });
     }
     Ok(())
 }
@@ -671,6 +681,55 @@ impl<'a> Finish<'a> {
             if self.epilogue.relu {
                 for o in out_row.iter_mut() {
                     *o = o.max(0.0);
+                }
+            }
+        }
+    }
+}
+
+/// Rows of one column gathered at a time by [`Finish::write_planes`].
+const COLUMN_CHUNK: usize = 64;
+
+impl Finish<'_> {
+    /// The same as [`Finish::write`] into planes: `out` is `[n, positions]` (a convolution's
+    /// `[out, h · w]`), and the tile's `row_sums.len()` rows are positions `r0..`.
+    fn write_planes(
+        &self,
+        tile: &[i32],
+        blocks: std::ops::Range<usize>,
+        out: &mut [f32],
+        positions: usize,
+        r0: usize,
+        row_sums: &[i32],
+    ) {
+        let width = blocks.len() * BLOCK_COLS;
+        let col0 = blocks.start * BLOCK_COLS;
+        let n = self.col_terms.len();
+        let m = row_sums.len();
+        let mut column = [0i32; COLUMN_CHUNK];
+        for c in col0..(blocks.end * BLOCK_COLS).min(n) {
+            let (term, zw, scale) = (self.col_terms[c], self.zero_points[c], self.scales[c]);
+            let bias = self.epilogue.bias.map_or(0.0, |b| b[c]);
+            let plane = &mut out[c * positions + r0..][..m];
+            // The column is gathered first so that the arithmetic runs on contiguous lanes,
+            // which the compiler vectorizes.
+            for start in (0..m).step_by(COLUMN_CHUNK) {
+                let len = (m - start).min(COLUMN_CHUNK);
+                for (r, v) in column[..len].iter_mut().enumerate() {
+                    *v = tile[(start + r) * width + c - col0];
+                }
+                let sums = &row_sums[start..start + len];
+                let plane = &mut plane[start..start + len];
+                for ((o, &sum), &row_sum) in plane.iter_mut().zip(&column[..len]).zip(sums) {
+                    let exact = sum
+                        .wrapping_sub(term)
+                        .wrapping_sub(zw.wrapping_mul(row_sum));
+                    *o = exact as f32 * scale + bias;
+                }
+                if self.epilogue.relu {
+                    for o in plane.iter_mut() {
+                        *o = o.max(0.0);
+                    }
                 }
             }
         }

@@ -342,3 +342,226 @@ proptest! {
         }
     }
 }
+
+/// A convolution problem with full-range images, weights and zero points.
+#[derive(Debug, Clone)]
+struct ConvProblem {
+    batch: usize,
+    shape: ConvShape,
+    n: usize,
+    images: Vec<u8>,
+    w: Vec<i8>,
+    zero_points: (i32, i32),
+}
+
+fn conv_problem() -> impl Strategy<Value = ConvProblem> {
+    (
+        (0..=3usize, 1..=4usize, 1..=9usize, 1..=9usize, 1..=20usize),
+        (
+            1..=5usize,
+            1..=5usize,
+            1..=3usize,
+            1..=3usize,
+            1..=2usize,
+            1..=2usize,
+        ),
+        (0..=2usize, 0..=2usize, 0..=2usize, 0..=2usize),
+        (any::<u8>(), prop_oneof![Just(0i32), -128..=127i32]),
+    )
+        .prop_filter_map(
+            "the filter fits the padded input",
+            |((batch, channels, height, width, n), (kh, kw, sy, sx, dy, dx), pads, zps)| {
+                let shape = ConvShape {
+                    channels,
+                    height,
+                    width,
+                    kernel: [kh, kw],
+                    stride: [sy, sx],
+                    dilation: [dy, dx],
+                    padding: [(pads.0, pads.1), (pads.2, pads.3)],
+                };
+                shape
+                    .output()
+                    .ok()
+                    .map(|_| (batch, shape, n, (i32::from(zps.0), zps.1)))
+            },
+        )
+        .prop_flat_map(|(batch, shape, n, zero_points)| {
+            let len = batch * shape.channels * shape.height * shape.width;
+            (
+                prop::collection::vec(any::<u8>(), len),
+                prop::collection::vec(any::<i8>(), n * shape.depth()),
+            )
+                .prop_map(move |(images, w)| ConvProblem {
+                    batch,
+                    shape,
+                    n,
+                    images,
+                    w,
+                    zero_points,
+                })
+        })
+}
+
+/// Every kernel's convolution against the plain loops: with unit scales, no bias and sums
+/// below 2^24, the f32 outputs are the exact integers.
+fn check_conv(p: &ConvProblem) -> std::result::Result<(), TestCaseError> {
+    let (za, zw) = p.zero_points;
+    let expected = reference_conv_sums(&p.images, p.batch, &p.shape, &p.w, p.n, (za, zw)).unwrap();
+    let k = p.shape.depth();
+    let w = PackedWeights::new(&p.w, k, p.n, WeightLayout::OutputMajor, &[1.0], &[zw]).unwrap();
+    let image_len = p.shape.channels * p.shape.height * p.shape.width;
+    let images = Activations {
+        values: &p.images,
+        rows: p.batch,
+        stride: image_len,
+        scale: 1.0,
+        zero_point: za,
+    };
+    for kernel in Int8Kernel::available() {
+        let mut got = vec![f32::NAN; expected.len()];
+        conv2d(kernel, images, &p.shape, &w, Epilogue::default(), &mut got).unwrap();
+        let got: Vec<i32> = got.iter().map(|&v| v as i32).collect();
+        prop_assert_eq!(&got, &expected, "{} on {:?}", kernel.name(), p.shape);
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(200))]
+
+    #[test]
+    fn every_kernel_convolves_exactly(p in conv_problem()) {
+        check_conv(&p)?;
+    }
+}
+
+#[test]
+fn a_hand_computed_convolution_with_padding_bias_and_relu() {
+    // One 3x3 image [[1,2,3],[4,5,6],[7,8,9]] (zero point 0, scale 0.5), a 2x2 filter of
+    // ones (scale 0.25), padding 1 on the left and top only, bias -1, ReLU.
+    let shape = ConvShape {
+        channels: 1,
+        height: 3,
+        width: 3,
+        kernel: [2, 2],
+        stride: [1, 1],
+        dilation: [1, 1],
+        padding: [(1, 0), (1, 0)],
+    };
+    assert_eq!(shape.output().unwrap(), [3, 3]);
+    let w = PackedWeights::new(&[1; 4], 4, 1, WeightLayout::OutputMajor, &[0.25], &[0]).unwrap();
+    let image: Vec<u8> = (1..=9).collect();
+    let images = Activations {
+        values: &image,
+        rows: 1,
+        stride: 9,
+        scale: 0.5,
+        zero_point: 0,
+    };
+    // Window sums: [[1, 3, 5], [5, 12, 16], [11, 24, 28]], times 0.125, minus 1, ReLU.
+    let sums = [1.0f32, 3.0, 5.0, 5.0, 12.0, 16.0, 11.0, 24.0, 28.0];
+    let expected: Vec<f32> = sums.iter().map(|s| (s * 0.125 - 1.0).max(0.0)).collect();
+    let epilogue = Epilogue {
+        bias: Some(&[-1.0]),
+        relu: true,
+    };
+    for kernel in Int8Kernel::available() {
+        let mut out = vec![0.0; 9];
+        conv2d(kernel, images, &shape, &w, epilogue, &mut out).unwrap();
+        assert_eq!(out, expected, "{}", kernel.name());
+    }
+}
+
+#[test]
+fn convolutions_that_do_not_fit_are_refused() {
+    let shape = ConvShape {
+        channels: 1,
+        height: 2,
+        width: 2,
+        kernel: [3, 3],
+        stride: [1, 1],
+        dilation: [1, 1],
+        padding: [(0, 0), (0, 0)],
+    };
+    assert!(matches!(shape.output(), Err(KernelError::Parameter { .. })));
+    let zero_stride = ConvShape {
+        stride: [0, 1],
+        padding: [(1, 1), (1, 1)],
+        ..shape
+    };
+    assert!(matches!(
+        zero_stride.output(),
+        Err(KernelError::Parameter { .. })
+    ));
+    let fits = ConvShape {
+        padding: [(1, 1), (1, 1)],
+        ..shape
+    };
+    let w = PackedWeights::new(&[1; 9], 9, 1, WeightLayout::OutputMajor, &[1.0], &[0]).unwrap();
+    let image = [0u8; 4];
+    let images = Activations {
+        values: &image,
+        rows: 1,
+        stride: 4,
+        scale: 1.0,
+        zero_point: 0,
+    };
+    let mut out = vec![0.0; 3];
+    assert!(matches!(
+        conv2d(
+            Int8Kernel::Portable,
+            images,
+            &fits,
+            &w,
+            Epilogue::default(),
+            &mut out
+        ),
+        Err(KernelError::Length { what: "output", .. })
+    ));
+}
+
+#[test]
+fn a_convolution_split_across_threads_gives_the_same_result() {
+    // LeNet-5's second layer on 64 images: past the convolution's threshold for threads.
+    let shape = ConvShape {
+        channels: 6,
+        height: 14,
+        width: 14,
+        kernel: [5, 5],
+        stride: [1, 1],
+        dilation: [1, 1],
+        padding: [(0, 0), (0, 0)],
+    };
+    let (batch, n, k) = (64, 16, shape.depth());
+    let images: Vec<u8> = (0..batch * 6 * 196).map(|i| (i * 37 % 256) as u8).collect();
+    let w: Vec<i8> = (0..n * k).map(|i| (i * 101 % 256) as u8 as i8).collect();
+    let packed = PackedWeights::new(&w, k, n, WeightLayout::OutputMajor, &[1.0], &[0]).unwrap();
+    let acts = Activations {
+        values: &images,
+        rows: batch,
+        stride: 6 * 196,
+        scale: 1.0,
+        zero_point: 9,
+    };
+    let expected = reference_conv_sums(&images, batch, &shape, &w, n, (9, 0)).unwrap();
+    let pool = |threads| {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap()
+    };
+    for kernel in Int8Kernel::available() {
+        let run = |threads| {
+            let mut out = vec![0.0; expected.len()];
+            pool(threads)
+                .install(|| conv2d(kernel, acts, &shape, &packed, Epilogue::default(), &mut out))
+                .unwrap();
+            out
+        };
+        let two = run(2);
+        assert_eq!(two, run(1), "{}: threads change the result", kernel.name());
+        let exact: Vec<i32> = two.iter().map(|&v| v as i32).collect();
+        assert_eq!(exact, expected, "{}", kernel.name());
+    }
+}
