@@ -188,7 +188,7 @@ impl Job<'_> {
         let positions = self.out_size[0] * self.out_size[1];
         let blocks = self.w.blocks();
         // Row sums are needed only for weights with a zero point (Ember's are symmetric).
-        let need_row_sums = self.w.zero_points.iter().any(|&z| z != 0);
+        let need_row_sums = self.w.has_zero_points();
         for r0 in (0..positions).step_by(BAND_ROWS) {
             let m = (positions - r0).min(BAND_ROWS);
             // Zeroed when the buffer grows; the row tails past `k` are never written after.
@@ -214,8 +214,15 @@ impl Job<'_> {
                 scratch.tile.resize(m * width, 0);
                 let tile = &mut scratch.tile[..m * width];
                 sums(self.kernel, rows, m, self.w, span.clone(), tile);
-                self.finish
-                    .write_planes(tile, span, out, positions, r0, &scratch.row_sums);
+                self.finish.write_planes(
+                    self.kernel,
+                    tile,
+                    span,
+                    out,
+                    positions,
+                    r0,
+                    &scratch.row_sums,
+                );
             }
         }
     }
@@ -269,15 +276,23 @@ struct Windows<'a> {
 }
 
 impl Windows<'_> {
-    /// The first tap of output position `p`'s window.
-    fn origin(&self, p: usize) -> usize {
-        (p / self.out_width) * self.stride[0] + (p % self.out_width) * self.stride[1]
+    /// The first tap of each window of output positions `rows`, in order: counted along the
+    /// output rows, since a division per position cost as much as its copies.
+    fn origins(&self, rows: std::ops::Range<usize>) -> impl Iterator<Item = usize> + '_ {
+        let (mut oy, mut ox) = (rows.start / self.out_width, rows.start % self.out_width);
+        rows.map(move |_| {
+            let origin = oy * self.stride[0] + ox * self.stride[1];
+            ox += 1;
+            if ox == self.out_width {
+                (oy, ox) = (oy + 1, 0);
+            }
+            origin
+        })
     }
 
     /// Filter rows of `KW` contiguous taps.
     fn fill<const KW: usize>(&self, rows: std::ops::Range<usize>, band: &mut [u8]) {
-        for (p, row) in rows.zip(band.chunks_exact_mut(self.k_padded)) {
-            let origin = self.origin(p);
+        for (origin, row) in self.origins(rows).zip(band.chunks_exact_mut(self.k_padded)) {
             for (dst, &tap) in row.chunks_exact_mut(KW).zip(self.taps) {
                 let src: &[u8; KW] = self.padded[origin + tap..][..KW]
                     .try_into()
@@ -290,8 +305,7 @@ impl Windows<'_> {
 
     /// Filter rows of `kw` taps `dx` apart.
     fn fill_any(&self, rows: std::ops::Range<usize>, band: &mut [u8], kw: usize, dx: usize) {
-        for (p, row) in rows.zip(band.chunks_exact_mut(self.k_padded)) {
-            let origin = self.origin(p);
+        for (origin, row) in self.origins(rows).zip(band.chunks_exact_mut(self.k_padded)) {
             for (dst, &tap) in row.chunks_exact_mut(kw).zip(self.taps) {
                 for (kx, d) in dst.iter_mut().enumerate() {
                     *d = self.padded[origin + tap + kx * dx];

@@ -235,6 +235,12 @@ impl PackedWeights {
         self.data.len() + 12 * self.n
     }
 
+    /// Whether any column has a zero point: only then do the kernels need the activations'
+    /// row sums.
+    fn has_zero_points(&self) -> bool {
+        self.zero_points.iter().any(|&z| z != 0)
+    }
+
     fn blocks(&self) -> usize {
         self.n.div_ceil(BLOCK_COLS)
     }
@@ -395,12 +401,17 @@ pub fn linear(
         return Ok(());
     }
     let packed = pack_rows(kernel, a.values, m, a.stride, k, w.k_padded);
-    let row_sums: Vec<i32> = (0..m)
-        .map(|r| {
-            let row = &a.values[r * a.stride..][..k];
-            row.iter().map(|&v| i32::from(v)).sum()
-        })
-        .collect();
+    // Row sums are needed only for weights with a zero point (Ember's are symmetric).
+    let row_sums: Vec<i32> = if w.has_zero_points() {
+        (0..m)
+            .map(|r| {
+                let row = &a.values[r * a.stride..][..k];
+                row.iter().map(|&v| i32::from(v)).sum()
+            })
+            .collect()
+    } else {
+        vec![0; m]
+    };
     let finish = Finish::new(w, a.scale, a.zero_point, epilogue);
     let blocks = w.blocks();
     // Each span of column blocks is summed into a small tile and finished into the output
@@ -418,7 +429,15 @@ pub fn linear(
             let span = start..(start + SPAN_BLOCKS).min(range.end);
             let tile = &mut tile[..m * span.len() * BLOCK_COLS];
             sums(kernel, a, m, w, span.clone(), tile);
-            finish.write(tile, span, out, width, base, &row_sums[rows.clone()]);
+            finish.write(
+                kernel,
+                tile,
+                span,
+                out,
+                width,
+                base,
+                &row_sums[rows.clone()],
+            );
         }
     };
     let threads = if m * k * n >= PARALLEL_MIN_MACS {
@@ -643,8 +662,10 @@ impl<'a> Finish<'a> {
 
     /// Finish the sums of column blocks `blocks` (`tile`, `blocks.len() · 16` wide) into `out`,
     /// whose rows are `out_width` wide and hold the columns from `base` on.
+    #[allow(clippy::too_many_arguments)]
     fn write(
         &self,
+        kernel: Int8Kernel,
         tile: &[i32],
         blocks: std::ops::Range<usize>,
         out: &mut [f32],
@@ -652,6 +673,18 @@ impl<'a> Finish<'a> {
         base: usize,
         row_sums: &[i32],
     ) {
+        let args = (tile, blocks, out, out_width, base, row_sums);
+        match kernel {
+            #[cfg(target_arch = "x86_64")]
+            Int8Kernel::Avx512Vnni(cpu) => x86::write_rows_avx512(cpu, self, args),
+            #[cfg(target_arch = "x86_64")]
+            Int8Kernel::Avx2(cpu) => x86::write_rows_avx2(cpu, self, args),
+            _ => self.write_body(args),
+        }
+    }
+
+    #[inline(always)]
+    fn write_body(&self, (tile, blocks, out, out_width, base, row_sums): FinishArgs<'_>) {
         let width = blocks.len() * BLOCK_COLS;
         let col0 = blocks.start * BLOCK_COLS;
         let cols = col0..(blocks.end * BLOCK_COLS).min(base + out_width);
@@ -687,14 +720,29 @@ impl<'a> Finish<'a> {
     }
 }
 
+/// What [`Finish::write`] and [`Finish::write_planes`] read and write: the tile, its column
+/// blocks, the output, two numbers that place the tile in it (the output's row width and
+/// first column; the planes' length and the first row's position), and the rows' sums.
+type FinishArgs<'a> = (
+    &'a [i32],
+    std::ops::Range<usize>,
+    &'a mut [f32],
+    usize,
+    usize,
+    &'a [i32],
+);
+
 /// Rows of one column gathered at a time by [`Finish::write_planes`].
 const COLUMN_CHUNK: usize = 64;
 
 impl Finish<'_> {
     /// The same as [`Finish::write`] into planes: `out` is `[n, positions]` (a convolution's
     /// `[out, h · w]`), and the tile's `row_sums.len()` rows are positions `r0..`.
+    /// Compiled for the kernel's vector width, where the baseline build has SSE2 only.
+    #[allow(clippy::too_many_arguments)]
     fn write_planes(
         &self,
+        kernel: Int8Kernel,
         tile: &[i32],
         blocks: std::ops::Range<usize>,
         out: &mut [f32],
@@ -702,25 +750,46 @@ impl Finish<'_> {
         r0: usize,
         row_sums: &[i32],
     ) {
+        let args = (tile, blocks, out, positions, r0, row_sums);
+        match kernel {
+            #[cfg(target_arch = "x86_64")]
+            Int8Kernel::Avx512Vnni(cpu) => x86::write_planes_avx512(cpu, self, args),
+            #[cfg(target_arch = "x86_64")]
+            Int8Kernel::Avx2(cpu) => x86::write_planes_avx2(cpu, self, args),
+            _ => self.write_planes_body(args),
+        }
+    }
+
+    #[inline(always)]
+    fn write_planes_body(&self, (tile, blocks, out, positions, r0, row_sums): FinishArgs<'_>) {
         let width = blocks.len() * BLOCK_COLS;
         let col0 = blocks.start * BLOCK_COLS;
-        let n = self.col_terms.len();
+        let cols = col0..(blocks.end * BLOCK_COLS).min(self.col_terms.len());
         let m = row_sums.len();
-        let mut column = [0i32; COLUMN_CHUNK];
-        for c in col0..(blocks.end * BLOCK_COLS).min(n) {
-            let (term, zw, scale) = (self.col_terms[c], self.zero_points[c], self.scales[c]);
-            let bias = self.epilogue.bias.map_or(0.0, |b| b[c]);
-            let plane = &mut out[c * positions + r0..][..m];
-            // The column is gathered first so that the arithmetic runs on contiguous lanes,
-            // which the compiler vectorizes.
-            for start in (0..m).step_by(COLUMN_CHUNK) {
-                let len = (m - start).min(COLUMN_CHUNK);
-                for (r, v) in column[..len].iter_mut().enumerate() {
-                    *v = tile[(start + r) * width + c - col0];
+        // A chunk of rows is transposed whole before any column is finished: the arithmetic
+        // then runs on contiguous lanes, which the compiler vectorizes, and the loads come
+        // long after the stores (a column read right after it was gathered stalls on store
+        // forwarding).
+        let mut columns = [0i32; COLUMN_CHUNK * SPAN_BLOCKS * BLOCK_COLS];
+        for start in (0..m).step_by(COLUMN_CHUNK) {
+            let len = (m - start).min(COLUMN_CHUNK);
+            let rows = &tile[start * width..(start + len) * width];
+            for (c, column) in columns
+                .chunks_exact_mut(COLUMN_CHUNK)
+                .take(cols.len())
+                .enumerate()
+            {
+                for (v, row) in column.iter_mut().zip(rows.chunks_exact(width)) {
+                    *v = row[c];
                 }
-                let sums = &row_sums[start..start + len];
-                let plane = &mut plane[start..start + len];
-                for ((o, &sum), &row_sum) in plane.iter_mut().zip(&column[..len]).zip(sums) {
+            }
+            let sums = &row_sums[start..start + len];
+            for (i, c) in cols.clone().enumerate() {
+                let (term, zw, scale) = (self.col_terms[c], self.zero_points[c], self.scales[c]);
+                let bias = self.epilogue.bias.map_or(0.0, |b| b[c]);
+                let column = &columns[i * COLUMN_CHUNK..][..len];
+                let plane = &mut out[c * positions + r0 + start..][..len];
+                for ((o, &sum), &row_sum) in plane.iter_mut().zip(column).zip(sums) {
                     let exact = sum
                         .wrapping_sub(term)
                         .wrapping_sub(zw.wrapping_mul(row_sum));

@@ -5,7 +5,10 @@
 
 use std::arch::x86_64::*;
 
-use super::{BLOCK_COLS, CpuChecked, GROUP, PackedWeights, finite_range_body, quantize_body};
+use super::{
+    BLOCK_COLS, CpuChecked, Finish, FinishArgs, GROUP, PackedWeights, finite_range_body,
+    quantize_body,
+};
 
 /// Rows per tile of the VNNI kernel: 6 rows x 4 blocks keep 24 accumulators, 4 weight vectors
 /// and one broadcast in the 32 zmm registers.
@@ -395,4 +398,44 @@ pub(super) fn finite_range_avx2(_: CpuChecked, x: &[f32]) -> Option<(f32, f32)> 
     }
     // SAFETY: the token proves AVX2.
     unsafe { body(x) }
+}
+
+/// [`Finish::write_planes`] compiled for AVX-512.
+pub(super) fn write_planes_avx512(_: CpuChecked, finish: &Finish<'_>, args: FinishArgs<'_>) {
+    #[target_feature(enable = "avx512f,avx512bw")]
+    fn body(finish: &Finish<'_>, args: FinishArgs<'_>) {
+        finish.write_planes_body(args)
+    }
+    // SAFETY: the token proves AVX-512 F and BW.
+    unsafe { body(finish, args) }
+}
+
+/// [`Finish::write_planes`] compiled for AVX2.
+pub(super) fn write_planes_avx2(_: CpuChecked, finish: &Finish<'_>, args: FinishArgs<'_>) {
+    #[target_feature(enable = "avx2")]
+    fn body(finish: &Finish<'_>, args: FinishArgs<'_>) {
+        finish.write_planes_body(args)
+    }
+    // SAFETY: the token proves AVX2.
+    unsafe { body(finish, args) }
+}
+
+/// [`Finish::write`] compiled for AVX-512.
+pub(super) fn write_rows_avx512(_: CpuChecked, finish: &Finish<'_>, args: FinishArgs<'_>) {
+    #[target_feature(enable = "avx512f,avx512bw")]
+    fn body(finish: &Finish<'_>, args: FinishArgs<'_>) {
+        finish.write_body(args)
+    }
+    // SAFETY: the token proves AVX-512 F and BW.
+    unsafe { body(finish, args) }
+}
+
+/// [`Finish::write`] compiled for AVX2.
+pub(super) fn write_rows_avx2(_: CpuChecked, finish: &Finish<'_>, args: FinishArgs<'_>) {
+    #[target_feature(enable = "avx2")]
+    fn body(finish: &Finish<'_>, args: FinishArgs<'_>) {
+        finish.write_body(args)
+    }
+    // SAFETY: the token proves AVX2.
+    unsafe { body(finish, args) }
 }
