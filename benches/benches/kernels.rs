@@ -12,7 +12,9 @@
 //!   the kernels spend their time in, `n` rounds on 12 independent registers;
 //! - `models_t{T}/flex/{mlp,cnn}_{f32,int8,int8_float_path}/b{batch}`: LeNet-300-100
 //!   (dynamic int8) and LeNet-5 (static int8), float, on the integer kernels, and on the float
-//!   path with fake-quantized inputs that quantized models took before.
+//!   path with fake-quantized inputs that quantized models took before;
+//! - `pool_t{T}/flex/{burn,ember}_max_pool2d/256x6x28x28`: burn's 2x2 max pooling against the
+//!   drop-in `ember_quant::MaxPool2d`'s host kernel, on LeNet-5's first pooling input.
 
 use std::hint::black_box;
 
@@ -185,10 +187,40 @@ fn models(c: &mut Criterion) {
     group.finish();
 }
 
+/// burn's max pooling against the drop-in's host kernel on LeNet-5's first pooling input.
+fn pool(c: &mut Criterion) {
+    use burn::nn::pool::MaxPool2dConfig;
+    let device = Device::flex();
+    let mut group = c.benchmark_group(format!("pool_t{}", threads()));
+    group.sample_size(20);
+    let config = MaxPool2dConfig::new([2, 2]).with_strides([2, 2]);
+    let (burns, ours) = (config.init(), ember_quant::MaxPool2d::new(&config));
+    let x = Tensor::<4>::from_data(
+        TensorData::new(values(256 * 6 * 28 * 28, 9), [256, 6, 28, 28]),
+        &device,
+    );
+    let id = "256x6x28x28";
+    group.bench_function(BenchmarkId::new("flex/burn_max_pool2d", id), |b| {
+        b.iter(|| {
+            let y = burns.forward(x.clone());
+            sync(&device).expect("sync");
+            y
+        })
+    });
+    group.bench_function(BenchmarkId::new("flex/ember_max_pool2d", id), |b| {
+        b.iter(|| {
+            let y = ours.forward(x.clone());
+            sync(&device).expect("sync");
+            y
+        })
+    });
+    group.finish();
+}
+
 // criterion_group! generates an undocumented public function.
 #[allow(missing_docs)]
 mod group {
-    criterion::criterion_group!(benches, super::peak, super::gemm, super::models);
+    criterion::criterion_group!(benches, super::peak, super::gemm, super::pool, super::models);
 }
 use group::benches;
 criterion_main!(benches);

@@ -282,6 +282,28 @@ impl KernelsReport {
                 }
             }
         }
+        // Pooling, the float layer between LeNet-5's quantized convolutions.
+        let _ = writeln!(
+            md,
+            "\n## Max pooling, 2x2 on 256x6x28x28 (flex)\n\n| threads | burn ms | ember ms | \
+             speed-up |\n|---|---|---|---|"
+        );
+        for threads in THREADS {
+            let group = format!("pool_t{threads}/flex");
+            let burn = time(format!("{group}/burn_max_pool2d/256x6x28x28"))?;
+            let ember = time(format!("{group}/ember_max_pool2d/256x6x28x28"))?;
+            let _ = writeln!(
+                md,
+                "| {threads} | {:.3} | {:.3} | {:.2}x |",
+                burn * 1e3,
+                ember * 1e3,
+                burn / ember
+            );
+            metrics.insert(
+                format!("max_pool_speedup_t{threads}"),
+                json!(round(burn / ember)),
+            );
+        }
         let _ = write!(md, "\n## Machine\n\n{}\n", machine::describe());
         Ok(Self {
             metrics,
