@@ -220,7 +220,13 @@ fn pool(c: &mut Criterion) {
 // criterion_group! generates an undocumented public function.
 #[allow(missing_docs)]
 mod group {
-    criterion::criterion_group!(benches, super::peak, super::gemm, super::pool, super::models);
+    criterion::criterion_group!(
+        benches,
+        super::peak,
+        super::gemm,
+        super::pool,
+        super::models
+    );
 }
 use group::benches;
 criterion_main!(benches);
