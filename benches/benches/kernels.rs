@@ -10,9 +10,10 @@
 //!   it is the reference, not a contender);
 //! - `peak_t{T}/host/{int8_vnni,int8_avx2,f32_fma}/{n}`: a loop of the instruction sequence
 //!   the kernels spend their time in, `n` rounds on 12 independent registers;
-//! - `models_t{T}/flex/{mlp,cnn}_{f32,int8,int8_float_path}/b{batch}`: LeNet-300-100
-//!   (dynamic int8) and LeNet-5 (static int8), float, on the integer kernels, and on the float
-//!   path with fake-quantized inputs that quantized models took before;
+//! - `models_t{T}/flex/{mlp,cnn}_{f32,int8,int8_float_path,int8_avx2}/b{batch}`: LeNet-300-100
+//!   (dynamic int8) and LeNet-5 (static int8), float, on the integer kernels, on the float
+//!   path with fake-quantized inputs that quantized models took before, and on the AVX2 kernel
+//!   forced (only where the CPU has a better one);
 //! - `pool_t{T}/flex/{burn,ember}_max_pool2d/256x6x28x28`: burn's 2x2 max pooling against the
 //!   drop-in `ember_quant::MaxPool2d`'s host kernel, on LeNet-5's first pooling input.
 
@@ -164,6 +165,11 @@ fn models(c: &mut Criterion) {
     let (mut mlp_float_path, mut cnn_float_path) = (mlp_q.clone(), cnn_q.clone());
     mlp_float_path.set_integer_kernel(None);
     cnn_float_path.set_integer_kernel(None);
+    // The AVX2 kernel forced where the CPU has a better one: what an AVX2-only CPU runs.
+    let avx2 = Int8Kernel::avx2().filter(|&k| k != Int8Kernel::detect());
+    let (mut mlp_avx2, mut cnn_avx2) = (mlp_q.clone(), cnn_q.clone());
+    mlp_avx2.set_integer_kernel(avx2);
+    cnn_avx2.set_integer_kernel(avx2);
     let data = images(256, 6);
     for batch in [1usize, 256] {
         let (x, _) = data.batch(&(0..batch).collect::<Vec<_>>(), &device);
@@ -183,6 +189,10 @@ fn models(c: &mut Criterion) {
         time("cnn_f32", &|x| cnn.forward(x));
         time("cnn_int8", &|x| cnn_q.model.forward(x));
         time("cnn_int8_float_path", &|x| cnn_float_path.model.forward(x));
+        if avx2.is_some() {
+            time("mlp_int8_avx2", &|x| mlp_avx2.model.forward(x));
+            time("cnn_int8_avx2", &|x| cnn_avx2.model.forward(x));
+        }
     }
     group.finish();
 }

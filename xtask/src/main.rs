@@ -8,9 +8,13 @@
 //!   shared between experiments stay in `target/repro/models/`.
 //! - `cargo xtask bench kernels [--quick]`: the int8 kernels against f32 matmul and quantized
 //!   models against float, on 1 and 2 threads, written to `target/bench/kernels.{json,md}`.
+//! - `cargo xtask fuzz <target> [--seconds N]`: one of `ember-fuzz`'s harnesses under
+//!   libFuzzer (`idx`, `model`, `quantized`, `sparse`, `configs`), written to
+//!   `target/fuzz/<target>.{json,log}`.
 
 mod bench;
 mod ci;
+mod fuzz;
 mod repro;
 
 use clap::{Parser, Subcommand};
@@ -42,6 +46,9 @@ enum Task {
         #[command(subcommand)]
         bench: bench::Bench,
     },
+    /// Fuzz one parser of outside input with cargo-fuzz (nightly) and write
+    /// `target/fuzz/<target>.json`.
+    Fuzz(fuzz::FuzzArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -49,5 +56,6 @@ fn main() -> anyhow::Result<()> {
         Task::Ci(args) => ci::run(&args),
         Task::Repro { experiment } => repro::run(experiment),
         Task::Bench { bench } => bench::run(bench),
+        Task::Fuzz(args) => fuzz::run(&args),
     }
 }

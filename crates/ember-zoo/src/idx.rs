@@ -21,25 +21,70 @@ pub struct IdxArray {
 const UNSIGNED_BYTE: u8 = 0x08;
 const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
 
+/// The most data an IDX file may hold: 1 GiB, twenty times MNIST's training images. A header
+/// that promises more is refused before anything is allocated or decompressed.
+pub const MAX_IDX_BYTES: usize = 1 << 30;
+
 /// Read an IDX file; a gzip stream (by its magic bytes, whatever the name) is decompressed.
 pub fn read_idx(path: &Path) -> Result<IdxArray> {
     let raw = std::fs::read(path).map_err(|source| Error::Io {
         path: path.to_path_buf(),
         source,
     })?;
-    let bytes = if raw.starts_with(&GZIP_MAGIC) {
-        let mut out = Vec::new();
-        GzDecoder::new(raw.as_slice())
-            .read_to_end(&mut out)
-            .map_err(|e| Error::Gzip {
-                path: path.to_path_buf(),
-                reason: e.to_string(),
-            })?;
-        out
-    } else {
-        raw
+    decode_idx(&raw, path)
+}
+
+/// Parse a file's bytes, raw or gzipped; `path` only names the source in errors. A gzip
+/// stream is decompressed no further than the header's promise (plus one byte, to tell a
+/// longer stream), and never past [`MAX_IDX_BYTES`].
+pub fn decode_idx(raw: &[u8], path: &Path) -> Result<IdxArray> {
+    if !raw.starts_with(&GZIP_MAGIC) {
+        return parse_idx(raw, path);
+    }
+    let gzip_error = |e: std::io::Error| Error::Gzip {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
     };
+    let mut decoder = GzDecoder::new(raw);
+    // The magic and the rank, then the dimensions, read through a bounded `take` so that a
+    // short stream reaches `parse_idx` to be named as truncated.
+    let mut header = Vec::new();
+    (&mut decoder)
+        .take(4)
+        .read_to_end(&mut header)
+        .map_err(gzip_error)?;
+    let rank = header.get(3).copied().unwrap_or(0) as u64;
+    (&mut decoder)
+        .take(4 * rank)
+        .read_to_end(&mut header)
+        .map_err(gzip_error)?;
+    let promised = promised_len(&header, path)?;
+    let mut bytes = header;
+    (&mut decoder)
+        .take(promised as u64 + 1)
+        .read_to_end(&mut bytes)
+        .map_err(gzip_error)?;
     parse_idx(&bytes, path)
+}
+
+/// The data length a complete header promises, checked against [`MAX_IDX_BYTES`]; for an
+/// incomplete header, 0 (`parse_idx` names what is missing).
+fn promised_len(header: &[u8], path: &Path) -> Result<usize> {
+    let Some(dims) = header.get(4..).filter(|d| d.len() >= 4 && d.len() % 4 == 0) else {
+        return Ok(0);
+    };
+    let promised = dims
+        .chunks_exact(4)
+        .map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]]) as usize)
+        .try_fold(1usize, |acc, d| acc.checked_mul(d))
+        .filter(|&n| n <= MAX_IDX_BYTES);
+    promised.ok_or_else(|| Error::BadHeader {
+        path: path.to_path_buf(),
+        reason: format!(
+            "its dimensions promise more than the {} MiB of data Ember reads",
+            MAX_IDX_BYTES >> 20
+        ),
+    })
 }
 
 /// Parse IDX bytes; `path` only names the source in errors.
@@ -80,7 +125,13 @@ pub fn parse_idx(bytes: &[u8], path: &Path) -> Result<IdxArray> {
     let expected = dims
         .iter()
         .try_fold(1usize, |acc, &d| acc.checked_mul(d))
-        .ok_or_else(|| bad(format!("dimensions {dims:?} overflow")))?;
+        .filter(|&n| n <= MAX_IDX_BYTES)
+        .ok_or_else(|| {
+            bad(format!(
+                "dimensions {dims:?} promise more than the {} MiB of data Ember reads",
+                MAX_IDX_BYTES >> 20
+            ))
+        })?;
     let data = &bytes[header_len..];
     if data.len() < expected {
         return Err(Error::Truncated {

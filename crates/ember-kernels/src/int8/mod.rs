@@ -39,10 +39,22 @@ pub const MAX_DEPTH: usize = (i32::MAX as usize) / (255 * 255);
 /// Multiply-adds from which one row's columns are split across rayon's threads: a large
 /// layer at batch 1 is bound by reading its weights, which two cores do faster than one.
 const PARALLEL_MIN_MACS: usize = 1 << 22;
-/// Multiply-adds from which a batch's rows are split: below it (LeNet-300-100's first layer at
-/// batch 256, 60 M), waking the pool costs more than the second core saves on the 2-core
-/// machines (`cargo xtask bench kernels`, `models_t2`).
+/// Multiply-adds from which a batch's rows are split, for the VNNI kernel: below it
+/// (LeNet-300-100's first layer at batch 256, 60 M), waking rayon's sleeping thread costs more
+/// than the second core saves on the 2-core machines (`cargo xtask bench kernels`,
+/// `models_t2`; a call after 0.5 ms idle took 235 µs on 2 threads against 160 µs on one, in a
+/// development run). Slower kernels split from proportionally fewer ([`parallel_min_row_macs`]).
 const PARALLEL_MIN_ROW_MACS: usize = 1 << 26;
+
+/// [`PARALLEL_MIN_ROW_MACS`] for `kernel`: about the same time spent in the product, the
+/// AVX2 kernel doing about a third of VNNI's work per cycle and the portable one far less.
+fn parallel_min_row_macs(kernel: Int8Kernel) -> usize {
+    match kernel {
+        Int8Kernel::Avx512Vnni(_) => PARALLEL_MIN_ROW_MACS,
+        Int8Kernel::Avx2(_) => PARALLEL_MIN_ROW_MACS / 4,
+        Int8Kernel::Portable => PARALLEL_MIN_ROW_MACS / 64,
+    }
+}
 /// Column blocks summed into one tile before the epilogue: 64 columns, the VNNI tile's width.
 const SPAN_BLOCKS: usize = 4;
 /// Rows of the kernels' tiles: a thread's share of a batch is a multiple of it.
@@ -453,7 +465,7 @@ pub fn linear(
     // whatever the split: the result does not depend on the thread count. A batch splits by
     // rows (each thread writes its own rows of the output); a single row splits by columns.
     if m >= 2 * ROW_TILE {
-        if m * k * n < PARALLEL_MIN_ROW_MACS {
+        if m * k * n < parallel_min_row_macs(kernel) {
             spans(0..m, 0..blocks, out, 0, n);
             return Ok(());
         }
