@@ -89,7 +89,9 @@ pub struct WeightConfig {
     pub granularity: WeightGranularity,
     /// One bit less of range.
     pub reduce_range: bool,
-    /// The parameters to quantize; by default every `weight` of a `Linear` or `Conv2d`.
+    /// The parameters to quantize; by default every `weight` of a `Linear`, `Conv2d` or
+    /// `Embedding` ([`Selector::quantizable_weights`]). Biases and normalization parameters
+    /// stay float; only the drop-in `Linear` and `Conv2d` also quantize their inputs.
     pub layers: Selector,
     /// Also quantize the bias next to each selected weight (per tensor); biases stay float by
     /// default, as in PyTorch.
@@ -104,7 +106,7 @@ impl WeightConfig {
             mode: Mode::Symmetric,
             granularity: WeightGranularity::PerTensor,
             reduce_range: false,
-            layers: Selector::linear_and_conv_weights(),
+            layers: Selector::quantizable_weights(),
             biases: false,
         }
     }

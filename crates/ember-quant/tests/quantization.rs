@@ -481,6 +481,37 @@ fn weight_axes_follow_one_rule_for_every_layer_kind() {
 }
 
 #[test]
+fn default_weight_quantization_covers_embeddings() {
+    #[derive(Module, Debug)]
+    struct Text {
+        embed: burn::nn::Embedding,
+        fc: burn::nn::Linear,
+    }
+    let _seeded = seeded_lock();
+    let device = Device::flex();
+    device.seed(3);
+    let model = ember_tensor::init_now(Text {
+        embed: burn::nn::EmbeddingConfig::new(50, 8).init(&device),
+        fc: LinearConfig::new(8, 2).init(&device),
+    });
+    let table = read_f32(model.embed.weight.val()).unwrap();
+    let q = quantize_weights(model, &WeightConfig::default()).unwrap();
+    let names: Vec<&str> = q.weights.keys().map(String::as_str).collect();
+    assert_eq!(names, ["embed.weight", "fc.weight"]);
+    // One scale per token row, and every entry within half a step of its float value (the
+    // largest entry of a row clamps at the top integer, exactly half a step away).
+    let embed = &q.weights["embed.weight"];
+    assert_eq!(embed.params().scale.len(), 50);
+    let dequantized = read_f32(q.model.embed.weight.val()).unwrap();
+    for (row, (d, t)) in dequantized.chunks(8).zip(table.chunks(8)).enumerate() {
+        let step = embed.params().scale[row];
+        for (d, t) in d.iter().zip(t) {
+            assert!((d - t).abs() <= step * 0.5001, "row {row}: {d} against {t}");
+        }
+    }
+}
+
+#[test]
 fn a_pruned_weight_stays_pruned_and_masked_when_quantized() {
     let _seeded = seeded_lock();
     let device = Device::flex();

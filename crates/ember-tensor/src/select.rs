@@ -35,6 +35,15 @@ impl Selector {
         Self::all().include("*weight").kind("Linear").kind("Conv2d")
     }
 
+    /// The weights of every `Linear`, `Conv2d` and `Embedding` layer: what quantization takes
+    /// by default. An embedding is a lookup table, as large as the rest of a small text model,
+    /// and its rows quantize one scale each as PyTorch's weight-only embedding quantization
+    /// does; pruning leaves it out by default ([`Selector::linear_and_conv_weights`]), since
+    /// zeroing a token's entries removes the token.
+    pub fn quantizable_weights() -> Self {
+        Self::linear_and_conv_weights().kind("Embedding")
+    }
+
     /// Also take paths matching `pattern`.
     pub fn include(mut self, pattern: impl Into<String>) -> Self {
         self.include.push(pattern.into());
