@@ -3,7 +3,6 @@
 //! memory bound. Prints and writes `target/fuzz/<target>.json`: runs, seconds, peak memory, and
 //! whether anything crashed (libFuzzer keeps the input under `fuzz/artifacts/<target>/`).
 
-use std::path::Path;
 use std::process::Command;
 
 use anyhow::{Context, bail};
@@ -70,10 +69,9 @@ pub fn run(args: &FuzzArgs) -> anyhow::Result<()> {
         .output()
         .context("cannot run cargo fuzz")?;
     let log = String::from_utf8_lossy(&output.stderr);
-    let log_path = root
-        .join("target/fuzz")
-        .join(format!("{}.log", target.name()));
-    std::fs::create_dir_all(log_path.parent().unwrap_or(Path::new(".")))?;
+    let results = root.join("target/fuzz");
+    std::fs::create_dir_all(&results)?;
+    let log_path = results.join(format!("{}.log", target.name()));
     std::fs::write(&log_path, log.as_bytes())?;
     let stat = |name: &str| -> Option<u64> {
         log.lines()
@@ -90,11 +88,7 @@ pub fn run(args: &FuzzArgs) -> anyhow::Result<()> {
         "passed": output.status.success(),
     });
     let json = serde_json::to_string_pretty(&report)? + "\n";
-    std::fs::write(
-        root.join("target/fuzz")
-            .join(format!("{}.json", target.name())),
-        &json,
-    )?;
+    std::fs::write(results.join(format!("{}.json", target.name())), &json)?;
     println!("{json}");
     if !output.status.success() {
         bail!(

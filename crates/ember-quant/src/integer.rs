@@ -193,42 +193,25 @@ fn run(weights: &IntegerWeights, q: &QuantizedInput, rows: usize, out: &mut [f32
     int8::linear(weights.kernel, activations, &weights.packed, epilogue, out).ok()
 }
 
-/// A convolution (one group) on the integer kernels: the input quantized once, then each
-/// image unfolded, multiplied and finished into `[out, h, w]` by `int8::conv2d`.
+/// A convolution (one group) of `shape`, its padding resolved for this input, on the integer
+/// kernels: the input quantized once, then each image unfolded, multiplied and finished into
+/// `[out, h, w]` by `int8::conv2d`.
 pub(crate) fn conv2d(
     weights: &IntegerWeights,
     quant: &InputQuant,
     input: Tensor<4>,
-    geometry: &ConvGeometry,
+    shape: &ConvShape,
 ) -> Path<4> {
-    let [batch, channels, height, width] = input.dims();
-    let shape = ConvShape {
-        channels,
-        height,
-        width,
-        kernel: geometry.kernel,
-        stride: geometry.stride,
-        dilation: geometry.dilation,
-        padding: geometry.padding,
-    };
+    let batch = input.dims()[0];
     if !weights.accepts(&input, shape.depth()) {
         return Path::Float(input);
     }
     let device = input.device();
     let data = input.into_data();
-    match conv2d_on_host(weights, quant, &data, batch, &shape) {
+    match conv2d_on_host(weights, quant, &data, batch, shape) {
         Some(out) => Path::Kernel(Tensor::from_data(out, &device)),
         None => Path::Float(Tensor::from_data(data, &device)),
     }
-}
-
-/// The geometry of a convolution with its padding resolved for the input at hand.
-pub(crate) struct ConvGeometry {
-    pub kernel: [usize; 2],
-    pub stride: [usize; 2],
-    pub dilation: [usize; 2],
-    /// `(top, bottom)` and `(left, right)`.
-    pub padding: [(usize, usize); 2],
 }
 
 /// [`conv2d`] on the input's host values: the output's data, or `None` for the float path.

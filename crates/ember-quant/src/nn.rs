@@ -19,13 +19,13 @@ use burn::tensor::ops::ConvOptions;
 use burn::tensor::{DType, Device, Tensor};
 use ember_observe::{Observer, ObserverKind};
 
-use ember_kernels::int8::{Int8Kernel, WeightLayout};
+use ember_kernels::int8::{ConvShape, Int8Kernel, WeightLayout};
 
 use crate::Result;
 use crate::fake::{
     DeviceRange, fake_quantize, fake_quantize_dynamic, fake_quantize_ste, fake_quantize_weight_ste,
 };
-use crate::integer::{ConvGeometry, IntegerWeights};
+use crate::integer::IntegerWeights;
 use crate::qtensor::{QTensor, check_finite};
 use crate::scheme::{QParams, QScheme};
 use crate::sparse::{SPARSE_CROSSOVER, SparseKernel, SparseWeights};
@@ -429,16 +429,19 @@ impl Conv2d {
         let weight = self.weight.val();
         let training = weight.is_tracked();
         let mut input = input;
-        let [_, _, height, width] = input.dims();
+        let [_, channels, height, width] = input.dims();
         let (rows, cols) = self.resolved_padding(height, width);
         if let Some(integer) = runnable(self.integer.as_ref(), &weight, training) {
-            let geometry = ConvGeometry {
+            let shape = ConvShape {
+                channels,
+                height,
+                width,
                 kernel: self.kernel_size,
                 stride: self.stride,
                 dilation: self.dilation,
                 padding: [rows, cols],
             };
-            match crate::integer::conv2d(integer, &self.input, input, &geometry) {
+            match crate::integer::conv2d(integer, &self.input, input, &shape) {
                 Path::Kernel(out) => return out,
                 Path::Float(back) => input = back,
             }

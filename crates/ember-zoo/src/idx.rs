@@ -73,12 +73,7 @@ fn promised_len(header: &[u8], path: &Path) -> Result<usize> {
     let Some(dims) = header.get(4..).filter(|d| d.len() >= 4 && d.len() % 4 == 0) else {
         return Ok(0);
     };
-    let promised = dims
-        .chunks_exact(4)
-        .map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]]) as usize)
-        .try_fold(1usize, |acc, d| acc.checked_mul(d))
-        .filter(|&n| n <= MAX_IDX_BYTES);
-    promised.ok_or_else(|| Error::BadHeader {
+    data_len(&header_dims(dims)).ok_or_else(|| Error::BadHeader {
         path: path.to_path_buf(),
         reason: format!(
             "its dimensions promise more than the {} MiB of data Ember reads",
@@ -118,20 +113,13 @@ pub fn parse_idx(bytes: &[u8], path: &Path) -> Result<IdxArray> {
         expected: header_len,
         got: bytes.len(),
     })?;
-    let dims: Vec<usize> = dims_bytes
-        .chunks_exact(4)
-        .map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]]) as usize)
-        .collect();
-    let expected = dims
-        .iter()
-        .try_fold(1usize, |acc, &d| acc.checked_mul(d))
-        .filter(|&n| n <= MAX_IDX_BYTES)
-        .ok_or_else(|| {
-            bad(format!(
-                "dimensions {dims:?} promise more than the {} MiB of data Ember reads",
-                MAX_IDX_BYTES >> 20
-            ))
-        })?;
+    let dims = header_dims(dims_bytes);
+    let expected = data_len(&dims).ok_or_else(|| {
+        bad(format!(
+            "dimensions {dims:?} promise more than the {} MiB of data Ember reads",
+            MAX_IDX_BYTES >> 20
+        ))
+    })?;
     let data = &bytes[header_len..];
     if data.len() < expected {
         return Err(Error::Truncated {
@@ -150,6 +138,21 @@ pub fn parse_idx(bytes: &[u8], path: &Path) -> Result<IdxArray> {
         dims,
         data: data.to_vec(),
     })
+}
+
+/// The dimensions of a header's big-endian `u32`s.
+fn header_dims(bytes: &[u8]) -> Vec<usize> {
+    bytes
+        .chunks_exact(4)
+        .map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]]) as usize)
+        .collect()
+}
+
+/// The data length `dims` promise, or `None` past `usize` or [`MAX_IDX_BYTES`].
+fn data_len(dims: &[usize]) -> Option<usize> {
+    dims.iter()
+        .try_fold(1usize, |acc, &d| acc.checked_mul(d))
+        .filter(|&n| n <= MAX_IDX_BYTES)
 }
 
 /// Encode an array as IDX bytes (uncompressed): the inverse of [`parse_idx`], for tests and

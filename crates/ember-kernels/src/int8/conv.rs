@@ -10,16 +10,14 @@
 use rayon::prelude::*;
 
 use super::{
-    Activations, BLOCK_COLS, Epilogue, Finish, Int8Kernel, PackedWeights, SPAN_BLOCKS,
-    check_activation, pack_rows, sums,
+    Activations, BLOCK_COLS, Epilogue, Finish, Int8Kernel, PARALLEL_MIN_MACS, PackedWeights,
+    SPAN_BLOCKS, check_activation, pack_rows, sums,
 };
 use crate::{KernelError, Result, check_len};
 
 /// Unfolded rows (output positions) per band: a multiple of the kernels' 6-row tile, and few
 /// enough that a band's rows and its sums of 64 columns (96 · 64 · 4 bytes) stay in L2.
 const BAND_ROWS: usize = 96;
-/// Multiply-adds from which a batch's images are split across rayon's threads.
-const PARALLEL_MIN_MACS: usize = 1 << 22;
 
 /// The geometry of a convolution over one group: the input's channels and size, the filter's
 /// size, and the stride, dilation and padding, as burn's `Conv2d` has them.
@@ -120,6 +118,8 @@ pub fn conv2d(
         // Checked to be in 0..=255 above.
         zero: images.zero_point as u8,
         taps: filter_rows(shape),
+        // Only weights with a zero point need the rows' sums (Ember's are symmetric).
+        row_sums: w.has_zero_points(),
     };
     let (image_len, out_len) = (image_len.max(1), n * positions);
     if images.rows > 1 && images.rows * positions * w.k * n >= PARALLEL_MIN_MACS {
@@ -161,6 +161,8 @@ struct Job<'a> {
     /// Where each filter row `(channel, ky)` of a window starts in the padded image, from the
     /// window's first tap.
     taps: Vec<usize>,
+    /// Whether the epilogue needs each unfolded row's sum.
+    row_sums: bool,
 }
 
 impl Job<'_> {
@@ -187,8 +189,6 @@ impl Job<'_> {
         let (k, k_padded) = (self.w.k, self.w.k_padded);
         let positions = self.out_size[0] * self.out_size[1];
         let blocks = self.w.blocks();
-        // Row sums are needed only for weights with a zero point (Ember's are symmetric).
-        let need_row_sums = self.w.has_zero_points();
         for r0 in (0..positions).step_by(BAND_ROWS) {
             let m = (positions - r0).min(BAND_ROWS);
             // Zeroed when the buffer grows; the row tails past `k` are never written after.
@@ -198,7 +198,7 @@ impl Job<'_> {
             let band = &mut scratch.band[..m * k_padded];
             self.unfold(padded, r0..r0 + m, band);
             scratch.row_sums.clear();
-            if need_row_sums {
+            if self.row_sums {
                 scratch.row_sums.extend(
                     band.chunks_exact(k_padded)
                         .map(|row| row.iter().map(|&v| i32::from(v)).sum::<i32>()),

@@ -36,8 +36,9 @@ pub const GROUP: usize = 4;
 /// The deepest product whose exact result fits `i32` at full range, zero points included:
 /// `K · 255 · 255 < 2^31` (33 025; BERT-large's widest layer is 4096 deep).
 pub const MAX_DEPTH: usize = (i32::MAX as usize) / (255 * 255);
-/// Multiply-adds from which one row's columns are split across rayon's threads: a large
-/// layer at batch 1 is bound by reading its weights, which two cores do faster than one.
+/// Multiply-adds from which one row's columns are split across rayon's threads (a large
+/// layer at batch 1 is bound by reading its weights, which two cores do faster than one), and
+/// from which a convolution's images are.
 const PARALLEL_MIN_MACS: usize = 1 << 22;
 /// Multiply-adds from which a batch's rows are split, for the VNNI kernel: below it
 /// (LeNet-300-100's first layer at batch 256, 60 M), waking rayon's sleeping thread costs more
