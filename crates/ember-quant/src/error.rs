@@ -32,6 +32,23 @@ pub enum Error {
         /// Why not.
         reason: String,
     },
+    /// A bit width an integer scheme cannot have: outside 2..=8 (one bit is binary), wider
+    /// than its storage type, or under 2 bits after `reduce_range`.
+    #[error(
+        "`{what}`: {bits}-bit {qtype:?}{} is not a usable width (integer schemes have 2 to {} bits; 1 bit is binary, see ember_quant::binary)",
+        if *reduce_range { " with reduce_range" } else { "" },
+        qtype.bits()
+    )]
+    BitWidth {
+        /// The tensor or config.
+        what: String,
+        /// The width asked for.
+        bits: u32,
+        /// Whether one more bit was to be taken off.
+        reduce_range: bool,
+        /// The storage type.
+        qtype: crate::QType,
+    },
     /// A layer name or pattern that names no quantizable layer.
     #[error("`{pattern}` names no quantizable layer (the model has: {available})")]
     UnknownLayer {

@@ -183,6 +183,11 @@ impl DeviceRange {
         }
     }
 
+    /// Whether a batch was taken in (finite or not).
+    pub fn has_seen(&self) -> bool {
+        self.state.is_some()
+    }
+
     /// Take in one batch (detached from any autodiff graph: ranges have no gradient).
     pub fn update<const D: usize>(&mut self, x: &Tensor<D>) {
         if x.shape().num_elements() == 0 {

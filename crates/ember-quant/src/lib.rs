@@ -45,6 +45,7 @@ mod error;
 pub mod fake;
 pub mod fuse;
 pub mod integer;
+pub mod lsq;
 pub mod nn;
 pub mod qtensor;
 pub mod quantize;
@@ -58,11 +59,12 @@ pub use cast::{FloatType, cast};
 pub use ember_kernels::int8::Int8Kernel;
 pub use error::{Error, Result};
 pub use fuse::fuse_conv_bn;
+pub use lsq::LearnedSteps;
 pub use nn::{InputQuant, MaxPool2d, QuantLayer, QuantLayers};
 pub use qtensor::QTensor;
 pub use quantize::{
     DynamicConfig, Prepared, Qat, Quantized, StaticConfig, WeightConfig, WeightGranularity,
-    prepare, prepare_qat, quantize_dynamic, quantize_static, quantize_weights,
+    prepare, prepare_lsq, prepare_qat, quantize_dynamic, quantize_static, quantize_weights,
 };
 pub use save::{load_quantized, load_quantized_weights, save_quantized};
 pub use scheme::{Granularity, Mode, QParams, QScheme, QType};

@@ -26,6 +26,7 @@ use crate::fake::{
     DeviceRange, fake_quantize, fake_quantize_dynamic, fake_quantize_ste, fake_quantize_weight_ste,
 };
 use crate::integer::IntegerWeights;
+use crate::lsq::LearnedSteps;
 use crate::qtensor::{QTensor, check_finite};
 use crate::scheme::{QParams, QScheme};
 use crate::sparse::{SPARSE_CROSSOVER, SparseKernel, SparseWeights};
@@ -84,6 +85,11 @@ pub struct Calibration {
     pub error: Option<ember_observe::Error>,
     /// The range of a min/max observer, on the device until `finish`.
     device: Option<DeviceRange>,
+    /// Training batches observed in quantization-aware training.
+    trained_batches: usize,
+    /// In quantization-aware training, stop observing after this many training batches
+    /// (`Some(0)`: frozen now).
+    freeze_after: Option<usize>,
 }
 
 impl Calibration {
@@ -98,7 +104,29 @@ impl Calibration {
             observer,
             error: None,
             device,
+            trained_batches: 0,
+            freeze_after: None,
         }
+    }
+
+    /// Whether any batch was observed.
+    pub fn has_seen(&self) -> bool {
+        match &self.device {
+            Some(device) => device.has_seen(),
+            None => self.observer.batches() > 0,
+        }
+    }
+
+    /// In quantization-aware training, stop observing after `batches` training batches in all
+    /// (`0`: now); the range stays what it is then, as PyTorch's `disable_observer`.
+    pub fn freeze_after(&mut self, batches: usize) {
+        self.freeze_after = Some(batches);
+    }
+
+    /// Whether quantization-aware training still observes.
+    pub fn is_frozen(&self) -> bool {
+        self.freeze_after
+            .is_some_and(|after| self.trained_batches >= after)
     }
 
     /// Hand what the device saw to the observer (one read-back) and return the first error
@@ -146,7 +174,17 @@ impl InputQuant {
                 calibration,
             } => {
                 if training {
-                    observe(calibration, &input);
+                    let frozen = {
+                        let mut state = calibration
+                            .lock()
+                            .unwrap_or_else(|poisoned| poisoned.into_inner());
+                        let frozen = state.is_frozen();
+                        state.trained_batches += usize::from(!frozen);
+                        frozen
+                    };
+                    if !frozen {
+                        observe(calibration, &input);
+                    }
                 }
                 let state = calibration
                     .lock()
@@ -206,6 +244,10 @@ pub trait QuantLayer {
     fn set_input_quant(&mut self, quant: InputQuant);
     /// Fake-quantize the weight in every forward pass (quantization-aware training), or stop.
     fn set_weight_quant(&mut self, scheme: Option<QScheme>);
+    /// Train learned steps (LSQ) for the weight and the input, or stop (`None`).
+    fn set_steps(&mut self, steps: Option<LearnedSteps>);
+    /// The learned steps, during quantization-aware training with LSQ.
+    fn steps(&self) -> Option<&LearnedSteps>;
     /// Run on the integer kernels with `weight` (this layer's quantized weight) packed for
     /// `kernel`, or stop (`None`). Returns whether the layer now has an integer form: not for
     /// a scheme the kernels cannot run (per-group scales, grouped convolutions).
@@ -233,6 +275,12 @@ macro_rules! quant_layer {
             fn set_weight_quant(&mut self, scheme: Option<QScheme>) {
                 self.weight_quant = scheme;
             }
+            fn set_steps(&mut self, steps: Option<LearnedSteps>) {
+                self.steps = steps;
+            }
+            fn steps(&self) -> Option<&LearnedSteps> {
+                self.steps.as_ref()
+            }
             fn set_integer(&mut self, integer: Option<(&QTensor, Int8Kernel)>) -> bool {
                 self.integer = integer.and_then(|(weight, kernel)| self.pack(weight, kernel));
                 self.integer.is_some()
@@ -245,6 +293,26 @@ macro_rules! quant_layer {
             }
             fn sparse(&self) -> Option<&SparseWeights> {
                 self.sparse_form()
+            }
+        }
+
+        impl $layer {
+            /// The weight and input the float path computes with: fake-quantized by learned
+            /// steps, or as `weight_quant` and `input` say; the input first cast to the
+            /// weight's dtype (a half-precision model takes float inputs).
+            fn quantized_operands<const W: usize, const D: usize>(
+                &self,
+                weight: Tensor<W>,
+                input: Tensor<D>,
+                training: bool,
+            ) -> (Tensor<W>, Tensor<D>) {
+                if let Some(steps) = &self.steps {
+                    let input = input.cast(weight.dtype());
+                    return (steps.quantize_weight(weight), steps.quantize_input(input));
+                }
+                let weight = effective_weight(weight, self.weight_quant.as_ref());
+                let input = self.input.apply(input.cast(weight.dtype()), training);
+                (weight, input)
             }
         }
     };
@@ -271,6 +339,9 @@ pub struct Linear {
     /// During quantization-aware training, the weight's fake-quantization scheme.
     #[module(skip)]
     pub weight_quant: Option<QScheme>,
+    /// During quantization-aware training with learned steps (LSQ), the weight's and the
+    /// input's steps: parameters the optimizer trains, in place of `weight_quant` and `input`.
+    pub steps: Option<LearnedSteps>,
     /// After quantization, the weight packed for the integer kernels.
     #[module(skip)]
     pub integer: Option<IntegerWeights>,
@@ -306,8 +377,7 @@ impl Linear {
                 Path::Float(back) => input = back,
             }
         }
-        let weight = effective_weight(weight, self.weight_quant.as_ref());
-        let input = self.input.apply(input.cast(weight.dtype()), training);
+        let (weight, input) = self.quantized_operands(weight, input, training);
         linear(input, weight, self.bias.as_ref().map(Param::val))
     }
 
@@ -378,6 +448,7 @@ impl From<burn::nn::Linear> for Linear {
             bias: layer.bias,
             input: InputQuant::Float,
             weight_quant: None,
+            steps: None,
             integer: None,
             sparse: None,
         }
@@ -410,6 +481,9 @@ pub struct Conv2d {
     /// During quantization-aware training, the weight's fake-quantization scheme.
     #[module(skip)]
     pub weight_quant: Option<QScheme>,
+    /// During quantization-aware training with learned steps (LSQ), the weight's and the
+    /// input's steps: parameters the optimizer trains, in place of `weight_quant` and `input`.
+    pub steps: Option<LearnedSteps>,
     /// After quantization, the weight packed for the integer kernels.
     #[module(skip)]
     pub integer: Option<IntegerWeights>,
@@ -446,8 +520,7 @@ impl Conv2d {
                 Path::Float(back) => input = back,
             }
         }
-        let weight = effective_weight(weight, self.weight_quant.as_ref());
-        let input = self.input.apply(input.cast(weight.dtype()), training);
+        let (weight, input) = self.quantized_operands(weight, input, training);
         let options =
             ConvOptions::new_with_padding(self.stride, [rows, cols], self.dilation, self.groups);
         conv2d(input, weight, self.bias.as_ref().map(Param::val), options)
@@ -537,6 +610,7 @@ impl From<burn::nn::conv::Conv2d> for Conv2d {
             padding: layer.padding,
             input: InputQuant::Float,
             weight_quant: None,
+            steps: None,
             integer: None,
         }
     }

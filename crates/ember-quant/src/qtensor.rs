@@ -82,7 +82,10 @@ impl QTensor {
         if tensor.values().iter().any(|q| !(qmin..=qmax).contains(q)) {
             return Err(Error::Scheme {
                 what: what.to_string(),
-                reason: format!("a stored value is outside {qmin}..={qmax} (reduce_range)"),
+                reason: format!(
+                    "a stored value is outside {qmin}..={qmax} (the scheme's {} bits)",
+                    scheme.width()
+                ),
             });
         }
         Ok(tensor)

@@ -89,6 +89,10 @@ pub struct WeightConfig {
     pub granularity: WeightGranularity,
     /// One bit less of range.
     pub reduce_range: bool,
+    /// A width narrower than `qtype`'s (2-bit weights in an `Int4`, say): see
+    /// [`QScheme::bits`].
+    #[serde(default)]
+    pub bits: Option<u32>,
     /// The parameters to quantize; by default every `weight` of a `Linear`, `Conv2d` or
     /// `Embedding` ([`Selector::quantizable_weights`]). Biases and normalization parameters
     /// stay float; only the drop-in `Linear` and `Conv2d` also quantize their inputs.
@@ -106,6 +110,7 @@ impl WeightConfig {
             mode: Mode::Symmetric,
             granularity: WeightGranularity::PerTensor,
             reduce_range: false,
+            bits: None,
             layers: Selector::quantizable_weights(),
             biases: false,
         }
@@ -128,6 +133,28 @@ impl WeightConfig {
         }
     }
 
+    /// Weights of `bits` bits (2 to 8), symmetric and per output channel, in the narrowest
+    /// type that holds them (see [`QScheme::with_width`]).
+    pub fn with_width(bits: u32) -> Result<Self> {
+        let scheme = QScheme::with_width(bits, true, Mode::Symmetric)?;
+        Ok(Self {
+            qtype: scheme.qtype,
+            bits: scheme.bits,
+            ..Self::int8_per_channel()
+        })
+    }
+
+    /// The per-tensor scheme of these weights, checked (a bit width out of range is
+    /// [`Error::BitWidth`]).
+    pub fn check(&self) -> Result<()> {
+        QScheme {
+            reduce_range: self.reduce_range,
+            bits: self.bits,
+            ..QScheme::new(self.qtype, self.mode)
+        }
+        .check("weights")
+    }
+
     /// The same config with another mode.
     pub fn with_mode(self, mode: Mode) -> Self {
         Self { mode, ..self }
@@ -148,6 +175,7 @@ impl WeightConfig {
             mode: self.mode,
             granularity: crate::Granularity::PerTensor,
             reduce_range: self.reduce_range,
+            bits: self.bits,
         };
         let Some(axes) = info.weight_axes() else {
             return base;
@@ -171,6 +199,7 @@ impl Default for WeightConfig {
 /// quantized as its effective value, and its mask stays attached. NaN or Inf, an all-zero
 /// weight, or a pattern that matches nothing is an error and nothing is changed.
 pub fn quantize_weights<M: Module>(model: M, config: &WeightConfig) -> Result<Quantized<M>> {
+    config.check()?;
     let infos = params(&model);
     let mut chosen: Vec<&ParamInfo> = config.layers.select(&infos)?;
     if config.biases {
@@ -230,6 +259,7 @@ pub fn quantize_dynamic<M: Module + QuantLayers>(
     config: &DynamicConfig,
 ) -> Result<Quantized<M>> {
     per_tensor_activations(&config.activations, None)?;
+    config.activations.check("layer inputs")?;
     let mut model = model;
     check_layer_paths(&mut model)?;
     let mut q = quantize_weights(model, &config.weights)?;
@@ -259,6 +289,12 @@ pub struct StaticConfig {
     /// Layers to keep in float (weights and input), by path pattern: `conv1`, `fc3`,
     /// `layers.*`.
     pub keep_float: Vec<String>,
+    /// In quantization-aware training, freeze each input's observer after this many training
+    /// batches (PyTorch's `disable_observer` after N steps): the ranges stop following the
+    /// activations and the weights finish training against fixed grids. `None`: observe
+    /// until the end (see also [`Qat::freeze_observers`]).
+    #[serde(default)]
+    pub freeze_observers_after: Option<usize>,
 }
 
 impl Default for StaticConfig {
@@ -271,6 +307,7 @@ impl Default for StaticConfig {
             observer: ObserverConfig::histogram(RangeMethod::Mse),
             calibration: CalibrationConfig::default(),
             keep_float: Vec::new(),
+            freeze_observers_after: None,
         }
     }
 }
@@ -325,6 +362,8 @@ pub fn prepare<M: Module + QuantLayers>(
     config: &StaticConfig,
 ) -> Result<Prepared<M>> {
     per_tensor_activations(&config.activations, Some(&config.observer))?;
+    config.activations.check("layer inputs")?;
+    config.weights.check()?;
     check_layer_paths(&mut model)?;
     let kept = kept_float(&mut model, &config.keep_float)?;
     let mut observed = BTreeMap::new();
@@ -391,6 +430,8 @@ pub struct Qat<M> {
     /// The model to train.
     pub model: M,
     prepared: Prepared<()>,
+    /// Whether the layers learn their steps ([`prepare_lsq`]).
+    learned: bool,
 }
 
 /// Prepare `model` for quantization-aware training with the schemes of `config` (a moving
@@ -420,6 +461,9 @@ pub fn prepare_qat<M: Module + QuantLayers>(model: M, config: &StaticConfig) -> 
         let Some(calibration) = observed.get(&name) else {
             continue;
         };
+        if let Some(after) = config.freeze_observers_after {
+            lock(calibration).freeze_after(after);
+        }
         layer.set_input_quant(InputQuant::Train {
             scheme: config.activations,
             calibration: calibration.clone(),
@@ -439,6 +483,89 @@ pub fn prepare_qat<M: Module + QuantLayers>(model: M, config: &StaticConfig) -> 
             config,
             observed,
         },
+        learned: false,
+    })
+}
+
+fn lock(calibration: &Mutex<Calibration>) -> std::sync::MutexGuard<'_, Calibration> {
+    calibration
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Prepare `model` for quantization-aware training with learned step sizes (LSQ, see
+/// [`crate::lsq`]): calibrate on `data` with `config`'s observer and calibration settings to
+/// start each input's step and zero point, start each weight's step from its values, and
+/// make the steps parameters that training updates with the weights. Train [`Qat::model`],
+/// then [`Qat::convert`]: the learned steps become the quantized model's scales. A layer
+/// whose calibrated input or weight is all zero has no step to start from
+/// ([`Error::ZeroRange`]); per-group weights are refused as in [`prepare_qat`].
+pub fn prepare_lsq<M: Classifier + QuantLayers>(
+    model: M,
+    config: &StaticConfig,
+    data: &(impl LabeledData + ?Sized),
+    device: &Device,
+) -> Result<Qat<M>> {
+    if let WeightGranularity::PerInputGroup(_) = config.weights.granularity {
+        return Err(Error::Scheme {
+            what: "learned step sizes".into(),
+            reason: "weights are quantized per tensor or per output channel".into(),
+        });
+    }
+    let prepared = prepare(model, config)?;
+    calibrate(data, &config.calibration, device, |images| {
+        let _ = prepared.model.forward(images);
+    })?;
+    let Prepared {
+        mut model,
+        config,
+        observed,
+    } = prepared;
+    let scheme = config.activations;
+    let mut input_params = BTreeMap::new();
+    for (name, calibration) in &observed {
+        let mut state = lock(calibration);
+        state.finish()?;
+        let ranges = state.observer.ranges(scheme.levels())?;
+        input_params.insert(
+            name.clone(),
+            scheme.qparams(&ranges, &format!("{name} input"))?,
+        );
+    }
+    let values = param_values(&model);
+    for (name, layer) in model.quant_layers() {
+        layer.set_input_quant(InputQuant::Float);
+        let Some(params) = input_params.get(&name) else {
+            continue;
+        };
+        let weight = format!("{name}.weight");
+        let value = values
+            .iter()
+            .find(|v| v.info.path == weight)
+            .ok_or_else(|| Error::LayerPath {
+                layer: name.clone(),
+                available: String::new(),
+            })?;
+        let host = ember_tensor::stats::read_f32(value.flat.clone())?;
+        let steps = crate::lsq::LearnedSteps::new(
+            &host,
+            &value.info.shape,
+            config.weights.scheme_for(&value.info),
+            scheme,
+            params,
+            &weight,
+            device,
+        )?;
+        layer.set_steps(Some(steps));
+    }
+    Ok(Qat {
+        model,
+        prepared: Prepared {
+            model: (),
+            config,
+            observed,
+        },
+        learned: true,
     })
 }
 
@@ -447,6 +574,9 @@ impl<M: Module + QuantLayers> Qat<M> {
     /// ranges observed during training: weights by min/max as the forward pass saw them,
     /// inputs statically.
     pub fn convert(self, mut trained: M) -> Result<Quantized<M>> {
+        if self.learned {
+            return convert_learned(trained);
+        }
         for (_, layer) in trained.quant_layers() {
             layer.set_weight_quant(None);
         }
@@ -457,6 +587,88 @@ impl<M: Module + QuantLayers> Qat<M> {
         }
         .convert()
     }
+}
+
+impl<M> Qat<M> {
+    /// Stop every input observer now (PyTorch's `disable_observer`): the ranges stay what
+    /// they are, and [`Qat::convert`] uses them. An observer that has seen no training batch
+    /// has no range to keep: [`ember_observe::Error::Empty`] naming its layer.
+    pub fn freeze_observers(&self) -> Result<()> {
+        for calibration in self.prepared.observed.values() {
+            let mut state = lock(calibration);
+            if !state.has_seen() {
+                return Err(ember_observe::Error::Empty {
+                    what: state.observer.what().to_string(),
+                }
+                .into());
+            }
+            state.freeze_after(0);
+        }
+        Ok(())
+    }
+}
+
+/// [`Qat::convert`] after [`prepare_lsq`]: each layer's weight quantized with its learned
+/// steps, its input statically with its learned step and calibrated zero point; the steps
+/// leave the model.
+fn convert_learned<M: Module + QuantLayers>(mut trained: M) -> Result<Quantized<M>> {
+    let mut learned = BTreeMap::new();
+    for (name, layer) in trained.quant_layers() {
+        if let Some(steps) = layer.steps() {
+            let weight = format!("{name}.weight");
+            let (weight_params, input_params) = steps.params(&weight)?;
+            learned.insert(
+                name,
+                (
+                    steps.weight_scheme,
+                    weight_params,
+                    steps.input_scheme,
+                    input_params,
+                ),
+            );
+        }
+        layer.set_steps(None);
+    }
+    let values = param_values(&trained);
+    let mut weights = BTreeMap::new();
+    let mut dequantized = BTreeMap::new();
+    let mut inputs = BTreeMap::new();
+    for (name, (weight_scheme, weight_params, input_scheme, input_params)) in learned {
+        let path = format!("{name}.weight");
+        let Some(value) = values.iter().find(|v| v.info.path == path) else {
+            continue;
+        };
+        let host = ember_tensor::stats::read_f32(value.flat.clone())?;
+        let q = QTensor::with_params(
+            &host,
+            &value.info.shape,
+            weight_scheme,
+            weight_params,
+            &path,
+        )?;
+        dequantized.insert(path.clone(), q.dequantize());
+        weights.insert(path, q);
+        inputs.insert(
+            name,
+            InputQuant::Static {
+                scheme: input_scheme,
+                params: input_params,
+            },
+        );
+    }
+    let model = ember_tensor::set_param_values(trained, &dequantized)?;
+    let mut q = Quantized {
+        model,
+        weights,
+        inputs,
+    };
+    for (name, layer) in q.model.quant_layers() {
+        if let Some(input) = q.inputs.get(&name) {
+            layer.set_input_quant(input.clone());
+        }
+    }
+    q.set_integer_kernel(Some(Int8Kernel::detect()));
+    Ok(q)
 }
 
 /// Prepare, calibrate on `data` and convert.

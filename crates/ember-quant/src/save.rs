@@ -332,6 +332,7 @@ fn read_quantized<M: Module>(skeleton: M, path: &Path, device: &Device) -> Resul
 
 /// A layer's input is quantized with one scale and zero point (see `quantize.rs`).
 fn check_per_tensor(scheme: &QScheme, layer: &str) -> Result<()> {
+    scheme.check(&format!("{layer} input"))?;
     if scheme.granularity == crate::Granularity::PerTensor {
         Ok(())
     } else {

@@ -82,7 +82,16 @@ pub struct QScheme {
     /// Use one bit less of range (-64..=63 for int8), as PyTorch's fbgemm does to keep 16-bit
     /// intermediate sums from saturating.
     pub reduce_range: bool,
+    /// A bit width narrower than the type's (2 to its [`QType::bits`]; `None`: the type's
+    /// own), as PyTorch's `quant_min` / `quant_max` narrow a `qint8`: 2-bit weights are the
+    /// integers -2..=1 stored in an [`QType::Int4`]. Checked by [`QScheme::check`], which
+    /// every pass calls.
+    #[serde(default)]
+    pub bits: Option<u32>,
 }
+
+/// The narrowest bit width an integer scheme has (one bit is binary: see [`crate::binary`]).
+pub const MIN_BITS: u32 = 2;
 
 impl QScheme {
     /// A per-tensor scheme.
@@ -92,7 +101,54 @@ impl QScheme {
             mode,
             granularity: Granularity::PerTensor,
             reduce_range: false,
+            bits: None,
         }
+    }
+
+    /// A scheme of `bits` bits (2 to 8) in the narrowest type that holds them: `Int4` or
+    /// `UInt4` up to 4 bits, `Int8` or `UInt8` above. A width outside 2..=8 is
+    /// [`Error::BitWidth`].
+    pub fn with_width(bits: u32, signed: bool, mode: Mode) -> Result<Self> {
+        let qtype = match (bits <= 4, signed) {
+            (true, true) => QType::Int4,
+            (true, false) => QType::UInt4,
+            (false, true) => QType::Int8,
+            (false, false) => QType::UInt8,
+        };
+        let scheme = Self::new(qtype, mode).with_bits(bits);
+        scheme.check("scheme")?;
+        Ok(scheme)
+    }
+
+    /// The same scheme narrowed to `bits` bits (see [`QScheme::bits`]; checked by
+    /// [`QScheme::check`]).
+    pub fn with_bits(mut self, bits: u32) -> Self {
+        self.bits = Some(bits);
+        self
+    }
+
+    /// The bit width the integers use: [`QScheme::bits`] or the type's, one less with
+    /// `reduce_range`.
+    pub fn width(&self) -> u32 {
+        let bits = self.bits.unwrap_or(self.qtype.bits());
+        bits.saturating_sub(u32::from(self.reduce_range))
+    }
+
+    /// Whether the scheme can be used: a bit width from 2 to the type's (one bit is binary),
+    /// and at least 2 bits left after `reduce_range`. Every pass checks its schemes first, so
+    /// that a width read from a config file is a typed error, not a shift out of range.
+    pub fn check(&self, what: &str) -> Result<()> {
+        let max = self.qtype.bits();
+        let bits = self.bits.unwrap_or(max);
+        if !(MIN_BITS..=max).contains(&bits) || self.width() < MIN_BITS {
+            return Err(Error::BitWidth {
+                what: what.to_string(),
+                bits,
+                reduce_range: self.reduce_range,
+                qtype: self.qtype,
+            });
+        }
+        Ok(())
     }
 
     /// The same scheme with one scale per index along `axis`.
@@ -113,9 +169,10 @@ impl QScheme {
         self
     }
 
-    /// The smallest and largest integer.
+    /// The smallest and largest integer. For a scheme [`QScheme::check`] refuses, the bounds
+    /// of the nearest width it accepts (never a shift out of range).
     pub fn bounds(&self) -> (i32, i32) {
-        let bits = self.qtype.bits() - u32::from(self.reduce_range);
+        let bits = self.width().clamp(MIN_BITS, self.qtype.bits());
         if self.qtype.signed() {
             (-(1 << (bits - 1)), (1 << (bits - 1)) - 1)
         } else {
@@ -206,6 +263,7 @@ impl QScheme {
     /// the only one; among several (a pruned output channel) it gets scale 1, which represents
     /// its zeros exactly.
     pub fn qparams(&self, ranges: &[Range], what: &str) -> Result<QParams> {
+        self.check(what)?;
         let (qmin, qmax) = self.bounds();
         let zero_range = |r: &Range| r.min.min(0.0) == 0.0 && r.max.max(0.0) == 0.0;
         if ranges.is_empty() || ranges.iter().all(zero_range) {
@@ -316,6 +374,7 @@ impl QParams {
             what: what.to_string(),
             reason,
         };
+        scheme.check(what)?;
         if self.scale.len() != count || self.zero_point.len() != count {
             return Err(error(format!(
                 "{} scales and {} zero points where {count} of each are needed",
@@ -363,6 +422,60 @@ mod tests {
         assert_eq!(s(QType::Int8).with_reduce_range().bounds(), (-64, 63));
         assert_eq!(s(QType::UInt8).with_reduce_range().bounds(), (0, 127));
         assert_eq!(s(QType::Int4).levels(), 16);
+        // Narrower widths, as PyTorch's quant_min / quant_max: 2-bit signed is -2..=1.
+        assert_eq!(s(QType::Int4).with_bits(2).bounds(), (-2, 1));
+        assert_eq!(s(QType::Int8).with_bits(3).bounds(), (-4, 3));
+        assert_eq!(s(QType::UInt8).with_bits(5).bounds(), (0, 31));
+        assert_eq!(
+            s(QType::Int8).with_bits(6).with_reduce_range().bounds(),
+            (-16, 15)
+        );
+    }
+
+    #[test]
+    fn widths_from_2_to_8_and_typed_errors_outside() {
+        for bits in 2..=8 {
+            for signed in [true, false] {
+                let scheme = QScheme::with_width(bits, signed, Mode::Affine).unwrap();
+                assert_eq!(scheme.levels(), 1 << bits, "{bits} bits");
+                assert_eq!(scheme.qtype.bits(), if bits <= 4 { 4 } else { 8 });
+            }
+        }
+        for bits in [0, 1, 9, 32, u32::MAX] {
+            assert!(matches!(
+                QScheme::with_width(bits, true, Mode::Symmetric),
+                Err(Error::BitWidth { bits: b, .. }) if b == bits
+            ));
+        }
+        // Wider than the storage type, or one bit left after reduce_range.
+        let int4 = QScheme::new(QType::Int4, Mode::Symmetric);
+        assert!(matches!(
+            int4.with_bits(5).qparams(&[Range { min: -1.0, max: 1.0 }], "fc.weight"),
+            Err(Error::BitWidth { what, bits: 5, .. }) if what == "fc.weight"
+        ));
+        assert!(int4.with_bits(2).with_reduce_range().check("w").is_err());
+        // A scheme the check refuses still has bounds (no shift out of range).
+        assert_eq!(int4.with_bits(0).bounds(), (-2, 1));
+    }
+
+    #[test]
+    fn two_bit_symmetric_qparams_by_hand() {
+        // qint8 with quant_min -2, quant_max 1, per_tensor_symmetric on [-1, 3]:
+        // scale = 3 / ((1 - (-2)) / 2) = 2, zero point 0.
+        let p = QScheme::new(QType::Int4, Mode::Symmetric)
+            .with_bits(2)
+            .qparams(
+                &[Range {
+                    min: -1.0,
+                    max: 3.0,
+                }],
+                "x",
+            )
+            .unwrap();
+        assert_eq!(p.scale, vec![2.0]);
+        assert_eq!(p.zero_point, vec![0]);
+        assert_eq!(quantize_value(3.0, 2.0, 0, (-2, 1)), 1);
+        assert_eq!(quantize_value(-5.0, 2.0, 0, (-2, 1)), -2);
     }
 
     #[test]

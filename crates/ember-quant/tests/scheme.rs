@@ -13,15 +13,28 @@ fn scheme() -> impl Strategy<Value = QScheme> {
         Just(QType::UInt4)
     ];
     let mode = prop_oneof![Just(Mode::Symmetric), Just(Mode::Affine)];
-    (qtype, mode, 0..3usize, 1..5usize, any::<bool>()).prop_map(|(t, m, g, size, reduce)| {
-        let s = QScheme::new(t, m);
-        let s = match g {
-            0 => s,
-            1 => s.per_channel(1),
-            _ => s.per_group(0, size),
-        };
-        if reduce { s.with_reduce_range() } else { s }
-    })
+    // A width narrower than the type's, as a 2-bit scheme in an Int4 (0: the type's own).
+    let narrow = 0..8u32;
+    (qtype, mode, 0..3usize, 1..5usize, any::<bool>(), narrow).prop_map(
+        |(t, m, g, size, reduce, narrow)| {
+            let s = QScheme::new(t, m);
+            let s = match g {
+                0 => s,
+                1 => s.per_channel(1),
+                _ => s.per_group(0, size),
+            };
+            let s = if narrow > 0 {
+                s.with_bits(2 + narrow % (t.bits() - 1))
+            } else {
+                s
+            };
+            if reduce && s.width() > 2 {
+                s.with_reduce_range()
+            } else {
+                s
+            }
+        },
+    )
 }
 
 fn tensor() -> impl Strategy<Value = (Vec<f32>, [usize; 2])> {
