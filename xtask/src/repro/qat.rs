@@ -1,18 +1,22 @@
 //! `cargo xtask repro qat`: quantization-aware training against post-training quantization on
-//! LeNet-5 (int8, and W4A4: 4-bit weights and activations, where post-training quantization
-//! starts to lose), and the far end of quantization: a binary MLP (XNOR-Net's recipe: first and
+//! LeNet-5 (W8A8, W4A4 and W2A8, where post-training quantization loses; ranges observed as
+//! PyTorch's QAT observes them, or steps learned as LSQ learns them), post-training accuracy
+//! against bit width (`bits.svg`), and the far end of quantization: a binary MLP (XNOR-Net's recipe: first and
 //! last layers in float, the hidden ones binary after a batch norm) trained with the analytic
 //! scale (XNOR-Net) and the learned one (XNOR-Net++), against the float network of the same
 //! widths; the binary layers' size packed a bit per weight; and a binary hidden layer on the
-//! XNOR-popcount kernel against the f32 layer of its shape at batch 64. Not yet: 2-bit weights
-//! (W2A8; the schemes stop at 4 bits), LSQ, binary convolutions.
+//! XNOR-popcount kernel against the f32 layer of its shape at batch 64. Not yet: binary
+//! convolutions.
+
+use std::collections::BTreeMap;
 
 use burn::tensor::{Device, Tensor, TensorData};
 use ember_kernels::BinaryKernel;
 use ember_observe::{CalibrationConfig, ObserverConfig};
 use ember_quant::nn::Linear;
 use ember_quant::{
-    BinaryScale, Mode, QScheme, QType, StaticConfig, WeightConfig, prepare_qat, quantize_static,
+    BinaryScale, Mode, QScheme, StaticConfig, WeightConfig, prepare_lsq, prepare_qat,
+    quantize_static,
 };
 use ember_tensor::LrSchedule;
 use ember_zoo::{
@@ -20,6 +24,7 @@ use ember_zoo::{
 };
 use serde::Serialize;
 
+use super::plot::{Series, line_chart};
 use super::trained::{Recipe, trained};
 use super::{
     CommonArgs, QUICK_TEST, QUICK_TRAIN, Report, interleaved_median_us, round_pp,
@@ -45,11 +50,16 @@ pub struct Args {
 }
 
 /// PyTorch on this kind of machine, same LeNet-5 recipe (the issue's figures): W4A4 min/max
-/// post-training 98.34 %, after QAT 98.62 %; int8 QAT converted 99.18 % against float 99.19 %.
+/// post-training 98.34 %, after QAT 98.62 %; W2A8 93.28 % and 99.01 %; int8 QAT converted
+/// 99.18 % against float 99.19 %.
 const PYTORCH_W4A4_PTQ: f64 = 98.34;
 const PYTORCH_W4A4_QAT: f64 = 98.62;
+const PYTORCH_W2A8_PTQ: f64 = 93.28;
+const PYTORCH_W2A8_QAT: f64 = 99.01;
+const PYTORCH_INT8_QAT: f64 = 99.18;
 const TARGET_INT8_DROP_PP: f64 = 0.1;
 const TARGET_W4A4_QAT: f64 = 98.6;
+const TARGET_W2A8_QAT: f64 = 98.8;
 
 const TIMING_BATCH: usize = 64;
 const TIMING_REPEATS: usize = 51;
@@ -66,24 +76,69 @@ struct Resolved<'a> {
     lenet5: &'a ModelConfig,
     lenet5_training: &'a TrainConfig,
     qat_training: &'a TrainConfig,
-    int8: &'a StaticConfig,
-    w4a4: &'a StaticConfig,
+    /// The schemes of the LeNet-5 rows, by key.
+    schemes: BTreeMap<&'static str, StaticConfig>,
+}
+
+/// One scheme of LeNet-5: `W{weight_bits}A{input_bits}`, weights symmetric per channel,
+/// inputs affine per tensor.
+struct CnnScheme {
+    /// Metric key prefix: `int8`, `w4a4`, `w2a8`.
+    key: &'static str,
+    weight_bits: u32,
+    input_bits: u32,
+    /// PyTorch's figures on this kind of machine (the issue's): post-training, QAT.
+    pytorch: (Option<f64>, Option<f64>),
+}
+
+const CNN_SCHEMES: [CnnScheme; 3] = [
+    CnnScheme {
+        key: "int8",
+        weight_bits: 8,
+        input_bits: 8,
+        pytorch: (None, Some(PYTORCH_INT8_QAT)),
+    },
+    CnnScheme {
+        key: "w4a4",
+        weight_bits: 4,
+        input_bits: 4,
+        pytorch: (Some(PYTORCH_W4A4_PTQ), Some(PYTORCH_W4A4_QAT)),
+    },
+    CnnScheme {
+        key: "w2a8",
+        weight_bits: 2,
+        input_bits: 8,
+        pytorch: (Some(PYTORCH_W2A8_PTQ), Some(PYTORCH_W2A8_QAT)),
+    },
+];
+
+/// The bit widths of the post-training sweep.
+const SWEEP_BITS: std::ops::RangeInclusive<u32> = 2..=8;
+
+/// LeNet-5's accuracy for one scheme: after training (min/max ranges), after quantization-
+/// aware fine-tuning with observed ranges (moving average, as PyTorch's QAT), and with learned
+/// step sizes (LSQ).
+struct CnnRow {
+    ptq: f64,
+    qat: f64,
+    lsq: f64,
 }
 
 /// LeNet-5 quantized after training and trained quantized.
 struct CnnResults {
     float: f64,
-    int8_ptq: f64,
-    int8_qat: f64,
-    w4a4_ptq: f64,
-    w4a4_qat: f64,
+    rows: Vec<CnnRow>,
+    /// Post-training accuracy at `SWEEP_BITS`: weights of b bits with 8-bit inputs, and both of
+    /// b bits.
+    sweep: Vec<(u32, f64, f64)>,
 }
 
-/// The static schemes: int8 weights per channel with uint8 inputs, and W4A4 (int4 weights per
-/// channel, uint4 inputs), calibrated by min/max after training; quantization-aware training
-/// observes with a moving average instead, as PyTorch's does.
-fn cnn_schemes(quick: bool) -> (StaticConfig, StaticConfig) {
-    let int8 = StaticConfig {
+/// The static scheme `W{weight_bits}A{input_bits}`: weights symmetric per channel, inputs
+/// affine per tensor, calibrated by min/max after training.
+fn cnn_scheme(weight_bits: u32, input_bits: u32, quick: bool) -> anyhow::Result<StaticConfig> {
+    Ok(StaticConfig {
+        weights: WeightConfig::with_width(weight_bits)?,
+        activations: QScheme::with_width(input_bits, false, Mode::Affine)?,
         observer: ObserverConfig::min_max(),
         calibration: CalibrationConfig {
             batch_size: 64,
@@ -91,26 +146,17 @@ fn cnn_schemes(quick: bool) -> (StaticConfig, StaticConfig) {
             progress: false,
         },
         ..StaticConfig::default()
-    };
-    let w4a4 = StaticConfig {
-        weights: WeightConfig {
-            qtype: QType::Int4,
-            ..WeightConfig::int8_per_channel()
-        },
-        activations: QScheme::new(QType::UInt4, Mode::Affine),
-        ..int8.clone()
-    };
-    (int8, w4a4)
+    })
 }
 
-/// The float LeNet-5 (the baseline's recipe, shared through `trained`), each scheme after
-/// training and after `qat` epochs of quantization-aware fine-tuning, converted.
+/// The float LeNet-5 (the baseline's recipe, shared through `trained`); each scheme after
+/// training, after `qat` epochs of quantization-aware fine-tuning with observed ranges, and
+/// after as many with learned steps, converted; and the post-training sweep over bit widths.
 fn compute_cnn(
     common: &CommonArgs,
     config: &ModelConfig,
     training: &TrainConfig,
     qat: &TrainConfig,
-    schemes: [&StaticConfig; 2],
     data: &Dataset,
     device: &Device,
 ) -> anyhow::Result<CnnResults> {
@@ -118,34 +164,58 @@ fn compute_cnn(
     let recipe = Recipe::new(config, training, data, common);
     let float = trained(&recipe, data, common, None, device)?.lenet5()?;
     let float_acc = accuracy(&float, data, device)?;
-    let mut accs = vec![];
-    for scheme in schemes {
-        let ptq = quantize_static(float.clone(), scheme, &data.train, device)?;
+    let mut rows = vec![];
+    for scheme in &CNN_SCHEMES {
+        let config = cnn_scheme(scheme.weight_bits, scheme.input_bits, common.quick)?;
+        let ptq = quantize_static(float.clone(), &config, &data.train, device)?;
         // PyTorch's QAT observer: a moving average of each batch's min and max, which follows
         // the activations as they train, where min/max keeps the widest range ever seen.
-        let qat_scheme = StaticConfig {
+        let observed = StaticConfig {
             observer: ObserverConfig::moving_average(),
-            ..scheme.clone()
+            ..config.clone()
         };
-        let prepared = prepare_qat(float.clone(), &qat_scheme)?;
+        let prepared = prepare_qat(float.clone(), &observed)?;
         let (tuned, _) = train(prepared.model.clone(), &data.train, qat, device)?;
         let converted = prepared.convert(tuned)?;
-        let (p, q) = (
-            accuracy(&ptq.model, data, device)?,
-            accuracy(&converted.model, data, device)?,
-        );
+        // LSQ: steps started from a min/max calibration, then trained with the weights.
+        let learned = prepare_lsq(float.clone(), &config, &data.train, device)?;
+        let (tuned, _) = train(learned.model.clone(), &data.train, qat, device)?;
+        let learned = learned.convert(tuned)?;
+        let row = CnnRow {
+            ptq: accuracy(&ptq.model, data, device)?,
+            qat: accuracy(&converted.model, data, device)?,
+            lsq: accuracy(&learned.model, data, device)?,
+        };
         eprintln!(
-            "qat: LeNet-5 {:?} weights: post-training {p:.2} %, QAT {q:.2} %",
-            scheme.weights.qtype
+            "qat: LeNet-5 W{}A{}: post-training {:.2} %, QAT {:.2} %, LSQ {:.2} %",
+            scheme.weight_bits, scheme.input_bits, row.ptq, row.qat, row.lsq
         );
-        accs.push((p, q));
+        rows.push(row);
+    }
+    let mut sweep = vec![];
+    for bits in SWEEP_BITS {
+        let weights_only = quantize_static(
+            float.clone(),
+            &cnn_scheme(bits, 8, common.quick)?,
+            &data.train,
+            device,
+        )?;
+        let both = quantize_static(
+            float.clone(),
+            &cnn_scheme(bits, bits, common.quick)?,
+            &data.train,
+            device,
+        )?;
+        sweep.push((
+            bits,
+            accuracy(&weights_only.model, data, device)?,
+            accuracy(&both.model, data, device)?,
+        ));
     }
     Ok(CnnResults {
         float: float_acc,
-        int8_ptq: accs[0].0,
-        int8_qat: accs[0].1,
-        w4a4_ptq: accs[1].0,
-        w4a4_qat: accs[1].1,
+        rows,
+        sweep,
     })
 }
 
@@ -183,16 +253,15 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         schedule: LrSchedule::Constant,
         ..cnn_training.clone()
     };
-    let (int8, w4a4) = cnn_schemes(common.quick);
     let cnn = compute_cnn(
         common,
         &cnn_config,
         &cnn_training,
         &qat_training,
-        [&int8, &w4a4],
         &data,
         &device,
     )?;
+    std::fs::write(out.join("bits.svg"), plot_bits(&cnn))?;
 
     let hidden = vec![args.width; 3];
     let float_config = MlpConfig {
@@ -294,8 +363,12 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
             lenet5: &cnn_config,
             lenet5_training: &cnn_training,
             qat_training: &qat_training,
-            int8: &int8,
-            w4a4: &w4a4,
+            schemes: CNN_SCHEMES
+                .iter()
+                .map(|s| {
+                    cnn_scheme(s.weight_bits, s.input_bits, common.quick).map(|c| (s.key, c))
+                })
+                .collect::<anyhow::Result<_>>()?,
         },
     )?;
     println!(
@@ -395,7 +468,7 @@ fn render(common: &CommonArgs, r: &Results, training: &TrainConfig) -> Report {
              not yet saved to a file). The timing covers the whole layer on `{}` with the \
              `{}` kernel: binarizing and scaling the input, the XNOR-popcount product, the \
              scales and bias; medians of {TIMING_REPEATS}, the two layers taking turns. Not yet \
-             here: W2A8 (the schemes stop at 4 bits), LSQ, binary convolutions.",
+             here: binary convolutions.",
             r.model_f32 as f64 / r.model_binary as f64,
             r.model_binary,
             r.model_f32,
@@ -421,28 +494,40 @@ fn render(common: &CommonArgs, r: &Results, training: &TrainConfig) -> Report {
 }
 
 fn render_cnn(report: &mut Report, common: &CommonArgs, r: &CnnResults, qat: &TrainConfig) {
-    let int8_drop = round_pp(r.float - r.int8_qat);
+    let show = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.2}"));
+    let rows: Vec<Vec<String>> = CNN_SCHEMES
+        .iter()
+        .zip(&r.rows)
+        .map(|(scheme, row)| {
+            vec![
+                format!(
+                    "W{}A{}: {}-bit weights per channel, {}-bit inputs",
+                    scheme.weight_bits, scheme.input_bits, scheme.weight_bits, scheme.input_bits
+                ),
+                format!("{:.2}", row.ptq),
+                format!("{:.2}", row.qat),
+                format!("{:.2}", row.lsq),
+                format!("{} / {}", show(scheme.pytorch.0), show(scheme.pytorch.1)),
+            ]
+        })
+        .collect();
     report.table(
         &format!(
-            "LeNet-5: post-training quantization against {} epochs of quantization-aware fine-tuning (at a constant {}), converted; min/max ranges after training, moving-average ones in QAT; float {:.2} %",
+            "LeNet-5: post-training quantization against {} epochs of quantization-aware fine-tuning (at a constant {}), converted; float {:.2} %",
             qat.epochs, qat.learning_rate, r.float
         ),
-        &["scheme", "post-training %", "QAT, converted %", "PyTorch PTQ / QAT %"],
         &[
-            vec![
-                "int8 weights per channel, uint8 inputs".into(),
-                format!("{:.2}", r.int8_ptq),
-                format!("{:.2}", r.int8_qat),
-                "- / 99.18 (float 99.19)".into(),
-            ],
-            vec![
-                "W4A4: int4 weights per channel, uint4 inputs".into(),
-                format!("{:.2}", r.w4a4_ptq),
-                format!("{:.2}", r.w4a4_qat),
-                format!("{PYTORCH_W4A4_PTQ} / {PYTORCH_W4A4_QAT}"),
-            ],
+            "scheme",
+            "post-training (min/max) %",
+            "QAT, observed ranges %",
+            "QAT, learned steps (LSQ) %",
+            "PyTorch PTQ / QAT %",
         ],
+        &rows,
     );
+    let [int8, w4a4, w2a8] = [&r.rows[0], &r.rows[1], &r.rows[2]];
+    let int8_drop = round_pp(r.float - int8.qat);
+    let best = |row: &CnnRow| row.qat.max(row.lsq);
     report.table(
         "LeNet-5: targets",
         &["what", "ours", "target", "met"],
@@ -454,21 +539,71 @@ fn render_cnn(report: &mut Report, common: &CommonArgs, r: &CnnResults, qat: &Tr
                 verdict(common.quick, int8_drop <= TARGET_INT8_DROP_PP).into(),
             ],
             vec![
-                "W4A4 QAT beats post-training and reaches".into(),
-                format!("{:.2} % against {:.2} %", r.w4a4_qat, r.w4a4_ptq),
+                "W4A4 QAT (the better of observed and learned) beats post-training and reaches"
+                    .into(),
+                format!("{:.2} % against {:.2} %", best(w4a4), w4a4.ptq),
                 format!(">= {TARGET_W4A4_QAT} % and above PTQ"),
                 verdict(
                     common.quick,
-                    r.w4a4_qat >= TARGET_W4A4_QAT && r.w4a4_qat > r.w4a4_ptq,
+                    best(w4a4) >= TARGET_W4A4_QAT && best(w4a4) > w4a4.ptq,
                 )
                 .into(),
             ],
+            vec![
+                "W2A8 QAT (the better of observed and learned) recovers to".into(),
+                format!("{:.2} % from {:.2} %", best(w2a8), w2a8.ptq),
+                format!(">= {TARGET_W2A8_QAT} %"),
+                verdict(common.quick, best(w2a8) >= TARGET_W2A8_QAT).into(),
+            ],
         ],
     );
+    report.table(
+        "LeNet-5 after training, by bit width (min/max calibration, no fine-tuning)",
+        &["bits", "b-bit weights, 8-bit inputs %", "b-bit weights and inputs %"],
+        &r.sweep
+            .iter()
+            .map(|(bits, w, wa)| vec![bits.to_string(), format!("{w:.2}"), format!("{wa:.2}")])
+            .collect::<Vec<_>>(),
+    );
+    report.section("Accuracy against bits", "![accuracy against bits](bits.svg)");
     report.metric("lenet5_float_acc", r.float);
-    report.metric("int8_ptq_acc", r.int8_ptq);
-    report.metric("int8_qat_acc", r.int8_qat);
+    for (scheme, row) in CNN_SCHEMES.iter().zip(&r.rows) {
+        report.metric(&format!("{}_ptq_acc", scheme.key), row.ptq);
+        report.metric(&format!("{}_qat_acc", scheme.key), row.qat);
+        report.metric(&format!("{}_lsq_acc", scheme.key), row.lsq);
+    }
     report.metric("int8_qat_acc_drop_pp", int8_drop);
-    report.metric("w4a4_ptq_acc", r.w4a4_ptq);
-    report.metric("w4a4_qat_acc", r.w4a4_qat);
+    for (bits, w, wa) in &r.sweep {
+        report.metric(&format!("w{bits}a8_ptq_acc"), *w);
+        report.metric(&format!("w{bits}a{bits}_ptq_acc"), *wa);
+    }
+}
+
+/// Post-training accuracy against bits, with the fine-tuned schemes as points of their curve.
+fn plot_bits(r: &CnnResults) -> String {
+    let bits: Vec<f64> = r.sweep.iter().map(|s| f64::from(s.0)).collect();
+    let weights: Vec<f64> = r.sweep.iter().map(|s| s.1).collect();
+    let both: Vec<f64> = r.sweep.iter().map(|s| s.2).collect();
+    let at = |value: fn(&CnnRow) -> f64| -> Vec<(f64, f64)> {
+        CNN_SCHEMES
+            .iter()
+            .zip(&r.rows)
+            .map(|(s, row)| (f64::from(s.weight_bits), value(row)))
+            .collect()
+    };
+    let series = |name: &str, points: Vec<(f64, f64)>| {
+        let (xs, ys): (Vec<f64>, Vec<f64>) = points.into_iter().unzip();
+        Series::new(name, &xs, &ys)
+    };
+    line_chart(
+        "LeNet-5 on MNIST: test accuracy against weight bits; dashed: float",
+        "weight bits",
+        "test accuracy %",
+        &[
+            Series::new("post-training, 8-bit inputs", &bits, &weights).with_baseline(r.float),
+            Series::new("post-training, inputs of as many bits", &bits, &both),
+            series("QAT, observed ranges (W8A8, W4A4, W2A8)", at(|row| row.qat)),
+            series("QAT, learned steps (W8A8, W4A4, W2A8)", at(|row| row.lsq)),
+        ],
+    )
 }
