@@ -10,6 +10,7 @@
 
 use rayon::prelude::*;
 
+use crate::int8::ConvShape;
 pub use crate::simd::CpuChecked;
 use crate::{KernelError, Result, check_len};
 
@@ -41,6 +42,33 @@ impl PackedSigns {
             .zip(bits.chunks_exact_mut(words.max(1)))
         {
             pack_row(row, packed);
+        }
+        Ok(Self {
+            rows,
+            len,
+            words,
+            bits,
+        })
+    }
+
+    /// Rows of `len` signs from their packed words, as [`PackedSigns::words`] gives them (a
+    /// file's): `rows · ceil(len / 64)` words whose padding bits past `len` are 0, else an
+    /// error.
+    pub fn from_words(rows: usize, len: usize, bits: Vec<u64>) -> Result<Self> {
+        let words = len.div_ceil(64);
+        check_len("packed sign words", rows.saturating_mul(words), bits.len())?;
+        let tail = len % 64;
+        if tail != 0 {
+            let padding = !0u64 << tail;
+            if bits
+                .chunks_exact(words)
+                .any(|row| row[words - 1] & padding != 0)
+            {
+                return Err(KernelError::Parameter {
+                    what: "packed signs' padding bits",
+                    value: "set".into(),
+                });
+            }
         }
         Ok(Self {
             rows,
@@ -290,6 +318,90 @@ pub fn binary_linear(
     Ok(out)
 }
 
+/// A binary convolution on a batch of float images `[batch, channels, height, width]`, as
+/// XNOR-Net computes it with one input scale per image: each image binarized to `sign(x)`
+/// with its scale `β = mean |x|`, the padding binarized as the sign of 0.0 (+1), each window's
+/// signs against the filters' (`weights`: one row of `channels · kh · kw` signs per output
+/// channel, in burn's `[in, kh, kw]` order) with their scales `alpha`, plus `bias`:
+/// `out[b, o, y, x] = β_b · α_o · (sign(window) · sign(w_o)) + bias_o`, row-major
+/// `[batch, outputs, oh, ow]`. Images split across threads.
+pub fn binary_conv2d(
+    kernel: BinaryKernel,
+    images: &[f32],
+    batch: usize,
+    shape: &ConvShape,
+    weights: &PackedSigns,
+    alpha: &[f32],
+    bias: Option<&[f32]>,
+) -> Result<Vec<f32>> {
+    let [oh, ow] = shape.output()?;
+    let (depth, outputs) = (shape.depth(), weights.rows);
+    check_len("binary filter depth", depth, weights.len)?;
+    let plane = shape.channels * shape.height * shape.width;
+    check_len("input batch", batch.saturating_mul(plane), images.len())?;
+    check_len("weight scales", outputs, alpha.len())?;
+    if let Some(bias) = bias {
+        check_len("bias", outputs, bias.len())?;
+    }
+    if let Some(&bad) = images.iter().find(|v| v.is_nan()) {
+        return Err(KernelError::Parameter {
+            what: "value to binarize",
+            value: bad.to_string(),
+        });
+    }
+    let len = i32::try_from(depth).map_err(|_| KernelError::TooLarge(depth))?;
+    let positions = oh * ow;
+    let mut out = vec![0.0f32; batch * outputs * positions];
+    if outputs == 0 || positions == 0 {
+        return Ok(out);
+    }
+    let [kh, kw] = shape.kernel;
+    let [(top, _), (left, _)] = shape.padding;
+    let image = |(b, out): (usize, &mut [f32])| {
+        let x = &images[b * plane..(b + 1) * plane];
+        let beta = x.iter().map(|v| v.abs()).sum::<f32>() / plane.max(1) as f32;
+        let mut window = vec![0u64; weights.words];
+        for y in 0..oh {
+            for xo in 0..ow {
+                window.fill(0);
+                let mut bit = 0;
+                for c in 0..shape.channels {
+                    let channel = &x[c * shape.height * shape.width..];
+                    for i in 0..kh {
+                        let row = (y * shape.stride[0] + i * shape.dilation[0]).checked_sub(top);
+                        for j in 0..kw {
+                            let col =
+                                (xo * shape.stride[1] + j * shape.dilation[1]).checked_sub(left);
+                            let value = match (row, col) {
+                                (Some(r), Some(c)) if r < shape.height && c < shape.width => {
+                                    channel[r * shape.width + c]
+                                }
+                                // Padding: 0.0, whose sign is +1.
+                                _ => 0.0,
+                            };
+                            window[bit / 64] |= u64::from(value >= 0.0) << (bit % 64);
+                            bit += 1;
+                        }
+                    }
+                }
+                let position = y * ow + xo;
+                for o in 0..outputs {
+                    let dot = len - 2 * kernel.mismatches(&window, weights.row(o)) as i32;
+                    out[o * positions + position] =
+                        beta * alpha[o] * dot as f32 + bias.map_or(0.0, |b| b[o]);
+                }
+            }
+        }
+    };
+    let per_image = outputs * positions;
+    if weights.words * batch * per_image >= PARALLEL_MIN_WORDS {
+        out.par_chunks_mut(per_image).enumerate().for_each(image);
+    } else {
+        out.chunks_mut(per_image).enumerate().for_each(image);
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -348,11 +460,133 @@ mod tests {
         );
         assert_eq!(p.words(), &[0b1101]);
         assert!(PackedSigns::from_values(1, 2, &[1.0, f32::NAN]).is_err());
+        // Back from its words; a word too few, or a padding bit set, is refused.
+        assert_eq!(PackedSigns::from_words(1, 4, vec![0b1101]).unwrap(), p);
+        assert!(PackedSigns::from_words(1, 4, vec![0b1_1101]).is_err());
+        assert!(PackedSigns::from_words(2, 4, vec![0b1101]).is_err());
+        assert!(PackedSigns::from_words(1, 64, vec![u64::MAX]).is_ok());
         assert!(PackedSigns::from_values(2, 2, &[1.0]).is_err());
         let w = PackedSigns::from_values(3, 4, &[1.0; 12]).unwrap();
         assert!(xnor_gemm(BinaryKernel::Portable, &p, &w, &mut [0; 2]).is_err());
         let short = PackedSigns::from_values(3, 5, &[1.0; 15]).unwrap();
         assert!(xnor_gemm(BinaryKernel::Portable, &p, &short, &mut [0; 3]).is_err());
+    }
+
+    /// A binary convolution by the definition: the padded image's signs (padding +1) times the
+    /// filters' signs, summed over each window, scaled.
+    #[allow(clippy::too_many_arguments)]
+    fn conv_reference(
+        x: &[f32],
+        batch: usize,
+        shape: &ConvShape,
+        w: &[f32],
+        outputs: usize,
+        alpha: &[f32],
+        bias: &[f32],
+    ) -> Vec<f32> {
+        let sign = |v: f32| if v >= 0.0 { 1 } else { -1 };
+        let [oh, ow] = shape.output().unwrap();
+        let (c, h, wd) = (shape.channels, shape.height, shape.width);
+        let [kh, kw] = shape.kernel;
+        let [(top, _), (left, _)] = shape.padding;
+        let mut out = vec![];
+        for b in 0..batch {
+            let image = &x[b * c * h * wd..(b + 1) * c * h * wd];
+            let beta = image.iter().map(|v| v.abs()).sum::<f32>() / image.len() as f32;
+            for o in 0..outputs {
+                for y in 0..oh {
+                    for xo in 0..ow {
+                        let mut dot = 0;
+                        for ch in 0..c {
+                            for i in 0..kh {
+                                for j in 0..kw {
+                                    let r = (y * shape.stride[0] + i * shape.dilation[0]) as isize
+                                        - top as isize;
+                                    let col = (xo * shape.stride[1] + j * shape.dilation[1])
+                                        as isize
+                                        - left as isize;
+                                    let inside = r >= 0
+                                        && col >= 0
+                                        && (r as usize) < h
+                                        && (col as usize) < wd;
+                                    let v = if inside {
+                                        image[ch * h * wd + r as usize * wd + col as usize]
+                                    } else {
+                                        0.0
+                                    };
+                                    dot += sign(v)
+                                        * sign(w[o * c * kh * kw + ch * kh * kw + i * kw + j]);
+                                }
+                            }
+                        }
+                        out.push(beta * alpha[o] * dot as f32 + bias[o]);
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(48))]
+        /// Every kernel gives the definition's outputs exactly (the same f32 operations on the
+        /// same integer dot products), for strides, dilations and paddings of either side.
+        #[test]
+        fn binary_convolution_matches_the_definition(
+            batch in 1usize..3, channels in 1usize..5, outputs in 1usize..5,
+            size in 3usize..9, k in 1usize..4, stride in 1usize..3, dilation in 1usize..3,
+            pad in 0usize..3, seed in any::<u32>(),
+        ) {
+            let shape = ConvShape {
+                channels,
+                height: size,
+                width: size + 1,
+                kernel: [k, k],
+                stride: [stride, stride],
+                dilation: [dilation, dilation],
+                padding: [(pad, pad / 2), (pad / 2, pad)],
+            };
+            prop_assume!(shape.output().is_ok());
+            let x = values(batch * channels * size * (size + 1), seed);
+            let depth = shape.depth();
+            let w = values(outputs * depth, seed ^ 0x3333);
+            let alpha: Vec<f32> = (0..outputs).map(|o| 0.25 + o as f32).collect();
+            let bias: Vec<f32> = (0..outputs).map(|o| o as f32 - 1.5).collect();
+            let want = conv_reference(&x, batch, &shape, &w, outputs, &alpha, &bias);
+            let packed = PackedSigns::from_values(outputs, depth, &w).unwrap();
+            for kernel in BinaryKernel::available() {
+                let got = binary_conv2d(kernel, &x, batch, &shape, &packed, &alpha, Some(&bias)).unwrap();
+                prop_assert_eq!(&got, &want, "{}", kernel.name());
+            }
+        }
+    }
+
+    #[test]
+    fn binary_convolution_refuses_bad_inputs() {
+        let shape = ConvShape {
+            channels: 1,
+            height: 3,
+            width: 3,
+            kernel: [2, 2],
+            stride: [1, 1],
+            dilation: [1, 1],
+            padding: [(0, 0), (0, 0)],
+        };
+        let w = PackedSigns::from_values(2, 4, &[1.0; 8]).unwrap();
+        let k = BinaryKernel::Portable;
+        let mut x = vec![1.0f32; 9];
+        assert!(binary_conv2d(k, &x, 1, &shape, &w, &[1.0, 1.0], None).is_ok());
+        assert!(binary_conv2d(k, &x, 2, &shape, &w, &[1.0, 1.0], None).is_err());
+        assert!(binary_conv2d(k, &x, 1, &shape, &w, &[1.0], None).is_err());
+        let deep = PackedSigns::from_values(2, 5, &[1.0; 10]).unwrap();
+        assert!(binary_conv2d(k, &x, 1, &shape, &deep, &[1.0, 1.0], None).is_err());
+        x[4] = f32::NAN;
+        assert!(binary_conv2d(k, &x, 1, &shape, &w, &[1.0, 1.0], None).is_err());
+        let wide = ConvShape {
+            kernel: [4, 4],
+            ..shape
+        };
+        assert!(binary_conv2d(k, &[1.0; 9], 1, &wide, &w, &[1.0, 1.0], None).is_err());
     }
 
     #[test]

@@ -9,7 +9,7 @@
 //!   ([`PackedWeights`]), a dequantizing epilogue and kernels for AVX-512 VNNI, AVX2 and any
 //!   CPU, chosen at run time ([`Int8Kernel::detect`]);
 //! - [`binary`]: ±1 values packed a bit each ([`PackedSigns`]) and their XNOR-popcount product
-//!   ([`xnor_gemm`], [`binary_linear`]), with AVX-512 VPOPCNTDQ, POPCNT and portable kernels
+//!   ([`xnor_gemm`], [`binary_linear`], [`binary_conv2d`]), with AVX-512 VPOPCNTDQ, POPCNT and portable kernels
 //!   chosen at run time ([`BinaryKernel::detect`]);
 //! - [`pool`]: max pooling of `f32` planes, the float layer between quantized convolutions.
 //!
@@ -30,7 +30,7 @@ pub mod int8;
 pub mod pool;
 pub mod simd;
 
-pub use binary::{BinaryKernel, PackedSigns, binary_linear, xnor_gemm};
+pub use binary::{BinaryKernel, PackedSigns, binary_conv2d, binary_linear, xnor_gemm};
 pub use bitmap::Bitmap;
 pub use csr::Csr;
 pub use int8::{Int8Kernel, PackedWeights, WeightLayout};

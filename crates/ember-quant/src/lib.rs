@@ -14,8 +14,8 @@
 //! - [`cast()`]: fp16 / bf16 models.
 //! - [`sensitivity()`]: quantize one layer at a time and see what it costs.
 //! - [`save_quantized`] / [`load_quantized`]: the model on disk at its quantized size.
-//! - [`binary`]: binary fully connected layers (XNOR-Net / XNOR-Net++ scales, clipped
-//!   straight-through training) on ember-kernels' XNOR-popcount product once packed.
+//! - [`binary`]: binary fully connected and convolution layers (XNOR-Net / XNOR-Net++ scales,
+//!   clipped straight-through training) on ember-kernels' XNOR-popcount kernels once packed.
 //! - [`use_sparse_kernel`]: pruned fully connected layers on the sparse kernel (see
 //!   [`sparse`]), so that unstructured pruning makes a model faster.
 //!
@@ -54,7 +54,7 @@ pub mod scheme;
 pub mod sensitivity;
 pub mod sparse;
 
-pub use binary::{BinaryLinear, BinaryScale, sign_ste};
+pub use binary::{BinaryConv2d, BinaryLinear, BinaryScale, load_binary, save_binary, sign_ste};
 pub use cast::{FloatType, cast};
 pub use ember_kernels::int8::Int8Kernel;
 pub use error::{Error, Result};

@@ -527,7 +527,11 @@ impl Conv2d {
     }
 
     /// Padding `(before, after)` of rows and columns for an input of this size.
-    fn resolved_padding(&self, height: usize, width: usize) -> ((usize, usize), (usize, usize)) {
+    pub(crate) fn resolved_padding(
+        &self,
+        height: usize,
+        width: usize,
+    ) -> ((usize, usize), (usize, usize)) {
         match self.padding {
             PaddingConfig2d::Valid => ((0, 0), (0, 0)),
             PaddingConfig2d::Explicit(top, left, bottom, right) => ((top, bottom), (left, right)),

@@ -346,7 +346,7 @@ fn check_per_tensor(scheme: &QScheme, layer: &str) -> Result<()> {
     }
 }
 
-fn f32s(bytes: &[u8]) -> Vec<f32> {
+pub(crate) fn f32s(bytes: &[u8]) -> Vec<f32> {
     bytes
         .chunks_exact(4)
         .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
@@ -361,7 +361,7 @@ fn i32s(bytes: &[u8]) -> Vec<i32> {
 }
 
 /// `serde_json::to_string` behind a trait object, so one closure serializes every field.
-mod erased {
+pub(crate) mod erased {
     pub trait Json {
         fn to_json(&self) -> serde_json::Result<String>;
     }

@@ -182,3 +182,161 @@ fn non_finite_weights_are_refused_when_packing() {
     ));
     assert!(layer.packed().is_none());
 }
+
+/// By hand: a 1-channel 2x2 image (1, -2, 3, -4): β = 2.5, signs (+ -; + -). One 2x2 filter
+/// (1, 1, -1, 1), α = 1, signs (+ +; - +), padding 1 on every side: the padding binarizes as
+/// the sign of 0.0, +1. The output's top-left window is (pad, pad; pad, +1): signs
+/// (+ +; + +) against (+ +; - +) gives 1 + 1 - 1 + 1 = 2; the centre window is the image:
+/// 1 - 1 - 1 - 1 = -2. Outputs are β · α · dot + bias (0.5). Every kernel agrees.
+#[test]
+fn the_binary_convolution_by_hand_and_on_the_kernel() {
+    use burn::nn::PaddingConfig2d;
+    use burn::nn::conv::Conv2dConfig;
+    use ember_quant::BinaryConv2d;
+    use ember_quant::nn::Conv2d;
+
+    let device = Device::flex();
+    let config =
+        Conv2dConfig::new([1, 1], [2, 2]).with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1));
+    let mut float = Conv2d::new(&config, &device);
+    float.weight = burn::module::Param::from_tensor(Tensor::from_data(
+        TensorData::new(vec![1.0f32, 1.0, -1.0, 1.0], [1, 1, 2, 2]),
+        &device,
+    ));
+    float.bias = Some(burn::module::Param::from_tensor(Tensor::from_data(
+        TensorData::new(vec![0.5f32], [1]),
+        &device,
+    )));
+    let mut layer = BinaryConv2d::from_conv(&float, BinaryScale::Analytic).unwrap();
+    let x = Tensor::<4>::from_data(
+        TensorData::new(vec![1.0f32, -2.0, 3.0, -4.0], [1, 1, 2, 2]),
+        &device,
+    );
+    let out = read_f32(layer.forward(x.clone())).unwrap();
+    assert_eq!(out.len(), 9, "3x3 outputs");
+    assert_eq!(out[0], 2.5 * 2.0 + 0.5);
+    assert_eq!(out[4], 2.5 * -2.0 + 0.5);
+    for kernel in BinaryKernel::available() {
+        layer.pack(Some(kernel)).unwrap();
+        assert_eq!(
+            read_f32(layer.forward(x.clone())).unwrap(),
+            out,
+            "{}",
+            kernel.name()
+        );
+    }
+    // Grouped convolutions and `Same` padding are refused.
+    let grouped = Conv2d::new(&Conv2dConfig::new([2, 2], [2, 2]).with_groups(2), &device);
+    assert!(matches!(
+        BinaryConv2d::from_conv(&grouped, BinaryScale::Learned),
+        Err(Error::Scheme { .. })
+    ));
+    let same = Conv2d::new(
+        &Conv2dConfig::new([1, 1], [3, 3]).with_padding(PaddingConfig2d::Same),
+        &device,
+    );
+    assert!(BinaryConv2d::from_conv(&same, BinaryScale::Analytic).is_err());
+}
+
+/// A binary model saved at one bit per binary weight loads into a fresh model of the same
+/// architecture and computes what the saved one did, on the float path and on the kernel,
+/// with either scale; the file is the size its parts say; bad files are typed errors.
+#[test]
+fn binary_models_save_at_a_bit_per_weight_and_load_back() {
+    use ember_quant::{load_binary, save_binary};
+    use ember_zoo::{BinaryCnnConfig, BinaryMlpConfig};
+
+    let _seeded = seeded_lock();
+    let device = Device::flex();
+    let dir = tempfile::tempdir().unwrap();
+    let x = Tensor::<4>::random(
+        [4, 1, 28, 28],
+        burn::tensor::Distribution::Normal(0.0, 1.0),
+        &device,
+    );
+    let close = |a: &[f32], b: &[f32]| {
+        assert_eq!(a.len(), b.len());
+        for (a, b) in a.iter().zip(b) {
+            assert!((a - b).abs() <= 1e-4 * (1.0 + a.abs()), "{a} vs {b}");
+        }
+    };
+    for scale in [BinaryScale::Analytic, BinaryScale::Learned] {
+        let config = BinaryCnnConfig {
+            channels: 1,
+            image: [28, 28],
+            classes: 10,
+            widths: [8, 16, 64],
+            scale,
+        };
+        device.seed(1);
+        let mut model = config.init(&device).unwrap();
+        let path = dir.path().join(format!("{scale:?}.bin"));
+        let bytes = save_binary(&model, &path).unwrap();
+        assert_eq!(bytes, std::fs::metadata(&path).unwrap().len());
+        device.seed(2);
+        let mut loaded = load_binary(config.init(&device).unwrap(), &path).unwrap();
+        close(
+            &read_f32(loaded.forward(x.clone())).unwrap(),
+            &read_f32(model.forward(x.clone())).unwrap(),
+        );
+        model.pack(Some(BinaryKernel::detect())).unwrap();
+        loaded.pack(Some(BinaryKernel::detect())).unwrap();
+        close(
+            &read_f32(loaded.forward(x.clone())).unwrap(),
+            &read_f32(model.forward(x.clone())).unwrap(),
+        );
+    }
+
+    // A wide binary MLP: its two binary 512 x 512 layers take 8 words a row instead of 512
+    // floats; the float first and last layers and the rest stay f32.
+    let config = BinaryMlpConfig {
+        input: 784,
+        hidden: vec![512, 512, 512],
+        classes: 10,
+        scale: BinaryScale::Analytic,
+    };
+    device.seed(3);
+    let mlp = config.init(&device).unwrap();
+    let path = dir.path().join("mlp.bin");
+    let bytes = save_binary(&mlp, &path).unwrap() as usize;
+    let binary_params = 2 * 512 * 512;
+    let float_params = mlp.num_params() - binary_params;
+    let parts = 4 * float_params + 2 * (512 * 8 * 8 + 4 * 512);
+    assert!(
+        bytes >= parts && bytes < parts + 8192,
+        "{bytes} bytes for {parts} bytes of tensors"
+    );
+
+    // Damage, another architecture, another format: typed errors naming the problem.
+    let mut damaged = std::fs::read(&path).unwrap();
+    let last = damaged.len() - 3;
+    damaged[last] ^= 0x10;
+    let broken = dir.path().join("broken.bin");
+    std::fs::write(&broken, &damaged).unwrap();
+    let err = load_binary(config.init(&device).unwrap(), &broken).unwrap_err();
+    assert!(
+        matches!(&err, Error::QuantFile { reason, .. } if reason.contains("damaged")),
+        "{err}"
+    );
+    let narrower = BinaryMlpConfig {
+        hidden: vec![512, 256, 512],
+        ..config.clone()
+    };
+    let err = load_binary(narrower.init(&device).unwrap(), &path).unwrap_err();
+    assert!(
+        matches!(&err, Error::QuantFile { reason, .. } if reason.contains("stored as [512], the model has [256]")),
+        "{err}"
+    );
+    let float = dir.path().join("float.q");
+    let q = ember_quant::quantize_weights(
+        Linear::new(&LinearConfig::new(4, 2), &device),
+        &ember_quant::WeightConfig::default(),
+    )
+    .unwrap();
+    ember_quant::save_quantized(&q, &float).unwrap();
+    let err = load_binary(config.init(&device).unwrap(), &float).unwrap_err();
+    assert!(
+        matches!(&err, Error::QuantFile { reason, .. } if reason.contains("ember-binary/1")),
+        "{err}"
+    );
+}

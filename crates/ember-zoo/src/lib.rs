@@ -25,7 +25,7 @@ pub mod models;
 pub mod resnet;
 pub mod saved;
 
-pub use binary::{BinaryMlp, BinaryMlpConfig};
+pub use binary::{BinaryCnn, BinaryCnnConfig, BinaryMlp, BinaryMlpConfig};
 pub use data::{Dataset, Jittered, Split};
 pub use ember_tensor::train::{
     Classifier, EvalReport, LabeledData, TrainConfig, TrainReport, evaluate, train,
