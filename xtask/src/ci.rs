@@ -68,30 +68,21 @@ pub fn run(args: &CiArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Every `cargo xtask repro` experiment's `--quick` run (seconds each, on a subset), so that a
-/// change that breaks one fails CI rather than the next person who reproduces a figure. They
-/// run this very binary, already built in release, and write under `target/ci-repro`.
+/// `cargo xtask repro all --quick`: every experiment's quick run (seconds each, on a subset),
+/// so that a change that breaks one fails CI rather than the next person who reproduces a
+/// figure, and the combined report of their claims. It runs this very binary, already built
+/// in release, and writes under `target/ci-repro`.
 fn repro_smoke_runs() -> anyhow::Result<()> {
     let xtask = std::env::current_exe().context("cannot find the xtask binary")?;
     let out = crate::repro::workspace_root().join("target/ci-repro");
-    for experiment in [
-        "baseline",
-        "quant",
-        "prune",
-        "structured",
-        "qat",
-        "lottery",
-        "distill",
-    ] {
-        eprintln!("xtask ci: repro {experiment} --quick");
-        let status = Command::new(&xtask)
-            .args(["repro", experiment, "--quick", "--out"])
-            .arg(&out)
-            .status()
-            .with_context(|| format!("cannot run {}", xtask.display()))?;
-        if !status.success() {
-            bail!("repro {experiment} --quick failed ({status})");
-        }
+    eprintln!("xtask ci: repro all --quick");
+    let status = Command::new(&xtask)
+        .args(["repro", "all", "--quick", "--out"])
+        .arg(&out)
+        .status()
+        .with_context(|| format!("cannot run {}", xtask.display()))?;
+    if !status.success() {
+        bail!("repro all --quick failed ({status})");
     }
     Ok(())
 }

@@ -1,15 +1,17 @@
 //! `cargo xtask`: Ember's developer tasks as plain Rust.
 //!
 //! - `cargo xtask ci`: format check, clippy with warnings denied, the tests (wgpu's too when a
-//!   Vulkan driver is installed), the docs, and every experiment's `repro --quick` run.
+//!   Vulkan driver is installed), the docs, and `repro all --quick`.
 //! - `cargo xtask repro <experiment> [--backend flex|ndarray|wgpu] [--data DIR] [--quick]
 //!   [--retrain]`: reproduce a published result (`baseline`, `distill`, `prune`, `structured`,
-//!   `lottery`, `quant`, `qat`) and write `target/repro/<experiment>/{report.md,metrics.json}`; trained models
-//!   shared between experiments stay in `target/repro/models/`.
+//!   `lottery`, `quant`, `qat`) and write `target/repro/<experiment>/{report.md,metrics.json,
+//!   claims.json}`; trained models shared between experiments stay in `target/repro/models/`.
+//!   `cargo xtask repro all [--quick]` runs them all and writes `target/repro/report.md`, every
+//!   claim side by side; an unknown experiment lists the valid ones.
 //! - `cargo xtask bench kernels [--quick]`: the int8 kernels against f32 matmul and quantized
 //!   models against float, on 1 and 2 threads, written to `target/bench/kernels.{json,md}`.
 //! - `cargo xtask fuzz <target> [--seconds N]`: one of `ember-fuzz`'s harnesses under
-//!   libFuzzer (`idx`, `model`, `quantized`, `sparse`, `configs`), written to
+//!   libFuzzer (`idx`, `model`, `quantized`, `sparse`, `binary`, `configs`), written to
 //!   `target/fuzz/<target>.{json,log}`.
 
 mod bench;
@@ -17,7 +19,7 @@ mod ci;
 mod fuzz;
 mod repro;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 // glibc returns every freed buffer the size of a weight gradient to the OS and faults it in
 // again on the next step, which costs about 40 % of a CPU training epoch (see BURN-0.22.md).
@@ -52,10 +54,35 @@ enum Task {
 }
 
 fn main() -> anyhow::Result<()> {
-    match Cli::parse().task {
+    let cli = Cli::try_parse().unwrap_or_else(|e| {
+        if e.kind() == clap::error::ErrorKind::InvalidSubcommand {
+            let _ = e.print();
+            eprintln!("\nvalid ones: {}", valid_subcommands().join(", "));
+            std::process::exit(2);
+        }
+        e.exit()
+    });
+    match cli.task {
         Task::Ci(args) => ci::run(&args),
         Task::Repro { experiment } => repro::run(experiment),
         Task::Bench { bench } => bench::run(bench),
         Task::Fuzz(args) => fuzz::run(&args),
     }
+}
+
+/// The subcommands valid where the command line named an unknown one (`cargo xtask repro foo`
+/// lists the experiments).
+fn valid_subcommands() -> Vec<String> {
+    let mut command = Cli::command();
+    for arg in std::env::args().skip(1) {
+        match command.find_subcommand(&arg) {
+            Some(sub) => command = sub.clone(),
+            None => break,
+        }
+    }
+    command
+        .get_subcommands()
+        .map(|c| c.get_name().to_string())
+        .filter(|name| name != "help")
+        .collect()
 }

@@ -30,6 +30,8 @@ pub enum Target {
     Quantized,
     /// An `ember-sparse` file (`ember_prune::load_sparse`) into a small MLP.
     Sparse,
+    /// An `ember-binary` file (`ember_quant::load_binary`) into a small binary MLP.
+    Binary,
     /// JSON a user hands in: a model config (counted, and built when small), a pruning config
     /// (validated), a training config, dynamic and static quantization configs (a small MLP
     /// quantized with the dynamic one).
@@ -38,11 +40,12 @@ pub enum Target {
 
 impl Target {
     /// Every target.
-    pub const ALL: [Target; 5] = [
+    pub const ALL: [Target; 6] = [
         Target::Idx,
         Target::Model,
         Target::Quantized,
         Target::Sparse,
+        Target::Binary,
         Target::Configs,
     ];
 
@@ -53,6 +56,7 @@ impl Target {
             Target::Model => "model",
             Target::Quantized => "quantized",
             Target::Sparse => "sparse",
+            Target::Binary => "binary",
             Target::Configs => "configs",
         }
     }
@@ -76,6 +80,11 @@ impl Target {
                 let path = scratch(self).join("model.safetensors");
                 write(&path, data);
                 ember_prune::load_sparse(small_mlp(), &path).is_ok()
+            }
+            Target::Binary => {
+                let path = scratch(self).join("model.safetensors");
+                write(&path, data);
+                ember_quant::load_binary(small_binary_mlp(), &path).is_ok()
             }
             Target::Configs => run_configs(data),
         }
@@ -115,6 +124,11 @@ impl Target {
                 let (model, _) =
                     ember_prune::prune(small_mlp(), &config).expect("the seed model prunes");
                 ember_prune::export_sparse(&model, &path).expect("the seed file saves");
+                vec![std::fs::read(&path).expect("the seed file was written")]
+            }
+            Target::Binary => {
+                let path = scratch(self).join("seed.safetensors");
+                ember_quant::save_binary(&small_binary_mlp(), &path).expect("the seed file saves");
                 vec![std::fs::read(&path).expect("the seed file was written")]
             }
             Target::Configs => [
@@ -175,6 +189,21 @@ fn small_mlp() -> ember_zoo::Mlp {
     let device = device();
     device.seed(7);
     small_config().init(&device).expect("a valid config")
+}
+
+/// A binary MLP 6-[70, 70]-3 (one binary layer, rows longer than one 64-bit word) on flex,
+/// the same weights every time.
+fn small_binary_mlp() -> ember_zoo::BinaryMlp {
+    let device = device();
+    device.seed(7);
+    ember_zoo::BinaryMlpConfig {
+        input: 6,
+        hidden: vec![70, 70],
+        classes: 3,
+        scale: ember_quant::BinaryScale::Analytic,
+    }
+    .init(&device)
+    .expect("a valid config")
 }
 
 fn small_config() -> MlpConfig {

@@ -57,6 +57,11 @@ fn sparse_files() {
 }
 
 #[test]
+fn binary_files() {
+    every_mutation_returns(Target::Binary);
+}
+
+#[test]
 fn configs_as_json() {
     let target = Target::Configs;
     for seed in target.seeds() {

@@ -12,7 +12,7 @@ use ember_zoo::{
 use serde::Serialize;
 
 use super::trained::{Recipe, trained};
-use super::{CommonArgs, EVAL_BATCH, QUICK_TEST, QUICK_TRAIN, Report, verdict};
+use super::{Claim, CommonArgs, EVAL_BATCH, QUICK_TEST, QUICK_TRAIN, Report, verdict};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -107,20 +107,42 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         );
     }
     let verdict = |ok: bool| verdict(common.quick, ok);
+    // Han et al. 2015's dense references (Table 1): 1.64 % and 0.80 % top-1 error.
     let runs = [
         Some((
             "LeNet-300-100",
             &mlp,
             PYTORCH_MLP_ACCURACY,
             TARGET_MLP_ACCURACY,
+            98.36,
         )),
-        cnn.as_ref()
-            .map(|cnn| ("LeNet-5", cnn, PYTORCH_CNN_ACCURACY, TARGET_CNN_ACCURACY)),
+        cnn.as_ref().map(|cnn| {
+            (
+                "LeNet-5",
+                cnn,
+                PYTORCH_CNN_ACCURACY,
+                TARGET_CNN_ACCURACY,
+                99.20,
+            )
+        }),
     ];
+    for &(name, run, pytorch, target, paper) in runs.iter().flatten() {
+        report.claim(
+            Claim::new(
+                common.quick,
+                format!("{name}: dense test accuracy"),
+                format!("{:.2} %", run.eval.accuracy),
+                format!(">= {target:.1} %"),
+                run.eval.accuracy >= target,
+            )
+            .paper(format!("{paper:.2} % (Han et al. 2015's reference)"))
+            .pytorch(format!("{pytorch:.2} %")),
+        );
+    }
     let rows: Vec<Vec<String>> = runs
         .iter()
         .flatten()
-        .map(|&(name, run, pytorch, target)| {
+        .map(|&(name, run, pytorch, target, _)| {
             vec![
                 name.to_string(),
                 run.params.to_string(),
@@ -150,6 +172,16 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         &rows,
     );
     let epoch_ratio = mlp.train.mean_epoch_seconds() / PYTORCH_MLP_EPOCH_SECONDS;
+    report.claim(
+        Claim::new(
+            common.quick,
+            "LeNet-300-100: training epoch time over PyTorch's",
+            format!("{epoch_ratio:.2}"),
+            format!("<= {TARGET_EPOCH_RATIO}"),
+            epoch_ratio <= TARGET_EPOCH_RATIO,
+        )
+        .pytorch(format!("{PYTORCH_MLP_EPOCH_SECONDS} s per epoch")),
+    );
     report.section(
         "Training speed",
         &format!(

@@ -20,7 +20,7 @@ use serde::Serialize;
 
 use super::plot::{Series, line_chart};
 use super::trained::{Recipe, trained};
-use super::{CommonArgs, EVAL_BATCH, QUICK_TEST, QUICK_TRAIN, Report, Spread};
+use super::{Claim, CommonArgs, EVAL_BATCH, QUICK_TEST, QUICK_TRAIN, Report, Spread};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -410,6 +410,18 @@ fn render(args: &Args, setup: &Setup, results: &Results, test_images: usize) -> 
             if gain > spread { "the gain is beyond the seed-to-seed spread" } else { "the gain is NOT beyond the spread" },
             paired_errors.show(1),
         ),
+    );
+    report.claim(
+        Claim::new(
+            common.quick,
+            format!("Hinton et al.: soft targets remove a student's errors beyond the seed spread ({n} seeds)"),
+            format!("{gain:.1} errors removed, spread {spread:.1}"),
+            "gain > the two rows' standard deviations added",
+            gain > spread,
+        )
+        .paper(format!(
+            "{PAPER_STUDENT_ALONE_ERRORS} -> {PAPER_STUDENT_KD_ERRORS} errors"
+        )),
     );
     report.metric("kd_errors_removed_paired", paired_errors.mean);
     report.metric("kd_errors_removed_paired_std", paired_errors.std);

@@ -11,7 +11,9 @@ use serde::Serialize;
 
 use super::plot::{Series, line_chart};
 use super::trained::{Recipe, trained};
-use super::{CommonArgs, QUICK_TEST, QUICK_TRAIN, Report, test_accuracy as accuracy, verdict};
+use super::{
+    Claim, CommonArgs, QUICK_TEST, QUICK_TRAIN, Report, test_accuracy as accuracy, verdict,
+};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -236,7 +238,30 @@ fn render(common: &CommonArgs, results: &Results, epochs: usize) -> Report {
             r.ticket,
             verdict(common.quick, r.ticket >= dense_acc)
         );
+        report.claim(
+            Claim::new(
+                common.quick,
+                format!(
+                    "Frankle & Carbin: a ticket at {:.1} % of the weights against the dense network",
+                    r.remaining
+                ),
+                format!("{:.2} % against {dense_acc:.2} %", r.ticket),
+                "at least dense",
+                r.ticket >= dense_acc,
+            )
+            .paper("matches or beats dense down to about 3.6 % of the weights"),
+        );
     }
+    report.claim(
+        Claim::new(
+            common.quick,
+            format!("Frankle & Carbin: random reinitialization below the ticket at every level to {AT_21} %"),
+            format!("{} levels, ticket ahead at {}", controlled.len(), controlled.iter().filter(|r| r.reinit.is_some_and(|a| a < r.ticket)).count()),
+            "ahead at every level",
+            tickets_win && !controlled.is_empty(),
+        )
+        .paper("reinitialized tickets learn slower and reach lower accuracy"),
+    );
     claims += &format!(
         "- Random reinitialization below the ticket at every level at or below {AT_21} %: {} \
          ({} levels); the ticket matches or beats dense at {matching} of them.\n",

@@ -3,6 +3,7 @@
 //! figures: accuracies in percent, drops in percentage points `_pp`, times in seconds, ratios
 //! as plain numbers).
 
+pub mod all;
 mod baseline;
 mod distill;
 mod lottery;
@@ -38,12 +39,17 @@ pub enum Experiment {
     Structured(structured::Args),
     /// Frankle & Carbin's lottery tickets on LeNet-300-100, with the random-reinit control.
     Lottery(lottery::Args),
-    /// Binary networks (XNOR-Net and XNOR-Net++ scales) against float, their size and the
-    /// XNOR-popcount kernel's speed; QAT at 2 to 8 bits is to come.
+    /// Quantization-aware training of LeNet-5 at W8A8, W4A4 and W2A8 (observed ranges and
+    /// LSQ) against post-training quantization, accuracy against bits, and binary networks
+    /// (XNOR-Net and XNOR-Net++ scales) against float, their size and the XNOR-popcount
+    /// kernel's speed.
     Qat(qat::Args),
     /// Post-training quantization of LeNet-300-100 and LeNet-5: dynamic and static int8, int4,
     /// fp16 / bf16, every observer, per-layer sensitivity and sizes on disk.
     Quant(quant::Args),
+    /// Every experiment above in turn, then one report of all their claims
+    /// (`target/repro/report.md`).
+    All(all::Args),
 }
 
 pub fn run(experiment: Experiment) -> anyhow::Result<()> {
@@ -55,6 +61,7 @@ pub fn run(experiment: Experiment) -> anyhow::Result<()> {
         Experiment::Structured(args) => structured::run(&args),
         Experiment::Qat(args) => qat::run(&args),
         Experiment::Quant(args) => quant::run(&args),
+        Experiment::All(args) => all::run(&args),
     }
 }
 
@@ -219,11 +226,119 @@ pub fn workspace_root() -> PathBuf {
         .unwrap_or_default()
 }
 
-/// A report under construction: markdown sections and flat metrics.
+/// A report under construction: markdown sections, flat metrics and the claims it judged.
 pub struct Report {
     title: String,
     markdown: String,
     metrics: BTreeMap<String, f64>,
+    claims: Vec<Claim>,
+}
+
+/// A claim an experiment checks: a published figure or a target, ours beside it, and whether
+/// ours meets it (`None` on a quick run, whose figures are not the published ones). Every
+/// experiment writes its claims to `claims.json`; `repro all` gathers them into one table.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct Claim {
+    /// What is claimed.
+    pub what: String,
+    /// Our figure.
+    pub ours: String,
+    /// The target ours is judged by.
+    pub target: String,
+    /// Met, not met, or not judged (quick).
+    pub met: Option<bool>,
+    /// Judged over seeds, the mean meets the target but not by more than one standard
+    /// deviation: a tie, not a success (`met` is then `Some(false)`).
+    #[serde(default)]
+    pub tie: bool,
+    /// The paper's figure, where there is one.
+    pub paper: Option<String>,
+    /// PyTorch's, where one was measured (the issues' figures).
+    pub pytorch: Option<String>,
+}
+
+/// Which side of a target a figure must be on.
+#[derive(Debug, Clone, Copy)]
+pub enum Bound {
+    /// At most this.
+    AtMost(f64),
+    /// At least this.
+    AtLeast(f64),
+}
+
+impl Claim {
+    /// `what`, judged by `target`: `ok` says whether `ours` meets it, not judged on a quick run.
+    pub fn new(
+        quick: bool,
+        what: impl Into<String>,
+        ours: impl Into<String>,
+        target: impl Into<String>,
+        ok: bool,
+    ) -> Self {
+        Self {
+            what: what.into(),
+            ours: ours.into(),
+            target: target.into(),
+            met: (!quick).then_some(ok),
+            tie: false,
+            paper: None,
+            pytorch: None,
+        }
+    }
+
+    /// `what`, judged over seeds: met when `spread`'s mean is on the right side of `bound` by
+    /// more than one standard deviation, a tie when only the mean is.
+    pub fn over_seeds(
+        quick: bool,
+        what: impl Into<String>,
+        spread: Spread,
+        unit: &str,
+        bound: Bound,
+    ) -> Self {
+        let (beyond, mean_meets, target) = match bound {
+            Bound::AtMost(t) => (
+                spread.mean + spread.std <= t,
+                spread.mean <= t,
+                format!("<= {t}{unit}, beyond the seed spread"),
+            ),
+            Bound::AtLeast(t) => (
+                spread.mean - spread.std >= t,
+                spread.mean >= t,
+                format!(">= {t}{unit}, beyond the seed spread"),
+            ),
+        };
+        let mut claim = Self::new(
+            quick,
+            what,
+            format!("{}{unit}", spread.show(2)),
+            target,
+            beyond,
+        );
+        claim.tie = !quick && !beyond && mean_meets;
+        claim
+    }
+
+    /// The paper's figure.
+    pub fn paper(mut self, figure: impl Into<String>) -> Self {
+        self.paper = Some(figure.into());
+        self
+    }
+
+    /// PyTorch's figure.
+    pub fn pytorch(mut self, figure: impl Into<String>) -> Self {
+        self.pytorch = Some(figure.into());
+        self
+    }
+
+    /// The verdict as reports write it: `yes`, `NO`, `n/a (quick)`.
+    pub fn verdict(&self) -> &'static str {
+        match self.met {
+            None => "n/a (quick)",
+            Some(true) => "yes",
+            Some(false) if self.tie => "tie (within the seed spread)",
+            Some(false) => "NO",
+        }
+    }
 }
 
 impl Report {
@@ -232,7 +347,41 @@ impl Report {
             title: title.to_string(),
             markdown: String::new(),
             metrics: BTreeMap::new(),
+            claims: Vec::new(),
         }
+    }
+
+    /// Record a claim for `claims.json` (and `repro all`), without a table of its own.
+    pub fn claim(&mut self, claim: Claim) {
+        self.claims.push(claim);
+    }
+
+    /// A table of claims (what, ours, the paper's and PyTorch's figures where any claim has
+    /// one, the target, met), each recorded as [`Report::claim`] records it.
+    pub fn claims_table(&mut self, heading: &str, claims: Vec<Claim>) {
+        let paper = claims.iter().any(|c| c.paper.is_some());
+        let pytorch = claims.iter().any(|c| c.pytorch.is_some());
+        let mut header = vec!["what", "ours"];
+        header.extend(paper.then_some("paper"));
+        header.extend(pytorch.then_some("PyTorch"));
+        header.extend(["target", "met"]);
+        let rows: Vec<Vec<String>> = claims
+            .iter()
+            .map(|c| {
+                let mut row = vec![c.what.clone(), c.ours.clone()];
+                let or_dash = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
+                if paper {
+                    row.push(or_dash(&c.paper));
+                }
+                if pytorch {
+                    row.push(or_dash(&c.pytorch));
+                }
+                row.extend([c.target.clone(), c.verdict().to_string()]);
+                row
+            })
+            .collect();
+        self.table(heading, &header, &rows);
+        self.claims.extend(claims);
     }
 
     pub fn metric(&mut self, key: &str, value: f64) {
@@ -268,6 +417,10 @@ impl Report {
         std::fs::write(
             dir.join("metrics.json"),
             serde_json::to_string_pretty(&self.metrics)? + "\n",
+        )?;
+        std::fs::write(
+            dir.join("claims.json"),
+            serde_json::to_string_pretty(&self.claims)? + "\n",
         )?;
         eprintln!("wrote {}/report.md and metrics.json", dir.display());
         Ok(())

@@ -21,7 +21,7 @@ use ember_zoo::{
 use serde::Serialize;
 
 use super::trained::{Recipe, trained};
-use super::{CommonArgs, EVAL_BATCH, Report, round_pp, test_accuracy as accuracy, verdict};
+use super::{Claim, CommonArgs, EVAL_BATCH, Report, round_pp, test_accuracy as accuracy};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -418,31 +418,33 @@ fn render(args: &Args, results: &Results) -> Report {
     }
 
     let quick = common.quick;
-    report.table(
+    report.claims_table(
         "Targets",
-        &["what", "ours", "PyTorch", "target", "met"],
-        &[
-            vec![
-                "LeNet-300-100, dynamic int8: accuracy drop".into(),
+        vec![
+            Claim::new(
+                quick,
+                "LeNet-300-100, dynamic int8: accuracy drop",
                 format!("{mlp_drop:.2} pp"),
-                format!("{:.2} pp", PYTORCH_MLP.0 - PYTORCH_MLP.1),
                 format!("<= {TARGET_DROP_PP} pp"),
-                verdict(quick, mlp_drop <= TARGET_DROP_PP).into(),
-            ],
-            vec![
-                "LeNet-300-100, dynamic int8: size ratio".into(),
+                mlp_drop <= TARGET_DROP_PP,
+            )
+            .pytorch(format!("{:.2} pp", PYTORCH_MLP.0 - PYTORCH_MLP.1)),
+            Claim::new(
+                quick,
+                "LeNet-300-100, dynamic int8: size ratio",
                 format!("{mlp_ratio:.2}x"),
-                format!("{PYTORCH_MLP_RATIO}x"),
                 format!(">= {TARGET_MLP_RATIO}x"),
-                verdict(quick, mlp_ratio >= TARGET_MLP_RATIO).into(),
-            ],
-            vec![
-                "LeNet-5, static int8: accuracy drop".into(),
+                mlp_ratio >= TARGET_MLP_RATIO,
+            )
+            .pytorch(format!("{PYTORCH_MLP_RATIO}x")),
+            Claim::new(
+                quick,
+                "LeNet-5, static int8: accuracy drop",
                 format!("{cnn_drop:.2} pp"),
-                format!("{:.2} pp", PYTORCH_CNN.0 - PYTORCH_CNN.1),
                 format!("<= {TARGET_DROP_PP} pp"),
-                verdict(quick, cnn_drop <= TARGET_DROP_PP).into(),
-            ],
+                cnn_drop <= TARGET_DROP_PP,
+            )
+            .pytorch(format!("{:.2} pp", PYTORCH_CNN.0 - PYTORCH_CNN.1)),
         ],
     );
     report.section(
