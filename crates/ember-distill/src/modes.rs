@@ -41,6 +41,34 @@ pub struct DistillReport {
 
 /// Distil a frozen `teacher` into `student` on `data` with Hinton's soft-target loss.
 /// The teacher runs on `device` without autodiff; the student trains on its autodiff twin.
+///
+/// ```
+/// use burn::tensor::Device;
+/// use ember_distill::loss::SoftTargetConfig;
+/// use ember_distill::{TeacherOutputs, distill};
+/// use ember_tensor::testing::Blobs;
+/// use ember_tensor::{TrainConfig, train};
+/// use ember_zoo::MlpConfig;
+///
+/// let device = Device::flex();
+/// let data = Blobs::new(256, 3, 1);
+/// let training = TrainConfig { epochs: 1, ..TrainConfig::default() };
+/// let mlp = |hidden| MlpConfig { input: Blobs::DIM, hidden, classes: 3, dropout: 0.0 };
+/// let (teacher, _) = train(mlp(vec![64, 64]).init(&device)?, &data, &training, &device)?;
+/// let soft = SoftTargetConfig { temperature: 4.0, alpha: 0.9 };
+/// let (student, report) = distill(
+///     mlp(vec![8]).init(&device)?,
+///     &teacher,
+///     &data,
+///     &training,
+///     &soft,
+///     TeacherOutputs::Cached,
+///     &device,
+/// )?;
+/// assert!(report.mean_soft_loss.is_finite());
+/// # let _ = student;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub fn distill<S: Classifier, T: Classifier>(
     student: S,
     teacher: &T,

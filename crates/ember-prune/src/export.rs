@@ -25,6 +25,24 @@ pub const LEGACY_FORMATS: [&str; 1] = ["ember-sparse/1"];
 /// Write every float parameter of `model` (masks folded in) to `path`, sparse where that is
 /// smaller; returns the file's size in bytes. The file is written to a temporary file and
 /// renamed into place, so it is never half-written.
+///
+/// ```
+/// use burn::nn::LinearConfig;
+/// use burn::tensor::Device;
+/// use ember_prune::{PruneConfig, export_sparse, load_sparse, prune};
+///
+/// let device = Device::flex();
+/// let (layer, _) = prune(LinearConfig::new(64, 64).init(&device), &PruneConfig::global_magnitude(0.9))?;
+/// let dir = tempfile::tempdir()?;
+/// let path = dir.path().join("sparse.safetensors");
+/// let bytes = export_sparse(&layer, &path)?;
+/// // A bit per weight and the 10 % kept values: well under the 16 KiB of f32 weights.
+/// assert!(bytes < 4 * 64 * 64 / 4);
+/// let loaded = load_sparse(LinearConfig::new(64, 64).init(&device), &path)?;
+/// let same = loaded.weight.val().equal(layer.weight.val()).all().into_scalar::<bool>();
+/// assert!(same);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub fn export_sparse<M: Module>(model: &M, path: &Path) -> Result<u64> {
     let file_error = |reason: String| Error::SparseFile {
         path: path.to_path_buf(),

@@ -26,6 +26,27 @@ pub fn rewind<M: Classifier>(pruned: &M, snapshot: M) -> Result<M> {
 /// Train with pruning on Zhu & Gupta's cubic schedule: every `schedule.every` steps the masks
 /// are tightened to `schedule.sparsity_at(step)` with `prune`'s criterion, scope and layers
 /// (its own `sparsity` is ignored).
+///
+/// ```
+/// use burn::tensor::Device;
+/// use ember_prune::{Gradual, PruneConfig, sparsity_report, train_gradual};
+/// use ember_tensor::testing::Blobs;
+/// use ember_tensor::TrainConfig;
+/// use ember_zoo::MlpConfig;
+///
+/// let device = Device::flex();
+/// let model = MlpConfig { input: Blobs::DIM, hidden: vec![32], classes: 3, dropout: 0.0 }
+///     .init(&device)?;
+/// let data = Blobs::new(256, 3, 1);
+/// let training = TrainConfig { epochs: 2, batch_size: 32, ..TrainConfig::default() };
+/// // 16 steps: from 0 % at step 2 to 75 % at step 10, every 2 steps.
+/// let schedule = Gradual { initial: 0.0, target: 0.75, start_step: 2, end_step: 10, every: 2 };
+/// let config = PruneConfig::global_magnitude(0.0);
+/// let (model, _) = train_gradual(model, &data, &training, &config, &schedule, &device)?;
+/// let sparsity = sparsity_report(&model, &config.layers)?.sparsity();
+/// assert!((sparsity - 0.75).abs() < 0.01);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub fn train_gradual<M: Classifier>(
     model: M,
     data: &(impl LabeledData + ?Sized),
@@ -67,6 +88,39 @@ pub struct Round<'a, M> {
 ///
 /// Without rewinding this is Han et al.'s prune-retrain loop; rewinding to the initial weights
 /// with `model` trained dense is Frankle & Carbin's iterative magnitude pruning.
+///
+/// ```
+/// use burn::tensor::Device;
+/// use ember_prune::{PruneConfig, Rounds, iterative_prune};
+/// use ember_tensor::testing::Blobs;
+/// use ember_tensor::TrainConfig;
+/// use ember_zoo::MlpConfig;
+///
+/// let device = Device::flex();
+/// let model = MlpConfig { input: Blobs::DIM, hidden: vec![32], classes: 3, dropout: 0.0 }
+///     .init(&device)?;
+/// let data = Blobs::new(256, 3, 1);
+/// let retrain = TrainConfig { epochs: 1, ..TrainConfig::default() };
+/// // Three rounds to 80 %, each pruning the same fraction of what is left, then retraining.
+/// let mut sparsities = vec![];
+/// let pruned = iterative_prune(
+///     model,
+///     &data,
+///     &Rounds::to_target(0.8, 3)?,
+///     &PruneConfig::global_magnitude(0.0),
+///     &retrain,
+///     None,
+///     &device,
+///     |round| {
+///         sparsities.push(round.sparsity);
+///         Ok::<_, ember_prune::Error>(())
+///     },
+/// )?;
+/// assert_eq!(sparsities.len(), 3);
+/// assert!((sparsities[2] - 0.8).abs() < 0.01);
+/// assert_eq!(ember_tensor::masks(&pruned).len(), 2);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[allow(clippy::too_many_arguments)]
 pub fn iterative_prune<M: Classifier, E: From<Error>>(
     model: M,

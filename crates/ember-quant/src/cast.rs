@@ -31,6 +31,17 @@ impl FloatType {
 /// Cast every float parameter of `model` to `to`. A device that cannot hold the dtype
 /// (ndarray has no f16 or bf16) is a typed error, not the backend's panic. Layers from
 /// [`crate::nn`] cast their float inputs to match; other layers need inputs of the same dtype.
+///
+/// ```
+/// use burn::nn::LinearConfig;
+/// use burn::tensor::{DType, Device};
+/// use ember_quant::{FloatType, cast};
+///
+/// let device = Device::flex();
+/// let layer = cast(LinearConfig::new(8, 4).init(&device), FloatType::BF16, &device)?;
+/// assert_eq!(layer.weight.val().dtype(), DType::BF16);
+/// # Ok::<(), ember_quant::Error>(())
+/// ```
 pub fn cast<M: Module>(model: M, to: FloatType, device: &Device) -> Result<M> {
     let dtype = to.dtype();
     if !ember_tensor::device::supports_dtype(device, dtype) {

@@ -254,6 +254,21 @@ impl Default for DynamicConfig {
 }
 
 /// Quantize `model` dynamically; see [`DynamicConfig`].
+///
+/// ```
+/// use burn::tensor::Device;
+/// use ember_quant::{DynamicConfig, quantize_dynamic};
+/// use ember_zoo::MlpConfig;
+///
+/// let device = Device::flex();
+/// let config = MlpConfig { input: 8, hidden: vec![16], classes: 3, dropout: 0.0 };
+/// let mut q = quantize_dynamic(config.init(&device)?, &DynamicConfig::default())?;
+/// // Both weights are int8; both layers quantize their input per batch and, on a host
+/// // device, run on the integer kernels.
+/// assert_eq!(q.weights.len(), 2);
+/// assert_eq!(q.integer_layers().len(), 2);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub fn quantize_dynamic<M: Module + QuantLayers>(
     model: M,
     config: &DynamicConfig,
@@ -437,6 +452,31 @@ pub struct Qat<M> {
 /// Prepare `model` for quantization-aware training with the schemes of `config` (a moving
 /// average observer follows the inputs as training changes them, on the device: see
 /// [`StaticConfig::qat`]; per-group weights are not supported here).
+///
+/// ```
+/// use burn::tensor::Device;
+/// use ember_quant::{StaticConfig, WeightConfig, prepare_qat};
+/// use ember_tensor::testing::Blobs;
+/// use ember_tensor::{TrainConfig, train};
+/// use ember_zoo::MlpConfig;
+///
+/// let device = Device::flex();
+/// let model = MlpConfig { input: Blobs::DIM, hidden: vec![16], classes: 3, dropout: 0.0 }
+///     .init(&device)?;
+/// // 4-bit weights per output channel, uint8 inputs; the observers stop after 4 batches.
+/// let config = StaticConfig {
+///     weights: WeightConfig::with_width(4)?,
+///     freeze_observers_after: Some(4),
+///     ..StaticConfig::qat()
+/// };
+/// let qat = prepare_qat(model, &config)?;
+/// let data = Blobs::new(256, 3, 1);
+/// let training = TrainConfig { epochs: 1, ..TrainConfig::default() };
+/// let (trained, _) = train(qat.model.clone(), &data, &training, &device)?;
+/// let q = qat.convert(trained)?;
+/// assert!(q.weights["layers.0.weight"].values().iter().all(|v| (-8..=7).contains(v)));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub fn prepare_qat<M: Module + QuantLayers>(model: M, config: &StaticConfig) -> Result<Qat<M>> {
     if let WeightGranularity::PerInputGroup(_) = config.weights.granularity {
         return Err(Error::Scheme {
@@ -500,6 +540,27 @@ fn lock(calibration: &Mutex<Calibration>) -> std::sync::MutexGuard<'_, Calibrati
 /// then [`Qat::convert`]: the learned steps become the quantized model's scales. A layer
 /// whose calibrated input or weight is all zero has no step to start from
 /// ([`Error::ZeroRange`]); per-group weights are refused as in [`prepare_qat`].
+///
+/// ```
+/// use burn::tensor::Device;
+/// use ember_quant::{StaticConfig, WeightConfig, prepare_lsq};
+/// use ember_tensor::testing::Blobs;
+/// use ember_tensor::{TrainConfig, train};
+/// use ember_zoo::MlpConfig;
+///
+/// let device = Device::flex();
+/// let model = MlpConfig { input: Blobs::DIM, hidden: vec![16], classes: 3, dropout: 0.0 }
+///     .init(&device)?;
+/// let data = Blobs::new(256, 3, 1);
+/// // W2A8: 2-bit weights (-2..=1), steps learned with the weights.
+/// let config = StaticConfig { weights: WeightConfig::with_width(2)?, ..StaticConfig::qat() };
+/// let lsq = prepare_lsq(model, &config, &data, &device)?;
+/// let training = TrainConfig { epochs: 1, ..TrainConfig::default() };
+/// let (trained, _) = train(lsq.model.clone(), &data, &training, &device)?;
+/// let q = lsq.convert(trained)?;
+/// assert!(q.weights["layers.1.weight"].values().iter().all(|v| (-2..=1).contains(v)));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub fn prepare_lsq<M: Classifier + QuantLayers>(
     model: M,
     config: &StaticConfig,
@@ -672,6 +733,22 @@ fn convert_learned<M: Module + QuantLayers>(mut trained: M) -> Result<Quantized<
 }
 
 /// Prepare, calibrate on `data` and convert.
+///
+/// ```
+/// use burn::tensor::Device;
+/// use ember_quant::{InputQuant, StaticConfig, quantize_static};
+/// use ember_tensor::testing::Blobs;
+/// use ember_zoo::MlpConfig;
+///
+/// let device = Device::flex();
+/// let model = MlpConfig { input: Blobs::DIM, hidden: vec![16], classes: 3, dropout: 0.0 }
+///     .init(&device)?;
+/// let calibration = Blobs::new(256, 3, 1);
+/// let q = quantize_static(model, &StaticConfig::default(), &calibration, &device)?;
+/// // Each layer's input has one scale and zero point, calibrated on the data.
+/// assert!(matches!(q.inputs["layers.0"], InputQuant::Static { .. }));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub fn quantize_static<M: Classifier + QuantLayers>(
     model: M,
     config: &StaticConfig,

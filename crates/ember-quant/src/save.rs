@@ -39,6 +39,25 @@ enum SavedInput {
 
 /// Write `quantized` to `path` (atomically: a failed write leaves any file there as it was)
 /// and return the file's size in bytes.
+///
+/// ```
+/// use burn::tensor::{Device, Tensor};
+/// use ember_quant::{DynamicConfig, load_quantized, quantize_dynamic, save_quantized};
+/// use ember_tensor::{Classifier, stats::read_f32};
+/// use ember_zoo::MlpConfig;
+///
+/// let device = Device::flex();
+/// let config = MlpConfig { input: 8, hidden: vec![16], classes: 3, dropout: 0.0 };
+/// let q = quantize_dynamic(config.init(&device)?, &DynamicConfig::default())?;
+/// let dir = tempfile::tempdir()?;
+/// let path = dir.path().join("model.safetensors");
+/// save_quantized(&q, &path)?;
+/// // Into a model of the same architecture (its own initial weights are replaced).
+/// let loaded = load_quantized(config.init(&device)?, &path, &device)?;
+/// let x = Tensor::<4>::ones([2, 1, 1, 8], &device);
+/// assert_eq!(read_f32(loaded.model.forward(x.clone()))?, read_f32(q.model.forward(x))?);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub fn save_quantized<M: Module>(quantized: &Quantized<M>, path: &Path) -> Result<u64> {
     let file_error = |reason: String| Error::QuantFile {
         path: path.to_path_buf(),

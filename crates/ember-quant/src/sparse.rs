@@ -121,6 +121,22 @@ pub struct SparseLayer {
 /// its weight as it is now (masks applied). Convolutions and layers that quantize their input
 /// (they have the integer path) stay as they are. A weight holding NaN or infinity is an
 /// error: its sparse product would not be the model's.
+///
+/// ```
+/// use burn::tensor::Device;
+/// use ember_prune::{PruneConfig, Scope, prune};
+/// use ember_quant::{SparseKernel, use_sparse_kernel};
+/// use ember_zoo::MlpConfig;
+///
+/// let device = Device::flex();
+/// let config = MlpConfig { input: 64, hidden: vec![64], classes: 10, dropout: 0.0 };
+/// let per_layer = PruneConfig::global_magnitude(0.9).with_scope(Scope::Layer);
+/// let (mut model, _) = prune(config.init(&device)?, &per_layer)?;
+/// // Past the measured crossover (60 % zeros), both layers run on the CSR kernel.
+/// let layers = use_sparse_kernel(&mut model, SparseKernel::Auto)?;
+/// assert!(layers.iter().all(|l| l.sparse));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub fn use_sparse_kernel<M: QuantLayers>(
     model: &mut M,
     choice: SparseKernel,

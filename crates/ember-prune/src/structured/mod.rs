@@ -274,6 +274,25 @@ fn global_counts(
 /// skeleton must come out of the cut with exactly its shape: a skeleton built with other widths
 /// is an error naming the parameter, not a model with shifted weights. Masks are not carried
 /// over: the skeleton gets the masked (effective) values.
+///
+/// ```
+/// use burn::module::Module;
+/// use burn::tensor::Device;
+/// use ember_prune::{StructuredConfig, UnitCriterion, select_units, shrink};
+/// use ember_zoo::MlpConfig;
+///
+/// let device = Device::flex();
+/// let config = MlpConfig::lenet_300_100(784, 10);
+/// let dense = config.init(&device)?;
+/// // The model declares which slices each neuron owns; keep the half with the largest L2.
+/// let groups = config.unit_groups("");
+/// let kept = select_units(&dense, &groups, &StructuredConfig::new(UnitCriterion::L2, 0.5))?;
+/// let small_config = config.with_kept("", &kept);
+/// assert_eq!(small_config.hidden, vec![150, 50]);
+/// let small = shrink(&dense, &groups, &kept, small_config.init(&device)?)?;
+/// assert!(small.num_params() < dense.num_params() / 2);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub fn shrink<M: Module, S: Module>(
     model: &M,
     groups: &[UnitGroup],

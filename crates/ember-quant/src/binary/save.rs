@@ -59,6 +59,32 @@ fn rows_along(shape: &[usize], axis: usize) -> (usize, usize, impl Fn(usize, usi
 /// Write `model` to `path` (atomically: a failed write leaves any file there as it was), its
 /// binary layers' weights one bit each, and return the file's size in bytes. NaN or infinite
 /// parameters are an error.
+///
+/// ```
+/// use burn::tensor::{Device, Tensor};
+/// use ember_kernels::BinaryKernel;
+/// use ember_quant::{BinaryScale, load_binary, save_binary};
+/// use ember_tensor::{Classifier, stats::read_f32};
+/// use ember_zoo::BinaryMlpConfig;
+///
+/// let device = Device::flex();
+/// let config = BinaryMlpConfig {
+///     input: 8,
+///     hidden: vec![128, 128],
+///     classes: 3,
+///     scale: BinaryScale::Analytic,
+/// };
+/// let model = config.init(&device)?;
+/// let dir = tempfile::tempdir()?;
+/// let path = dir.path().join("binary.safetensors");
+/// save_binary(&model, &path)?;
+/// let mut loaded = load_binary(config.init(&device)?, &path)?;
+/// loaded.pack(Some(BinaryKernel::detect()))?;
+/// let x = Tensor::<4>::ones([2, 1, 1, 8], &device);
+/// let (a, b) = (read_f32(loaded.forward(x.clone()))?, read_f32(model.forward(x))?);
+/// assert!(a.iter().zip(&b).all(|(a, b)| (a - b).abs() <= 1e-4 * (1.0 + b.abs())));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub fn save_binary<M: Module>(model: &M, path: &Path) -> Result<u64> {
     let file_error = |reason: String| Error::QuantFile {
         path: path.to_path_buf(),
