@@ -127,6 +127,14 @@ pub enum Error {
         /// What burn said.
         reason: String,
     },
+    /// A saved module's file that cannot be written or read back.
+    #[error("{path}: {reason}")]
+    File {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
 }
 
 /// Result with ember-tensor's [`Error`].

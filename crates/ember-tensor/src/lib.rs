@@ -27,6 +27,7 @@ pub mod device;
 mod error;
 pub mod fs;
 pub mod mask;
+pub mod record;
 pub mod select;
 pub mod stats;
 pub mod testing;
@@ -37,6 +38,7 @@ pub mod walk;
 pub use device::BackendKind;
 pub use error::{Error, Result};
 pub use mask::{Masks, WeightReparam, check_masks, masks, set_masks, strip};
+pub use record::{load_masked, save_masked};
 pub use select::{Matcher, Selector};
 pub use train::{
     Batch, Classifier, EvalReport, LabeledData, LrSchedule, TrainConfig, TrainReport, evaluate,

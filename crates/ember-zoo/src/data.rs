@@ -50,6 +50,24 @@ impl Split {
     }
 }
 
+impl Split {
+    /// The first `n` images and the rest (a validation split held out of a training one).
+    pub fn split_at(&self, n: usize) -> (Split, Split) {
+        let n = n.min(self.len());
+        let at = n * self.rows * self.cols;
+        let part = |pixels: &[u8], labels: &[u8]| Split {
+            pixels: pixels.to_vec(),
+            labels: labels.to_vec(),
+            rows: self.rows,
+            cols: self.cols,
+        };
+        (
+            part(&self.pixels[..at], &self.labels[..n]),
+            part(&self.pixels[at..], &self.labels[n..]),
+        )
+    }
+}
+
 impl LabeledData for Split {
     fn len(&self) -> usize {
         self.labels.len()

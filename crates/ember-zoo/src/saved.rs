@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use burn::module::Module;
 use burn::store::ModuleRecord;
-use burn::tensor::{Bool, Bytes, Device, Tensor, TensorData};
+use burn::tensor::{Bytes, Device, Tensor};
 use serde::{Deserialize, Serialize};
 
 use ember_quant::{QuantLayer, QuantLayers};
@@ -226,7 +226,11 @@ pub fn load_model(path: &Path, device: &Device) -> Result<(Model, ModelConfig)> 
             ),
         ));
     }
-    let model = with_placeholder_masks(sidecar.config.init(device)?, &sidecar.masked, device)?;
+    let model = ember_tensor::record::with_placeholder_masks(
+        sidecar.config.init(device)?,
+        &sidecar.masked,
+        device,
+    )?;
     let record = ModuleRecord::from_bytes(Bytes::from_bytes_vec(bytes))
         .map_err(|e| file_error(path, format!("corrupt weights: {e:?}")))?;
     let model = model
@@ -237,27 +241,6 @@ pub fn load_model(path: &Path, device: &Device) -> Result<(Model, ModelConfig)> 
     Ok((model, sidecar.config))
 }
 
-/// `model` with an all-keep mask on each parameter in `masked`, for a record with masks to
-/// load into.
-fn with_placeholder_masks(model: Model, masked: &[String], device: &Device) -> Result<Model> {
-    if masked.is_empty() {
-        return Ok(model);
-    }
-    let infos = ember_tensor::params(&model);
-    let mut masks = ember_tensor::Masks::new();
-    for path in masked {
-        let numel = infos
-            .iter()
-            .find(|p| &p.path == path)
-            .map(|p| p.numel())
-            .unwrap_or(0);
-        masks.insert(
-            path.clone(),
-            Tensor::<1, Bool>::from_data(TensorData::from(vec![true; numel].as_slice()), device),
-        );
-    }
-    Ok(ember_tensor::set_masks(model, &masks)?)
-}
 
 /// Write to a temporary file in the same directory, then rename over `path`.
 fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {

@@ -1,18 +1,22 @@
 //! `cargo xtask repro lottery`: Frankle & Carbin 2019 on LeNet-300-100. Iterative magnitude
 //! pruning, layer by layer (20 % of the remaining hidden weights and 10 % of the output layer's
 //! per round), rewinding the survivors to their initial values before each retraining; the
-//! control trains the same masks from a fresh random initialization.
+//! control trains the same masks from a fresh random initialization. Then the paper's own
+//! measure over seeds: each run's early-stopping epoch on a validation split held out of the
+//! training set, and its test accuracy there, for the dense network, the ticket at 21 % of the
+//! weights and its reinitialization.
 
 use burn::tensor::Device;
-use ember_prune::{PruneConfig, Rounds, Scope, iterative_prune};
-use ember_tensor::{LrSchedule, masks, set_masks};
-use ember_zoo::{Dataset, MlpConfig, ModelConfig, TrainConfig, train};
+use ember_prune::{PruneConfig, Rounds, Scope, iterative_prune, prune, rewind};
+use ember_tensor::{LabeledData, LrSchedule, evaluate, masks, set_masks, train_with_hook};
+use ember_zoo::{Dataset, MlpConfig, ModelConfig, Split, TrainConfig, train};
 use serde::Serialize;
 
 use super::plot::{Series, line_chart};
 use super::trained::{Recipe, trained};
 use super::{
-    Claim, CommonArgs, QUICK_TEST, QUICK_TRAIN, Report, test_accuracy as accuracy, verdict,
+    Bound, Claim, CommonArgs, EVAL_BATCH, QUICK_TEST, QUICK_TRAIN, Report, Spread,
+    test_accuracy as accuracy, verdict,
 };
 
 #[derive(clap::Args, Debug)]
@@ -30,6 +34,13 @@ pub struct Args {
     /// ties the ticket at one level).
     #[arg(long, default_value_t = 20)]
     epochs: usize,
+    /// Seeds of the early-stopping comparison (each its own dense network and ticket).
+    #[arg(long, default_value_t = 3)]
+    seeds: u64,
+    /// Training images held out as the validation split early stopping reads (the paper's
+    /// 5,000).
+    #[arg(long, default_value_t = 5_000)]
+    validation: usize,
 }
 
 /// The paper's per-round pruning rates: hidden layers and the output layer.
@@ -59,10 +70,31 @@ struct Round {
     reinit: Option<f64>,
 }
 
+/// One run's early-stopping point: the epoch of its best validation accuracy (the first, on
+/// ties) and its test accuracy then.
+#[derive(Debug, Clone, Copy)]
+struct EarlyStop {
+    epoch: usize,
+    test: f64,
+}
+
+/// One seed's early-stopping accuracies: the dense network, the ticket at 21 % of the
+/// weights and its random reinitialization.
+struct SeedRun {
+    seed: u64,
+    dense: EarlyStop,
+    ticket: EarlyStop,
+    reinit: EarlyStop,
+    remaining: f64,
+    /// Training images held out for validation.
+    validation: usize,
+}
+
 /// Everything the experiment measures.
 struct Results {
     dense: f64,
     rounds: Vec<Round>,
+    early_stopping: Vec<SeedRun>,
 }
 
 pub fn run(args: &Args) -> anyhow::Result<()> {
@@ -89,7 +121,9 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     };
     let schedule =
         Rounds::geometric(HIDDEN_RATE, rounds)?.with_layer_rate(&output_layer, OUTPUT_RATE)?;
-    let results = compute(args, &config, &training, &schedule, &data, &device)?;
+    let mut results = compute(args, &config, &training, &schedule, &data, &device)?;
+    results.early_stopping =
+        compute_early_stopping(args, &config, &training, &schedule, &data, &device)?;
     let report = render(common, &results, epochs);
     std::fs::write(out.join("lottery.svg"), plot(&results))?;
     report.write(
@@ -176,11 +210,115 @@ fn compute(
     Ok(Results {
         dense: dense_acc,
         rounds,
+        early_stopping: vec![],
     })
+}
+
+/// Train `model` as `training` says on `train`, evaluating on `validation` and `test` after
+/// every epoch; the trained model and its early-stopping point.
+fn train_early_stopping<M: ember_tensor::Classifier>(
+    model: M,
+    splits: [&Split; 3],
+    training: &TrainConfig,
+    device: &Device,
+) -> anyhow::Result<(M, EarlyStop)> {
+    let [train_split, validation, test] = splits;
+    let steps_per_epoch = train_split.len().div_ceil(training.batch_size);
+    let mut history: Vec<(f64, f64)> = vec![];
+    let (model, _) = train_with_hook(model, train_split, training, device, |step, model: M| {
+        if step % steps_per_epoch == 0 {
+            let valid = model.valid();
+            let v = evaluate(&valid, validation, EVAL_BATCH, device)?.accuracy;
+            let t = evaluate(&valid, test, EVAL_BATCH, device)?.accuracy;
+            history.push((v, t));
+        }
+        Ok::<_, anyhow::Error>(model)
+    })?;
+    // The first epoch of the best validation accuracy.
+    let (epoch, &(_, test)) = history
+        .iter()
+        .enumerate()
+        .rev()
+        .max_by(|a, b| a.1.0.total_cmp(&b.1.0))
+        .ok_or_else(|| anyhow::anyhow!("no epoch trained"))?;
+    Ok((
+        model,
+        EarlyStop {
+            epoch: epoch + 1,
+            test,
+        },
+    ))
+}
+
+/// Over seeds, with a validation split held out of the training set: the dense network, the
+/// rounds of iterative pruning down to 21 % of the weights, and that ticket's random
+/// reinitialization, each at its early-stopping epoch.
+fn compute_early_stopping(
+    args: &Args,
+    config: &ModelConfig,
+    training: &TrainConfig,
+    schedule: &Rounds,
+    data: &Dataset,
+    device: &Device,
+) -> anyhow::Result<Vec<SeedRun>> {
+    let held_out = args.validation.min(data.train.len() / 10);
+    let (train_split, validation) = data.train.split_at(data.train.len() - held_out);
+    let splits = [&train_split, &validation, &data.test];
+    let base = PruneConfig::global_magnitude(0.0).with_scope(Scope::Layer);
+    let mut runs = vec![];
+    for seed in args.seed..args.seed + args.seeds.max(1) {
+        let training = TrainConfig {
+            seed,
+            ..training.clone()
+        };
+        eprintln!("lottery: early stopping, seed {seed}: dense");
+        device.seed(seed);
+        let init = config.init(device)?;
+        let (dense, dense_es) = train_early_stopping(init.clone(), splits, &training, device)?;
+        let mut model = dense;
+        let mut ticket = None;
+        for round in 0..schedule.len() {
+            let (pruned, report) = prune(model, &schedule.config(round, &base))?;
+            let remaining = report.remaining() * 100.0;
+            let (trained, es) =
+                train_early_stopping(rewind(&pruned, init.clone())?, splits, &training, device)?;
+            eprintln!(
+                "  round {}: {remaining:.1} % remaining, ticket {:.2} % at epoch {}",
+                round + 1,
+                es.test,
+                es.epoch
+            );
+            if remaining <= AT_21 + 0.05 {
+                ticket = Some((es, remaining, masks(&trained)));
+                break;
+            }
+            model = trained;
+        }
+        let Some((ticket, remaining, ticket_masks)) = ticket else {
+            anyhow::bail!("the rounds stop before {AT_21} % of the weights");
+        };
+        device.seed(seed + 1_000);
+        let fresh = set_masks(config.init(device)?, &ticket_masks)?;
+        let (_, reinit) = train_early_stopping(fresh, splits, &training, device)?;
+        eprintln!(
+            "  seed {seed}: dense {:.2} %, ticket {:.2} %, reinit {:.2} % (early stopping)",
+            dense_es.test, ticket.test, reinit.test
+        );
+        runs.push(SeedRun {
+            seed,
+            dense: dense_es,
+            ticket,
+            reinit,
+            remaining,
+            validation: held_out,
+        });
+    }
+    Ok(runs)
 }
 
 fn render(common: &CommonArgs, results: &Results, epochs: usize) -> Report {
     let dense_acc = results.dense;
+    let es_runs = &results.early_stopping;
     let results = &results.rounds;
     // The round whose remaining weights round to `level` (the paper's levels are rounded to
     // a tenth of a percent); none when the run stopped before it.
@@ -280,6 +418,7 @@ fn render(common: &CommonArgs, results: &Results, epochs: usize) -> Report {
         );
     }
     report.section("Claims", &claims);
+    render_early_stopping(&mut report, common, es_runs);
     report.section(
         "Recipe",
         &format!(
@@ -293,6 +432,93 @@ fn render(common: &CommonArgs, results: &Results, epochs: usize) -> Report {
         ),
     );
     report
+}
+
+/// The early-stopping comparison over seeds, the paper's measure.
+fn render_early_stopping(report: &mut Report, common: &CommonArgs, runs: &[SeedRun]) {
+    let Some(first) = runs.first() else {
+        return;
+    };
+    let n = runs.len();
+    let rows: Vec<Vec<String>> = runs
+        .iter()
+        .map(|r| {
+            let show = |es: EarlyStop| format!("{:.2} (epoch {})", es.test, es.epoch);
+            vec![
+                r.seed.to_string(),
+                show(r.dense),
+                show(r.ticket),
+                show(r.reinit),
+            ]
+        })
+        .collect();
+    report.table(
+        &format!(
+            "Early stopping on a validation split held out of the training set ({n} seeds): test accuracy % at the epoch of the best validation accuracy, the ticket at {:.1} % of the weights",
+            first.remaining
+        ),
+        &["seed", "dense", "ticket", "random reinit"],
+        &rows,
+    );
+    let spread = |f: fn(&SeedRun) -> f64| Spread::of(&runs.iter().map(f).collect::<Vec<_>>());
+    let ticket_minus_dense = spread(|r| r.ticket.test - r.dense.test);
+    let ticket_minus_reinit = spread(|r| r.ticket.test - r.reinit.test);
+    report.claim(
+        Claim::over_seeds(
+            common.quick,
+            format!(
+                "Frankle & Carbin: the ticket at {:.1} % of the weights minus dense, at early stopping ({n} seeds)",
+                first.remaining
+            ),
+            ticket_minus_dense,
+            " pp",
+            Bound::AtLeast(0.0),
+        )
+        .paper("the ticket at least as accurate as dense, at an earlier early-stopping iteration"),
+    );
+    report.claim(
+        Claim::over_seeds(
+            common.quick,
+            format!(
+                "Frankle & Carbin: the ticket at {:.1} % minus its random reinitialization, at early stopping ({n} seeds)",
+                first.remaining
+            ),
+            ticket_minus_reinit,
+            " pp",
+            Bound::AtLeast(0.0),
+        )
+        .paper("reinitialized tickets learn slower and reach lower accuracy"),
+    );
+    let dense = spread(|r| r.dense.test);
+    let ticket = spread(|r| r.ticket.test);
+    let reinit = spread(|r| r.reinit.test);
+    let dense_epoch = spread(|r| r.dense.epoch as f64);
+    let ticket_epoch = spread(|r| r.ticket.epoch as f64);
+    report.section(
+        "Early stopping: how to read this",
+        &format!(
+            "The paper's measure: each run's early-stopping iteration on {} training images \
+             held out for validation (here the epoch of the best validation accuracy; the paper \
+             uses the validation loss), and its test accuracy there. Means over {n} seeds, each \
+             its own initialization, dense network and ticket: dense {} % at epoch {}, ticket {} \
+             % at epoch {}, random reinitialization {} %.",
+            first.validation,
+            dense.show(2),
+            dense_epoch.show(1),
+            ticket.show(2),
+            ticket_epoch.show(1),
+            reinit.show(2),
+        ),
+    );
+    report.metric("dense_es_acc", dense.mean);
+    report.metric("dense_es_acc_std", dense.std);
+    report.metric("ticket_es_acc_at_21pct", ticket.mean);
+    report.metric("ticket_es_acc_at_21pct_std", ticket.std);
+    report.metric("reinit_es_acc_at_21pct", reinit.mean);
+    report.metric("ticket_minus_dense_es_pp", ticket_minus_dense.mean);
+    report.metric("ticket_minus_dense_es_pp_std", ticket_minus_dense.std);
+    report.metric("dense_es_epoch", dense_epoch.mean);
+    report.metric("ticket_es_epoch_at_21pct", ticket_epoch.mean);
 }
 
 /// Ticket and control accuracy against the weights remaining.
