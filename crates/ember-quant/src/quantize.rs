@@ -74,7 +74,8 @@ pub enum WeightGranularity {
     /// One scale per output channel.
     PerOutputChannel,
     /// One scale per run of this many input elements, for each output channel (int4
-    /// weight-only quantization uses 32 to 128).
+    /// weight-only quantization uses 32 to 128); a convolution's runs go over each filter's
+    /// `in · kh · kw` values ([`crate::Granularity::PerFlatGroup`]).
     PerInputGroup(usize),
 }
 
@@ -183,6 +184,11 @@ impl WeightConfig {
         match self.granularity {
             WeightGranularity::PerTensor => base,
             WeightGranularity::PerOutputChannel => base.per_channel(axes.output),
+            // A convolution's groups run over each filter's in x kh x kw values, as its GEMM
+            // multiplies them; a fully connected layer's along its input axis.
+            WeightGranularity::PerInputGroup(size) if info.shape.len() > 2 => {
+                base.per_flat_group(axes.input, size)
+            }
             WeightGranularity::PerInputGroup(size) => base.per_group(axes.input, size),
         }
     }

@@ -68,6 +68,17 @@ pub enum Granularity {
         /// Elements per group.
         size: usize,
     },
+    /// One scale per run of `size` consecutive elements of the axes from `axis` on, flattened,
+    /// separately for every index of the axes before it: a convolution's weight
+    /// `[out, in, kh, kw]` with `axis` 1 groups each filter's `in · kh · kw` values in order,
+    /// as the matrix its GEMM multiplies (grouping along `in` alone would give a 1-channel
+    /// filter one scale per weight).
+    PerFlatGroup {
+        /// The first of the flattened axes.
+        axis: usize,
+        /// Elements per group.
+        size: usize,
+    },
 }
 
 /// A complete quantization scheme.
@@ -163,6 +174,13 @@ impl QScheme {
         self
     }
 
+    /// The same scheme with one scale per `size` elements of the axes from `axis` on,
+    /// flattened (see [`Granularity::PerFlatGroup`]).
+    pub fn per_flat_group(mut self, axis: usize, size: usize) -> Self {
+        self.granularity = Granularity::PerFlatGroup { axis, size };
+        self
+    }
+
     /// The same scheme with `reduce_range`.
     pub fn with_reduce_range(mut self) -> Self {
         self.reduce_range = true;
@@ -227,6 +245,29 @@ impl QScheme {
                     count: outer * groups * inner,
                     grouping: Some(Grouping {
                         inner,
+                        dim,
+                        group: Some((size, groups)),
+                    }),
+                }
+            }
+            Granularity::PerFlatGroup { axis, size } => {
+                if axis >= shape.len() {
+                    return Err(axis_error(axis));
+                }
+                if size == 0 {
+                    return Err(Error::Scheme {
+                        what: what.to_string(),
+                        reason: "group size 0".into(),
+                    });
+                }
+                let dim: usize = shape[axis..].iter().product();
+                let outer: usize = shape[..axis].iter().product();
+                let groups = dim.div_ceil(size);
+                Layout {
+                    numel,
+                    count: outer * groups,
+                    grouping: Some(Grouping {
+                        inner: 1,
                         dim,
                         group: Some((size, groups)),
                     }),
@@ -554,6 +595,15 @@ mod tests {
             (0..12).map(|i| down.index(i)).collect::<Vec<_>>(),
             vec![0, 1, 2, 0, 1, 2, 3, 4, 5, 3, 4, 5]
         );
+        // A convolution [2, 3, 2, 2] in groups of 5 over in x kh x kw: each filter's 12 values
+        // in order, 3 groups of 5, 5 and 2.
+        let conv = s.per_flat_group(1, 5).layout(&[2, 3, 2, 2], "w").unwrap();
+        assert_eq!(conv.count(), 6);
+        assert_eq!(
+            (0..24).map(|i| conv.index(i)).collect::<Vec<_>>(),
+            [[0; 5].as_slice(), &[1; 5], &[2; 2], &[3; 5], &[4; 5], &[5; 2]].concat()
+        );
+        assert!(s.per_flat_group(4, 5).layout(&[2, 3, 2, 2], "w").is_err());
         // A channel axis over 255, which burn's block quantization cannot express.
         assert_eq!(
             s.per_channel(0).layout(&[300, 2], "w").unwrap().count(),

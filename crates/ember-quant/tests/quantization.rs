@@ -1320,3 +1320,25 @@ fn weight_only_files_load_into_plain_burn_layers() {
         "{err}"
     );
 }
+
+#[test]
+fn int4_groups_of_a_convolution_run_over_each_filter() {
+    let _seeded = seeded_lock();
+    let device = Device::flex();
+    let model = lenet(&device, 5);
+    let original = host(model.conv2.weight.val());
+    let q = quantize_weights(model, &WeightConfig::int4_per_group(32)).unwrap();
+    // conv1 is [6, 1, 5, 5]: one group of 25 per filter, not one scale per weight.
+    assert_eq!(q.weights["conv1.weight"].params().scale.len(), 6);
+    // conv2 is [16, 6, 5, 5]: each filter's 150 values in groups of 32 (4 of 32 and one of 22).
+    let conv2 = &q.weights["conv2.weight"];
+    assert_eq!(conv2.params().scale.len(), 16 * 5);
+    // By hand: the second group of filter 3 is its values 32..64, symmetric int4: its scale
+    // is their max |w| / 7.5.
+    let group: Vec<f32> = original[3 * 150 + 32..3 * 150 + 64].to_vec();
+    let amax = group.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+    assert_eq!(conv2.params().scale[3 * 5 + 1], amax / 7.5);
+    // Linear layers keep their groups along the input axis: fc2 is [120, 84], 4 groups of
+    // at most 32 inputs for each of its 84 outputs.
+    assert_eq!(q.weights["fc2.weight"].params().scale.len(), 4 * 84);
+}

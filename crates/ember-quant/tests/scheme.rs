@@ -15,13 +15,14 @@ fn scheme() -> impl Strategy<Value = QScheme> {
     let mode = prop_oneof![Just(Mode::Symmetric), Just(Mode::Affine)];
     // A width narrower than the type's, as a 2-bit scheme in an Int4 (0: the type's own).
     let narrow = 0..8u32;
-    (qtype, mode, 0..3usize, 1..5usize, any::<bool>(), narrow).prop_map(
+    (qtype, mode, 0..4usize, 1..5usize, any::<bool>(), narrow).prop_map(
         |(t, m, g, size, reduce, narrow)| {
             let s = QScheme::new(t, m);
             let s = match g {
                 0 => s,
                 1 => s.per_channel(1),
-                _ => s.per_group(0, size),
+                2 => s.per_group(0, size),
+                _ => s.per_flat_group(1, size),
             };
             let s = if narrow > 0 {
                 s.with_bits(2 + narrow % (t.bits() - 1))
