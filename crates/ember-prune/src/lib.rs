@@ -9,6 +9,9 @@
 //!   rewinding and lottery tickets;
 //! - [`report`]: the sparsity each layer has;
 //! - [`export`]: a sparse file whose size falls with sparsity, and loading it back;
+//! - [`save_masked`] / [`load_masked`]: any pruned burn module saved with its masks, to go on
+//!   training it after a restart (burn's own `load_file` into a fresh module fails on the
+//!   masks, which it does not have yet; `load_masked` attaches them first);
 //! - [`structured`]: whole neurons or filters scored (L1 / L2 / Taylor / APoZ / Shapley /
 //!   random, per layer or across layers) and removed, the model rebuilt smaller.
 //!
@@ -34,6 +37,7 @@ pub mod retrain;
 pub mod schedule;
 pub mod structured;
 
+pub use ember_tensor::{load_masked, save_masked};
 pub use error::{Error, Result};
 pub use export::{export_sparse, load_sparse};
 pub use prune::{Criterion, NmPattern, PruneConfig, Scope, compute_masks, prune};

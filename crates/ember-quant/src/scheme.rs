@@ -601,7 +601,15 @@ mod tests {
         assert_eq!(conv.count(), 6);
         assert_eq!(
             (0..24).map(|i| conv.index(i)).collect::<Vec<_>>(),
-            [[0; 5].as_slice(), &[1; 5], &[2; 2], &[3; 5], &[4; 5], &[5; 2]].concat()
+            [
+                [0; 5].as_slice(),
+                &[1; 5],
+                &[2; 2],
+                &[3; 5],
+                &[4; 5],
+                &[5; 2]
+            ]
+            .concat()
         );
         assert!(s.per_flat_group(4, 5).layout(&[2, 3, 2, 2], "w").is_err());
         // A channel axis over 255, which burn's block quantization cannot express.

@@ -61,7 +61,11 @@ fn a_masked_module_of_any_type_round_trips() {
         .unwrap();
     assert_eq!(back, keep);
     // The masked weights read as zeros where the mask drops them.
-    let first = &expected.iter().find(|(p, _)| p == "first.weight").unwrap().1;
+    let first = &expected
+        .iter()
+        .find(|(p, _)| p == "first.weight")
+        .unwrap()
+        .1;
     assert!(keep.iter().zip(first).all(|(k, v)| *k || *v == 0.0));
 
     // Damage anywhere in the record, another structure, another file: typed errors.

@@ -241,7 +241,6 @@ pub fn load_model(path: &Path, device: &Device) -> Result<(Model, ModelConfig)> 
     Ok((model, sidecar.config))
 }
 
-
 /// Write to a temporary file in the same directory, then rename over `path`.
 fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
     ember_tensor::fs::write_atomically(path, bytes).map_err(|source| Error::Io {
