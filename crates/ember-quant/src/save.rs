@@ -63,7 +63,7 @@ pub fn save_quantized<M: Module>(quantized: &Quantized<M>, path: &Path) -> Resul
         path: path.to_path_buf(),
         reason,
     };
-    let mut buffers: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = Vec::new();
+    let mut buffers: Vec<Buffer> = Vec::new();
     let mut shapes = BTreeMap::new();
     let mut schemes = BTreeMap::new();
     let mut float = FloatType::F32;
@@ -137,6 +137,23 @@ pub fn save_quantized<M: Module>(quantized: &Quantized<M>, path: &Path) -> Resul
         ("inputs".to_string(), json(&inputs)?),
         ("float".to_string(), json(&float)?),
     ]);
+    write_file(path, &buffers, metadata)
+}
+
+/// A tensor to write: its name, dtype, shape and bytes.
+pub(crate) type Buffer = (String, Dtype, Vec<usize>, Vec<u8>);
+
+/// Write `buffers` and `metadata` to `path` as a checksummed safetensors file, atomically;
+/// returns its size in bytes. The one writer of Ember's quantized formats.
+pub(crate) fn write_file(
+    path: &Path,
+    buffers: &[Buffer],
+    metadata: BTreeMap<String, String>,
+) -> Result<u64> {
+    let file_error = |reason: String| Error::QuantFile {
+        path: path.to_path_buf(),
+        reason,
+    };
     let views = buffers
         .iter()
         .map(|(name, dtype, shape, bytes)| {
@@ -151,6 +168,25 @@ pub fn save_quantized<M: Module>(quantized: &Quantized<M>, path: &Path) -> Resul
         source,
     })?;
     Ok(bytes.len() as u64)
+}
+
+/// The bytes and metadata of the file at `path` in `format` (or a `legacy` one), its
+/// checksum verified; errors as [`Error::Io`] or [`Error::QuantFile`].
+pub(crate) fn open_file(
+    path: &Path,
+    format: &str,
+    legacy: &[&str],
+) -> Result<(Vec<u8>, std::collections::HashMap<String, String>)> {
+    read_tagged_safetensors(path, format, legacy).map_err(|e| match e {
+        TaggedFileError::Io(source) => Error::Io {
+            path: path.to_path_buf(),
+            source,
+        },
+        TaggedFileError::Invalid(reason) => Error::QuantFile {
+            path: path.to_path_buf(),
+            reason,
+        },
+    })
 }
 
 /// Load a file written by [`save_quantized`] into `skeleton` (the same architecture, built on
@@ -241,14 +277,7 @@ fn read_quantized<M: Module>(skeleton: M, path: &Path, device: &Device) -> Resul
         path: path.to_path_buf(),
         reason,
     };
-    let (bytes, metadata) =
-        read_tagged_safetensors(path, FORMAT, &LEGACY_FORMATS).map_err(|e| match e {
-            TaggedFileError::Io(source) => Error::Io {
-                path: path.to_path_buf(),
-                source,
-            },
-            TaggedFileError::Invalid(reason) => file_error(reason),
-        })?;
+    let (bytes, metadata) = open_file(path, FORMAT, &LEGACY_FORMATS)?;
     let field = |name: &str| metadata.get(name).map(String::as_str).unwrap_or("");
     let parse_error = |name: &str, e: serde_json::Error| file_error(format!("bad {name}: {e}"));
     let shapes: BTreeMap<String, Vec<usize>> =

@@ -42,6 +42,16 @@ pub enum BinaryScale {
     Learned,
 }
 
+impl BinaryScale {
+    /// The scale a layer uses, from its learned scale parameter if it has one.
+    fn of(learned: Option<&Param<Tensor<1>>>) -> Self {
+        match learned {
+            Some(_) => Self::Learned,
+            None => Self::Analytic,
+        }
+    }
+}
+
 /// A fully connected layer with binary weights and inputs. The weight is burn's
 /// `[d_input, d_output]`, kept in float for training (the latent weights the signs come from).
 #[derive(Module, Debug)]
@@ -67,6 +77,32 @@ pub struct PackedBinary {
 }
 
 impl PackedBinary {
+    /// `rows x len` weight values (one row per output) packed as signs, with each output's
+    /// scale and the bias read to the host; NaN or infinite weights or scales are an error.
+    fn new(
+        kernel: BinaryKernel,
+        [rows, len]: [usize; 2],
+        weights: Tensor<1>,
+        alpha: Tensor<1>,
+        bias: Option<&Param<Tensor<1>>>,
+    ) -> Result<Arc<Self>> {
+        let alpha = ember_tensor::stats::read_f32(alpha)?;
+        check_finite(&alpha, "binary scale")?;
+        let weights = ember_tensor::stats::read_f32(weights)?;
+        check_finite(&weights, "binary weight")?;
+        let signs = PackedSigns::from_values(rows, len, &weights)?;
+        let bias = match bias {
+            Some(b) => Some(ember_tensor::stats::read_f32(b.val())?),
+            None => None,
+        };
+        Ok(Arc::new(Self {
+            signs,
+            alpha,
+            bias,
+            kernel,
+        }))
+    }
+
     /// Bytes of the packed signs and the scales: what the layer's weight costs on disk.
     pub fn bytes(&self) -> usize {
         self.signs.bytes() + 4 * self.alpha.len()
@@ -106,11 +142,7 @@ impl BinaryLinear {
 
     /// Which scale the layer uses.
     pub fn scale_kind(&self) -> BinaryScale {
-        if self.scale.is_some() {
-            BinaryScale::Learned
-        } else {
-            BinaryScale::Analytic
-        }
+        BinaryScale::of(self.scale.as_ref())
     }
 
     /// The weight's scale per output, `[1, d_output]`.
@@ -181,22 +213,16 @@ impl BinaryLinear {
         };
         let weight = self.weight.val();
         let [inputs, outputs] = weight.dims();
-        let alpha = ember_tensor::stats::read_f32(self.alpha(&weight))?;
-        check_finite(&alpha, "binary scale")?;
+        let alpha = self.alpha(&weight);
         // One row of signs per output: the transpose of burn's layout.
-        let rows = ember_tensor::stats::read_f32(weight.transpose())?;
-        check_finite(&rows, "binary weight")?;
-        let signs = PackedSigns::from_values(outputs, inputs, &rows)?;
-        let bias = match &self.bias {
-            Some(b) => Some(ember_tensor::stats::read_f32(b.val())?),
-            None => None,
-        };
-        self.packed = Some(Arc::new(PackedBinary {
-            signs,
-            alpha,
-            bias,
+        let rows = weight.transpose().flatten::<1>(0, 1);
+        self.packed = Some(PackedBinary::new(
             kernel,
-        }));
+            [outputs, inputs],
+            rows,
+            alpha.flatten::<1>(0, 1),
+            self.bias.as_ref(),
+        )?);
         Ok(())
     }
 
@@ -269,11 +295,7 @@ impl BinaryConv2d {
 
     /// Which scale the layer uses.
     pub fn scale_kind(&self) -> BinaryScale {
-        if self.scale.is_some() {
-            BinaryScale::Learned
-        } else {
-            BinaryScale::Analytic
-        }
+        BinaryScale::of(self.scale.as_ref())
     }
 
     /// The weight's scale per output channel, `[out, 1, 1, 1]`.
@@ -378,22 +400,15 @@ impl BinaryConv2d {
         };
         let weight = self.weight.val();
         let [outputs, channels, kh, kw] = weight.dims();
-        let alpha = ember_tensor::stats::read_f32(self.alpha(&weight))?;
-        check_finite(&alpha, "binary scale")?;
+        let alpha = self.alpha(&weight);
         // burn's [out, in, kh, kw] is already one row of `in · kh · kw` per output.
-        let rows = ember_tensor::stats::read_f32(weight)?;
-        check_finite(&rows, "binary weight")?;
-        let signs = PackedSigns::from_values(outputs, channels * kh * kw, &rows)?;
-        let bias = match &self.bias {
-            Some(b) => Some(ember_tensor::stats::read_f32(b.val())?),
-            None => None,
-        };
-        self.packed = Some(Arc::new(PackedBinary {
-            signs,
-            alpha,
-            bias,
+        self.packed = Some(PackedBinary::new(
             kernel,
-        }));
+            [outputs, channels * kh * kw],
+            weight.flatten::<1>(0, 3),
+            alpha.flatten::<1>(0, 3),
+            self.bias.as_ref(),
+        )?);
         Ok(())
     }
 

@@ -18,12 +18,11 @@ use std::path::Path;
 
 use burn::module::Module;
 use ember_kernels::PackedSigns;
-use ember_tensor::fs::{TaggedFileError, read_tagged_safetensors};
 use ember_tensor::param_values;
-use safetensors::tensor::{Dtype, SafeTensors, TensorView};
+use safetensors::tensor::{Dtype, SafeTensors};
 
 use crate::qtensor::check_finite;
-use crate::save::{erased, f32s};
+use crate::save::{Buffer, erased, f32s, open_file, write_file};
 use crate::{Error, Result};
 
 /// The `format` in the file's metadata.
@@ -90,7 +89,7 @@ pub fn save_binary<M: Module>(model: &M, path: &Path) -> Result<u64> {
         path: path.to_path_buf(),
         reason,
     };
-    let mut buffers: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = Vec::new();
+    let mut buffers: Vec<Buffer> = Vec::new();
     let mut shapes = BTreeMap::new();
     let mut axes = BTreeMap::new();
     for value in param_values(model) {
@@ -132,20 +131,7 @@ pub fn save_binary<M: Module>(model: &M, path: &Path) -> Result<u64> {
         ("shapes".to_string(), json(&shapes)?),
         ("binary_output_axes".to_string(), json(&axes)?),
     ]);
-    let views = buffers
-        .iter()
-        .map(|(name, dtype, shape, bytes)| {
-            TensorView::new(*dtype, shape.clone(), bytes)
-                .map(|view| (name.clone(), view))
-                .map_err(|e| file_error(e.to_string()))
-        })
-        .collect::<Result<Vec<_>>>()?;
-    let bytes = ember_tensor::fs::serialize_safetensors(views, metadata).map_err(file_error)?;
-    ember_tensor::fs::write_atomically(path, &bytes).map_err(|source| Error::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    Ok(bytes.len() as u64)
+    write_file(path, &buffers, metadata)
 }
 
 /// Load a file written by [`save_binary`] into `skeleton` (the same architecture). Every
@@ -157,14 +143,7 @@ pub fn load_binary<M: Module>(skeleton: M, path: &Path) -> Result<M> {
         path: path.to_path_buf(),
         reason,
     };
-    let (bytes, metadata) =
-        read_tagged_safetensors(path, BINARY_FORMAT, &[]).map_err(|e| match e {
-            TaggedFileError::Io(source) => Error::Io {
-                path: path.to_path_buf(),
-                source,
-            },
-            TaggedFileError::Invalid(reason) => file_error(reason),
-        })?;
+    let (bytes, metadata) = open_file(path, BINARY_FORMAT, &[])?;
     let field = |name: &str| metadata.get(name).map(String::as_str).unwrap_or("");
     let parse_error = |name: &str, e: serde_json::Error| file_error(format!("bad {name}: {e}"));
     let shapes: BTreeMap<String, Vec<usize>> =
