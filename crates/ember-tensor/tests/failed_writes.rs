@@ -70,3 +70,72 @@ fn a_save_that_fails_part_way_leaves_the_old_file_and_no_temporary_one() {
     write_atomically(&path, &new).unwrap();
     assert_eq!(std::fs::read(&path).unwrap(), new);
 }
+
+/// `dir` set so that no file can be created in it: read-only permissions and, for root (whom
+/// permissions do not stop), the immutable attribute (`chattr +i`). Undone on drop.
+struct ReadOnlyDir<'a>(&'a Path);
+
+/// The immutable flag through the `FS_IOC_{GET,SET}FLAGS` ioctls on `dir`.
+#[allow(unsafe_code)]
+fn set_immutable(dir: &Path, on: bool) -> std::io::Result<()> {
+    use std::os::unix::io::AsRawFd;
+    const FS_IMMUTABLE_FL: libc::c_long = 0x10;
+    let file = std::fs::File::open(dir)?;
+    let mut flags: libc::c_long = 0;
+    // SAFETY: the ioctls read and write one `long` through a pointer to a live local, on a
+    // descriptor this function owns.
+    unsafe {
+        if libc::ioctl(file.as_raw_fd(), libc::FS_IOC_GETFLAGS, &mut flags) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        flags = if on {
+            flags | FS_IMMUTABLE_FL
+        } else {
+            flags & !FS_IMMUTABLE_FL
+        };
+        if libc::ioctl(file.as_raw_fd(), libc::FS_IOC_SETFLAGS, &flags) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+impl<'a> ReadOnlyDir<'a> {
+    fn new(dir: &'a Path) -> Self {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o555)).unwrap();
+        #[allow(unsafe_code)]
+        // SAFETY: a plain libc call with no arguments.
+        let root = unsafe { libc::geteuid() } == 0;
+        if root {
+            set_immutable(dir, true)
+                .expect("root needs the immutable attribute to make a directory read-only");
+        }
+        Self(dir)
+    }
+}
+
+impl Drop for ReadOnlyDir<'_> {
+    fn drop(&mut self) {
+        use std::os::unix::fs::PermissionsExt;
+        let _ = set_immutable(self.0, false);
+        let _ = std::fs::set_permissions(self.0, std::fs::Permissions::from_mode(0o755));
+    }
+}
+
+#[test]
+fn a_save_into_a_read_only_directory_fails_and_leaves_the_old_file() {
+    // Under target/, not /tmp: the immutable attribute needs a file system that has it.
+    let root = Path::new(env!("CARGO_TARGET_TMPDIR"));
+    let dir = tempfile::tempdir_in(root).unwrap();
+    let path = dir.path().join("model.safetensors");
+    write_atomically(&path, b"old").unwrap();
+    {
+        let _read_only = ReadOnlyDir::new(dir.path());
+        assert!(write_atomically(&path, b"new bytes").is_err());
+        assert_eq!(std::fs::read(&path).unwrap(), b"old");
+        assert_eq!(entries(dir.path()), vec!["model.safetensors"]);
+    }
+    write_atomically(&path, b"new bytes").unwrap();
+    assert_eq!(std::fs::read(&path).unwrap(), b"new bytes");
+}
