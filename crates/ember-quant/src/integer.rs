@@ -12,7 +12,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use burn::tensor::{DType, Tensor, TensorData};
+use burn::tensor::{DType, Tensor};
 use ember_kernels::int8::{
     self, Activations, ConvShape, Epilogue, Int8Kernel, PackedWeights, WeightLayout,
 };
@@ -157,9 +157,8 @@ pub(crate) fn linear<const D: usize>(
     if !weights.accepts(&input, depth) {
         return Path::Float(input);
     }
-    let device = input.device();
-    let data = input.into_data();
-    let out = data.as_slice::<f32>().ok().and_then(|x| {
+    shape[D - 1] = weights.packed.width();
+    Path::on_host(input, |x| {
         let q = QuantizedInput {
             stride: depth,
             ..quantize_input(quant, x)?
@@ -167,15 +166,8 @@ pub(crate) fn linear<const D: usize>(
         let rows = x.len() / depth.max(1);
         let mut out = vec![0.0f32; rows * weights.packed.width()];
         run(weights, &q, rows, &mut out)?;
-        Some(out)
-    });
-    match out {
-        Some(out) => {
-            shape[D - 1] = weights.packed.width();
-            Path::Kernel(Tensor::from_data(TensorData::new(out, shape), &device))
-        }
-        None => Path::Float(Tensor::from_data(data, &device)),
-    }
+        Some((out, shape))
+    })
 }
 
 fn run(weights: &IntegerWeights, q: &QuantizedInput, rows: usize, out: &mut [f32]) -> Option<()> {
@@ -206,24 +198,20 @@ pub(crate) fn conv2d(
     if !weights.accepts(&input, shape.depth()) {
         return Path::Float(input);
     }
-    let device = input.device();
-    let data = input.into_data();
-    match conv2d_on_host(weights, quant, &data, batch, shape) {
-        Some(out) => Path::Kernel(Tensor::from_data(out, &device)),
-        None => Path::Float(Tensor::from_data(data, &device)),
-    }
+    Path::on_host(input, |x| conv2d_on_host(weights, quant, x, batch, shape))
 }
 
-/// [`conv2d`] on the input's host values: the output's data, or `None` for the float path.
+/// [`conv2d`] on the input's host values: the output and its shape, or `None` for the float
+/// path.
 fn conv2d_on_host(
     weights: &IntegerWeights,
     quant: &InputQuant,
-    data: &TensorData,
+    x: &[f32],
     batch: usize,
     shape: &ConvShape,
-) -> Option<TensorData> {
+) -> Option<(Vec<f32>, [usize; 4])> {
     let [oh, ow] = shape.output().ok()?;
-    let q = quantize_input(quant, data.as_slice::<f32>().ok()?)?;
+    let q = quantize_input(quant, x)?;
     let n = weights.packed.width();
     let mut out = vec![0.0f32; batch * n * oh * ow];
     let images = Activations {
@@ -246,5 +234,5 @@ fn conv2d_on_host(
         &mut out,
     )
     .ok()?;
-    Some(TensorData::new(out, [batch, n, oh, ow]))
+    Some((out, [batch, n, oh, ow]))
 }

@@ -154,8 +154,9 @@ impl LearnedSteps {
         self.log_input.val().exp()
     }
 
-    /// The learned steps as quantization parameters: the weight's and the input's. A step that
-    /// training made zero, negative or non-finite is an [`Error::Scheme`] naming `what`.
+    /// The learned steps as quantization parameters: the weight's and the input's. An input
+    /// step that training made zero or non-finite is an [`Error::Scheme`] naming `what`; the
+    /// weight's are checked where they quantize it ([`crate::QTensor::with_params`]).
     pub fn params(&self, what: &str) -> Result<(QParams, QParams)> {
         let weight = ember_tensor::stats::read_f32(self.weight_steps())?;
         let input = ember_tensor::stats::read_f32(self.input_step())?;
@@ -173,12 +174,6 @@ impl LearnedSteps {
             1,
             &format!("{what} input (learned step)"),
         )?;
-        if let Some(bad) = weight.scale.iter().find(|s| !(s.is_finite() && **s > 0.0)) {
-            return Err(Error::Scheme {
-                what: what.to_string(),
-                reason: format!("learned step {bad} is not a positive finite number"),
-            });
-        }
         Ok((weight, input))
     }
 }

@@ -40,6 +40,34 @@ pub(crate) enum Path<const D: usize> {
     Float(Tensor<D>),
 }
 
+impl<const D: usize> Path<D> {
+    /// Run `kernel` on `input`'s f32 values on the host: its output values and shape, or the
+    /// input back where it declines (`None`). The input is taken by value, so that flex hands
+    /// its buffer over without a copy.
+    pub(crate) fn on_host(
+        input: Tensor<D>,
+        kernel: impl FnOnce(&[f32]) -> Option<(Vec<f32>, [usize; D])>,
+    ) -> Self {
+        let device = input.device();
+        let data = input.into_data();
+        match data.as_slice::<f32>().ok().and_then(kernel) {
+            Some((out, shape)) => Self::Kernel(Tensor::from_data(
+                burn::tensor::TensorData::new(out, shape),
+                &device,
+            )),
+            None => Self::Float(Tensor::from_data(data, &device)),
+        }
+    }
+}
+
+/// The calibration's state; a poisoned lock still holds it (a panicking forward pass leaves
+/// the observer as it was).
+pub(crate) fn lock(calibration: &Mutex<Calibration>) -> std::sync::MutexGuard<'_, Calibration> {
+    calibration
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 /// What a layer does to its input before its own computation.
 #[derive(Debug, Clone, Default)]
 pub enum InputQuant {
@@ -129,6 +157,16 @@ impl Calibration {
             .is_some_and(|after| self.trained_batches >= after)
     }
 
+    /// Count one training batch of quantization-aware training; whether to observe it (not
+    /// once the observer is frozen).
+    fn observes_training_batch(&mut self) -> bool {
+        if self.is_frozen() {
+            return false;
+        }
+        self.trained_batches += 1;
+        true
+    }
+
     /// Hand what the device saw to the observer (one read-back) and return the first error
     /// observing raised.
     pub fn finish(&mut self) -> Result<(), ember_observe::Error> {
@@ -173,22 +211,10 @@ impl InputQuant {
                 scheme,
                 calibration,
             } => {
-                if training {
-                    let frozen = {
-                        let mut state = calibration
-                            .lock()
-                            .unwrap_or_else(|poisoned| poisoned.into_inner());
-                        let frozen = state.is_frozen();
-                        state.trained_batches += usize::from(!frozen);
-                        frozen
-                    };
-                    if !frozen {
-                        observe(calibration, &input);
-                    }
+                if training && lock(calibration).observes_training_batch() {
+                    observe(calibration, &input);
                 }
-                let state = calibration
-                    .lock()
-                    .unwrap_or_else(|poisoned| poisoned.into_inner());
+                let state = lock(calibration);
                 if let Some(range) = &state.device {
                     return range.fake_quantize_ste(input, scheme);
                 }
@@ -220,9 +246,7 @@ impl InputQuant {
 }
 
 fn observe<const D: usize>(calibration: &Mutex<Calibration>, input: &Tensor<D>) {
-    let mut state = calibration
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let mut state = lock(calibration);
     if let Some(range) = &mut state.device {
         range.update(input);
         return;

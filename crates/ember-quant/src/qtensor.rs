@@ -37,6 +37,8 @@ impl QTensor {
     ) -> Result<Self> {
         check_finite(values, what)?;
         let layout = checked_layout(&scheme, shape, &params, values.len(), what)?;
+        // Parameters from elsewhere (learned steps, a file): a zero scale would divide by zero.
+        params.check(&scheme, layout.count(), what)?;
         let bounds = scheme.bounds();
         let ints = values.iter().enumerate().map(|(i, &x)| {
             let p = layout.index(i);

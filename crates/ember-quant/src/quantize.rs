@@ -13,9 +13,9 @@ use ember_tensor::{Classifier, LabeledData, ParamInfo, Selector, param_values, p
 use serde::{Deserialize, Serialize};
 
 use crate::Int8Kernel;
-use crate::nn::{Calibration, InputQuant, QuantLayers};
+use crate::nn::{Calibration, InputQuant, QuantLayers, lock};
 use crate::qtensor::QTensor;
-use crate::scheme::{Mode, QScheme, QType};
+use crate::scheme::{Mode, QParams, QScheme, QType};
 use crate::{Error, Result};
 
 /// A model whose weights (and, for models built from [`crate::nn`] layers, inputs) are
@@ -412,16 +412,10 @@ impl<M: Module + QuantLayers> Prepared<M> {
     /// an input that was always zero is a typed error naming the layer.
     pub fn convert(self) -> Result<Quantized<M>> {
         let scheme = self.config.activations;
-        let mut inputs = BTreeMap::new();
-        for (name, calibration) in &self.observed {
-            let mut state = calibration
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
-            state.finish()?;
-            let ranges = state.observer.ranges(scheme.levels())?;
-            let params = scheme.qparams(&ranges, &format!("{name} input"))?;
-            inputs.insert(name.clone(), InputQuant::Static { scheme, params });
-        }
+        let mut inputs: BTreeMap<String, InputQuant> = input_params(&self.observed, &scheme)?
+            .into_iter()
+            .map(|(name, params)| (name, InputQuant::Static { scheme, params }))
+            .collect();
         let mut weights = self.config.weights.clone();
         let mut model = self.model;
         let kept = kept_float(&mut model, &self.config.keep_float)?;
@@ -484,12 +478,7 @@ pub struct Qat<M> {
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub fn prepare_qat<M: Module + QuantLayers>(model: M, config: &StaticConfig) -> Result<Qat<M>> {
-    if let WeightGranularity::PerInputGroup(_) = config.weights.granularity {
-        return Err(Error::Scheme {
-            what: "quantization-aware training".into(),
-            reason: "weights are fake-quantized per tensor or per output channel".into(),
-        });
-    }
+    refuse_per_group(config, "quantization-aware training")?;
     let Prepared {
         mut model,
         config,
@@ -533,10 +522,35 @@ pub fn prepare_qat<M: Module + QuantLayers>(model: M, config: &StaticConfig) -> 
     })
 }
 
-fn lock(calibration: &Mutex<Calibration>) -> std::sync::MutexGuard<'_, Calibration> {
-    calibration
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
+/// Each observed layer's input parameters under `scheme`, from what its observer saw. An
+/// error observing (NaN activations), an observer that saw no batch or an input that was
+/// always zero is a typed error naming the layer.
+fn input_params(
+    observed: &BTreeMap<String, Arc<Mutex<Calibration>>>,
+    scheme: &QScheme,
+) -> Result<BTreeMap<String, QParams>> {
+    let mut params = BTreeMap::new();
+    for (name, calibration) in observed {
+        let mut state = lock(calibration);
+        state.finish()?;
+        let ranges = state.observer.ranges(scheme.levels())?;
+        params.insert(
+            name.clone(),
+            scheme.qparams(&ranges, &format!("{name} input"))?,
+        );
+    }
+    Ok(params)
+}
+
+/// Quantization-aware training fake-quantizes weights per tensor or per output channel.
+fn refuse_per_group(config: &StaticConfig, what: &str) -> Result<()> {
+    match config.weights.granularity {
+        WeightGranularity::PerInputGroup(_) => Err(Error::Scheme {
+            what: what.into(),
+            reason: "weights are quantized per tensor or per output channel".into(),
+        }),
+        _ => Ok(()),
+    }
 }
 
 /// Prepare `model` for quantization-aware training with learned step sizes (LSQ, see
@@ -573,12 +587,7 @@ pub fn prepare_lsq<M: Classifier + QuantLayers>(
     data: &(impl LabeledData + ?Sized),
     device: &Device,
 ) -> Result<Qat<M>> {
-    if let WeightGranularity::PerInputGroup(_) = config.weights.granularity {
-        return Err(Error::Scheme {
-            what: "learned step sizes".into(),
-            reason: "weights are quantized per tensor or per output channel".into(),
-        });
-    }
+    refuse_per_group(config, "learned step sizes")?;
     let prepared = prepare(model, config)?;
     calibrate(data, &config.calibration, device, |images| {
         let _ = prepared.model.forward(images);
@@ -589,16 +598,7 @@ pub fn prepare_lsq<M: Classifier + QuantLayers>(
         observed,
     } = prepared;
     let scheme = config.activations;
-    let mut input_params = BTreeMap::new();
-    for (name, calibration) in &observed {
-        let mut state = lock(calibration);
-        state.finish()?;
-        let ranges = state.observer.ranges(scheme.levels())?;
-        input_params.insert(
-            name.clone(),
-            scheme.qparams(&ranges, &format!("{name} input"))?,
-        );
-    }
+    let input_params = input_params(&observed, &scheme)?;
     let values = param_values(&model);
     for (name, layer) in model.quant_layers() {
         layer.set_input_quant(InputQuant::Float);

@@ -13,7 +13,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use burn::tensor::{DType, Tensor, TensorData};
+use burn::tensor::{DType, Tensor};
 use ember_kernels::Csr;
 use serde::{Deserialize, Serialize};
 
@@ -88,21 +88,17 @@ impl SparseWeights {
         if !accepts {
             return Path::Float(input);
         }
-        let data = input.into_data();
-        let Ok(x) = data.as_slice::<f32>() else {
-            return Path::Float(Tensor::from_data(data, &device));
-        };
-        let rows = x.len() / self.csr.cols().max(1);
-        let Ok(mut out) = self.csr.linear(x, rows) else {
-            return Path::Float(Tensor::from_data(data, &device));
-        };
-        if let Some(bias) = &self.bias {
-            for row in out.chunks_exact_mut(bias.len().max(1)) {
-                row.iter_mut().zip(bias.iter()).for_each(|(o, b)| *o += b);
-            }
-        }
         shape[D - 1] = self.csr.rows();
-        Path::Kernel(Tensor::from_data(TensorData::new(out, shape), &device))
+        Path::on_host(input, |x| {
+            let rows = x.len() / self.csr.cols().max(1);
+            let mut out = self.csr.linear(x, rows).ok()?;
+            if let Some(bias) = &self.bias {
+                for row in out.chunks_exact_mut(bias.len().max(1)) {
+                    row.iter_mut().zip(bias.iter()).for_each(|(o, b)| *o += b);
+                }
+            }
+            Some((out, shape))
+        })
     }
 }
 

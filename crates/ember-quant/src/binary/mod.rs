@@ -22,7 +22,7 @@ use burn::module::{Module, Param};
 use burn::nn::PaddingConfig2d;
 use burn::tensor::module::conv2d;
 use burn::tensor::ops::{ConvOptions, PadMode};
-use burn::tensor::{DType, Tensor, TensorData};
+use burn::tensor::{DType, Tensor};
 use ember_kernels::int8::ConvShape;
 use ember_kernels::{BinaryKernel, PackedSigns, binary_conv2d, binary_linear};
 use serde::{Deserialize, Serialize};
@@ -40,6 +40,14 @@ pub enum BinaryScale {
     Analytic,
     /// A parameter per output, initialized to `mean |w|` and trained (XNOR-Net++).
     Learned,
+}
+
+/// The packed form a binary layer runs `input` on: only a plain f32 input on a host device.
+fn on_host_packed<'a, const D: usize>(
+    packed: Option<&'a PackedBinary>,
+    input: &Tensor<D>,
+) -> Option<&'a PackedBinary> {
+    packed.filter(|_| input.dtype() == DType::F32 && ember_tensor::device::is_host(&input.device()))
 }
 
 impl BinaryScale {
@@ -171,19 +179,14 @@ impl BinaryLinear {
     }
 
     /// The output from the packed signs for a plain f32 input on a host device, else the input
-    /// back. Taken by value, so that flex hands its buffer over without a copy.
+    /// back.
     fn on_kernel(&self, input: Tensor<2>) -> Path<2> {
-        let Some(packed) = &self.packed else {
+        let Some(packed) = on_host_packed(self.packed.as_deref(), &input) else {
             return Path::Float(input);
         };
-        let device = input.device();
-        if !ember_tensor::device::is_host(&device) || input.dtype() != DType::F32 {
-            return Path::Float(input);
-        }
         let [batch, _] = input.dims();
-        let data = input.into_data();
-        let out = data.as_slice::<f32>().ok().and_then(|x| {
-            binary_linear(
+        Path::on_host(input, |x| {
+            let out = binary_linear(
                 packed.kernel,
                 x,
                 batch,
@@ -191,15 +194,9 @@ impl BinaryLinear {
                 &packed.alpha,
                 packed.bias.as_deref(),
             )
-            .ok()
-        });
-        match out {
-            Some(out) => {
-                let n = packed.alpha.len();
-                Path::Kernel(Tensor::from_data(TensorData::new(out, [batch, n]), &device))
-            }
-            None => Path::Float(Tensor::from_data(data, &device)),
-        }
+            .ok()?;
+            Some((out, [batch, packed.alpha.len()]))
+        })
     }
 
     /// Pack the weight's signs for the XNOR-popcount kernel (`kernel`), with the scales as they
@@ -344,13 +341,9 @@ impl BinaryConv2d {
     /// The output from the packed signs for a plain f32 input on a host device, else the input
     /// back.
     fn on_kernel(&self, input: Tensor<4>) -> Path<4> {
-        let Some(packed) = &self.packed else {
+        let Some(packed) = on_host_packed(self.packed.as_deref(), &input) else {
             return Path::Float(input);
         };
-        let device = input.device();
-        if !ember_tensor::device::is_host(&device) || input.dtype() != DType::F32 {
-            return Path::Float(input);
-        }
         let [batch, channels, height, width] = input.dims();
         let [_, _, kh, kw] = self.weight.dims();
         let shape = ConvShape {
@@ -365,9 +358,8 @@ impl BinaryConv2d {
         let Ok([oh, ow]) = shape.output() else {
             return Path::Float(input);
         };
-        let data = input.into_data();
-        let out = data.as_slice::<f32>().ok().and_then(|x| {
-            binary_conv2d(
+        Path::on_host(input, |x| {
+            let out = binary_conv2d(
                 packed.kernel,
                 x,
                 batch,
@@ -376,18 +368,9 @@ impl BinaryConv2d {
                 &packed.alpha,
                 packed.bias.as_deref(),
             )
-            .ok()
-        });
-        match out {
-            Some(out) => {
-                let n = packed.alpha.len();
-                Path::Kernel(Tensor::from_data(
-                    TensorData::new(out, [batch, n, oh, ow]),
-                    &device,
-                ))
-            }
-            None => Path::Float(Tensor::from_data(data, &device)),
-        }
+            .ok()?;
+            Some((out, [batch, packed.alpha.len(), oh, ow]))
+        })
     }
 
     /// Pack the weight's signs for the XNOR-popcount kernel (`kernel`), with the scales as they
