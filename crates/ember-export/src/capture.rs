@@ -1,0 +1,202 @@
+//! A model's forward pass recorded by burn's capture backend, at two batch sizes.
+//!
+//! The capture backend records operations without running them: the graph holds every
+//! operation with its tensors' shapes, and the model's weights as initialized values. A graph
+//! records one batch size; capturing twice, at [`BATCH_SIZES`], tells the batch axis (the
+//! dimensions that differ) from the fixed ones, so that the exported model takes any batch.
+
+use std::collections::{BTreeMap, HashMap};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+
+use burn::module::{Module, ModuleVisitor, Param};
+use burn::tensor::{Device, Tensor, TensorData};
+use burn_capture::CaptureBackend;
+use burn_ir::{OperationIr, TensorId, TensorIr};
+
+use crate::{Error, Result};
+
+/// The two batch sizes the forward pass is captured at. Neither is 1, so that a dimension of
+/// one that broadcasts is never mistaken for the batch.
+pub const BATCH_SIZES: [usize; 2] = [2, 3];
+
+/// One recorded forward pass.
+#[derive(Debug, Clone)]
+pub(crate) struct Capture {
+    /// The operations, in the order they ran.
+    pub ops: Vec<OperationIr>,
+    /// The initialized tensors: the model's parameters and buffers, the input, constants.
+    pub values: BTreeMap<TensorId, TensorData>,
+    /// The runtime input.
+    pub input: TensorIr,
+    /// The output.
+    pub output: TensorIr,
+    /// The model's float parameters by tensor, as dotted paths (`layers.0.weight`).
+    pub names: HashMap<TensorId, String>,
+}
+
+/// The same forward pass captured at both [`BATCH_SIZES`], checked to be the same graph.
+#[derive(Debug, Clone)]
+pub(crate) struct Captures {
+    /// At the first batch size: the graph that is exported.
+    pub main: Capture,
+    /// At the second: consulted for which dimensions follow the batch.
+    pub other: Capture,
+}
+
+impl Captures {
+    /// Capture `forward` of `model` for inputs of `shape` (its first axis the batch, whatever
+    /// its value) at both batch sizes.
+    pub fn new<M, F, const D: usize, const E: usize>(
+        model: &M,
+        shape: [usize; D],
+        forward: F,
+    ) -> Result<Self>
+    where
+        M: Module,
+        F: Fn(&M, Tensor<D>) -> Tensor<E>,
+    {
+        let [first, second] = BATCH_SIZES;
+        let main = capture(model, with_batch(shape, first), &forward)?;
+        let other = capture(model, with_batch(shape, second), &forward)?;
+        let mismatch = |what: String| Error::BatchDependent(first, second, what);
+        if main.ops.len() != other.ops.len() {
+            return Err(mismatch(format!(
+                "{} operations against {}",
+                main.ops.len(),
+                other.ops.len()
+            )));
+        }
+        for (i, (a, b)) in main.ops.iter().zip(&other.ops).enumerate() {
+            if crate::onnx::op_name(a) != crate::onnx::op_name(b) {
+                return Err(mismatch(format!(
+                    "operation {i} is `{}` against `{}`",
+                    crate::onnx::op_name(a),
+                    crate::onnx::op_name(b)
+                )));
+            }
+        }
+        Ok(Self { main, other })
+    }
+
+    /// For each dimension of the tensors at position `i` of the operations' tensor lists,
+    /// whether it follows the batch.
+    pub fn batch_axes(a: &TensorIr, b: &TensorIr) -> Vec<bool> {
+        a.shape
+            .iter()
+            .zip(b.shape.iter())
+            .map(|(x, y)| x != y)
+            .collect()
+    }
+}
+
+fn with_batch<const D: usize>(mut shape: [usize; D], batch: usize) -> [usize; D] {
+    if D > 0 {
+        shape[0] = batch;
+    }
+    shape
+}
+
+/// Record one forward pass on a fresh capture device.
+fn capture<M, F, const D: usize, const E: usize>(
+    model: &M,
+    shape: [usize; D],
+    forward: &F,
+) -> Result<Capture>
+where
+    M: Module,
+    F: Fn(&M, Tensor<D>) -> Tensor<E>,
+{
+    let device = Device::capture();
+    let mut boundary = None;
+    let mut names = HashMap::new();
+    // A forward pass that reads a tensor's values (`into_data`) cannot be captured: burn's
+    // capture backend panics there, and the exporter reports it as an error.
+    let recorded = catch_unwind(AssertUnwindSafe(|| {
+        device.capture_scope(|scope| {
+            let on_device = model.clone().to_device(&device);
+            let mut visitor = ParamNames::default();
+            on_device.visit(&mut visitor);
+            names = visitor.found;
+            let input = Tensor::<D>::from_data(TensorData::zeros::<f32, _>(shape), &device);
+            let input_id = id_of(input.clone());
+            let output = forward(&on_device, input);
+            let output_id = id_of(output);
+            boundary = Some((input_id, output_id));
+            match (input_id, output_id) {
+                (Some(i), Some(o)) => scope.complete([i], [o]),
+                _ => scope.complete([], []),
+            }
+        })
+    }));
+    let graph = match recorded {
+        Ok(Ok(graph)) => graph,
+        Ok(Err(error)) => return Err(Error::Capture(error.to_string())),
+        Err(panic) => {
+            let message = panic
+                .downcast_ref::<String>()
+                .map(String::as_str)
+                .or_else(|| panic.downcast_ref::<&str>().copied())
+                .unwrap_or("a panic");
+            return Err(Error::Capture(format!(
+                "the forward pass cannot run on a capture device ({message}); a forward pass \
+                 that reads tensor values on the host cannot be exported"
+            )));
+        }
+    };
+    let Some((Some(input), Some(output))) = boundary else {
+        return Err(Error::Capture(
+            "the input or the output is not a capture tensor".into(),
+        ));
+    };
+    let find = |id: TensorId| {
+        graph
+            .graph
+            .operations
+            .iter()
+            .flat_map(OperationIr::nodes)
+            .find(|t| t.id == id)
+            .cloned()
+    };
+    let (Some(input), Some(output)) = (find(input), find(output)) else {
+        return Err(Error::Capture(
+            "the forward pass does not connect its input to its output".into(),
+        ));
+    };
+    Ok(Capture {
+        ops: graph.graph.operations,
+        values: graph.values,
+        input,
+        output,
+        names,
+    })
+}
+
+fn id_of<const D: usize>(tensor: Tensor<D>) -> Option<TensorId> {
+    tensor
+        .try_into_primitive::<CaptureBackend>()
+        .ok()
+        .map(|primitive| primitive.id())
+}
+
+/// Every float parameter's tensor, by its dotted path.
+#[derive(Default)]
+struct ParamNames {
+    path: Vec<String>,
+    found: HashMap<TensorId, String>,
+}
+
+impl ModuleVisitor for ParamNames {
+    fn enter_module(&mut self, name: &str, _container_type: &str) {
+        self.path.push(name.to_string());
+    }
+
+    fn exit_module(&mut self, _name: &str, _container_type: &str) {
+        self.path.pop();
+    }
+
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        if let Some(id) = id_of(param.val()) {
+            self.found.insert(id, self.path.join("."));
+        }
+    }
+}
