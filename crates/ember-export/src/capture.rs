@@ -8,7 +8,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
-use burn::module::{Module, ModuleVisitor, Param};
+use burn::module::{Module, ModuleMapper, ModuleVisitor, Param, ParamId};
 use burn::tensor::{Device, Tensor, TensorData};
 use burn_capture::CaptureBackend;
 use burn_ir::{OperationIr, TensorId, TensorIr};
@@ -59,22 +59,31 @@ impl Captures {
         let main = capture(model, with_batch(shape, first), &forward)?;
         let other = capture(model, with_batch(shape, second), &forward)?;
         let mismatch = |what: String| Error::BatchDependent(first, second, what);
-        if main.ops.len() != other.ops.len() {
+        let (a, b) = (computations(&main), computations(&other));
+        if a.len() != b.len() {
             return Err(mismatch(format!(
                 "{} operations against {}",
-                main.ops.len(),
-                other.ops.len()
+                a.len(),
+                b.len()
             )));
         }
-        for (i, (a, b)) in main.ops.iter().zip(&other.ops).enumerate() {
-            if crate::onnx::op_name(a) != crate::onnx::op_name(b) {
-                return Err(mismatch(format!(
-                    "operation {i} is `{}` against `{}`",
-                    crate::onnx::op_name(a),
-                    crate::onnx::op_name(b)
-                )));
+        for (i, (x, y)) in a.iter().zip(&b).enumerate() {
+            let (nx, ny) = (crate::onnx::op_name(x), crate::onnx::op_name(y));
+            if nx != ny {
+                return Err(mismatch(format!("operation {i} is `{nx}` against `{ny}`")));
+            }
+            for (u, v) in x.inputs().zip(y.inputs()) {
+                let constant = u.id != main.input.id && main.values.contains_key(&u.id);
+                if constant && u.shape != v.shape {
+                    return Err(mismatch(format!(
+                        "`{nx}` reads a constant of shape {:?} that follows the batch",
+                        u.shape
+                    )));
+                }
             }
         }
+        let main = Capture { ops: a, ..main };
+        let other = Capture { ops: b, ..other };
         Ok(Self { main, other })
     }
 
@@ -87,6 +96,18 @@ impl Captures {
             .map(|(x, y)| x != y)
             .collect()
     }
+}
+
+/// The operations that compute: tensors' creation and release are left out (constants are
+/// looked up in the captured values; a module's buffers moved in an earlier capture are
+/// not created again).
+fn computations(capture: &Capture) -> Vec<OperationIr> {
+    capture
+        .ops
+        .iter()
+        .filter(|op| !matches!(op, OperationIr::Init(_) | OperationIr::Drop(_)))
+        .cloned()
+        .collect()
 }
 
 fn with_batch<const D: usize>(mut shape: [usize; D], batch: usize) -> [usize; D] {
@@ -107,6 +128,7 @@ where
     F: Fn(&M, Tensor<D>) -> Tensor<E>,
 {
     let device = Device::capture();
+    let saved = SharedState::save(model);
     let mut boundary = None;
     let mut names = HashMap::new();
     // A forward pass that reads a tensor's values (`into_data`) cannot be captured: burn's
@@ -128,6 +150,7 @@ where
             }
         })
     }));
+    saved.restore(model);
     let graph = match recorded {
         Ok(Ok(graph)) => graph,
         Ok(Err(error)) => return Err(Error::Capture(error.to_string())),
@@ -198,5 +221,47 @@ impl ModuleVisitor for ParamNames {
         if let Some(id) = id_of(param.val()) {
             self.found.insert(id, self.path.join("."));
         }
+    }
+}
+
+/// The values of a module's parameters and buffers before a capture.
+///
+/// burn's `RunningState` (a batch norm's running mean and variance) is shared by every clone
+/// of a module, and `to_device` moves it in place: capturing a clone would leave the caller's
+/// model with its statistics on the capture device, where nothing runs. Mapping a clone
+/// writes through that sharing too, which is how [`SharedState::restore`] puts them back.
+struct SharedState {
+    values: HashMap<ParamId, (Tensor<1>, Vec<usize>)>,
+}
+
+impl SharedState {
+    fn save<M: Module>(model: &M) -> Self {
+        struct Save(HashMap<ParamId, (Tensor<1>, Vec<usize>)>);
+        impl ModuleVisitor for Save {
+            fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+                let value = param.val();
+                let shape = value.dims().to_vec();
+                self.0.insert(param.id, (value.reshape([-1]), shape));
+            }
+        }
+        let mut save = Save(HashMap::new());
+        model.visit(&mut save);
+        Self { values: save.0 }
+    }
+
+    fn restore<M: Module>(&self, model: &M) {
+        struct Restore<'a>(&'a HashMap<ParamId, (Tensor<1>, Vec<usize>)>);
+        impl ModuleMapper for Restore<'_> {
+            fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+                match self.0.get(&param.id) {
+                    Some((flat, shape)) if param.val().device() != flat.device() => {
+                        let shape: [usize; D] = std::array::from_fn(|i| shape[i]);
+                        param.map(|_| flat.clone().reshape(shape))
+                    }
+                    _ => param,
+                }
+            }
+        }
+        let _ = model.clone().map(&mut Restore(&self.values));
     }
 }

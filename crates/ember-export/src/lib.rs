@@ -32,7 +32,7 @@ use ember_quant::{InputQuant, QuantLayers, Quantized, SparseKernel};
 
 pub use capture::BATCH_SIZES;
 pub use error::{Error, Result};
-pub use onnx::{ExportOptions, OPSET, OnnxModel, WeightForm};
+pub use onnx::{DequantizeForm, ExportOptions, OPSET, OnnxModel};
 
 use crate::capture::Captures;
 use crate::onnx::QuantPlan;

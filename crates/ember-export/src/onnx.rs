@@ -32,7 +32,7 @@ const IR_VERSION: i64 = 7;
 
 /// How a quantized weight is written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum WeightForm {
+pub enum DequantizeForm {
     /// Its integers through `DequantizeLinear` (with `axis` for per-channel scales): the QDQ
     /// form that ONNX Runtime, TensorRT and OpenVINO fold into integer kernels.
     #[default]
@@ -48,7 +48,7 @@ pub enum WeightForm {
 #[derive(Debug, Clone, Default)]
 pub struct ExportOptions {
     /// How quantized weights are written.
-    pub weight_form: WeightForm,
+    pub dequantize: DequantizeForm,
 }
 
 /// What quantization says about the captured model: the integers of its quantized
@@ -384,12 +384,20 @@ impl<'a> Builder<'a> {
                     &[&quantized, &s, &z],
                     vec![],
                 );
-                self.node(
-                    "DequantizeLinear",
-                    &[&quantized, &s, &z],
-                    &[&dequantized],
-                    vec![],
-                );
+                match self.options.dequantize {
+                    DequantizeForm::DequantizeLinear => {
+                        let inputs = [quantized.as_str(), &s, &z];
+                        self.node("DequantizeLinear", &inputs, &[&dequantized], vec![]);
+                    }
+                    DequantizeForm::CastAndScale => {
+                        let to_float = || vec![attr_int("to", DataType::FLOAT as i64)];
+                        let [qf, zf, centred] = ["q", "z", "centred"].map(|h| self.fresh(h));
+                        self.node("Cast", &[&quantized], &[&qf], to_float());
+                        self.node("Cast", &[&z], &[&zf], to_float());
+                        self.node("Sub", &[&qf, &zf], &[&centred], vec![]);
+                        self.node("Mul", &[&centred, &s], &[&dequantized], vec![]);
+                    }
+                }
             }
             other => {
                 return Err(Error::Quantization {
@@ -438,8 +446,8 @@ impl<'a> Builder<'a> {
         self.initializers
             .push(int_tensor(&ints, &shape, &q.values(), dtype));
         let count = params.scale.len();
-        match self.options.weight_form {
-            WeightForm::DequantizeLinear => {
+        match self.options.dequantize {
+            DequantizeForm::DequantizeLinear => {
                 let dims: Vec<usize> = if axis.is_some() { vec![count] } else { vec![] };
                 let scale = format!("{path}:scale");
                 let zero = format!("{path}:zero_point");
@@ -457,7 +465,7 @@ impl<'a> Builder<'a> {
                     attributes,
                 );
             }
-            WeightForm::CastAndScale => {
+            DequantizeForm::CastAndScale => {
                 let mut dims = vec![1; shape.len()];
                 if let Some(a) = axis {
                     dims[a] = count;
@@ -502,19 +510,6 @@ impl<'a> Builder<'a> {
         use ModuleOperationIr as Mod;
         use NumericOperationIr as Num;
         match (a, b) {
-            (OperationIr::Init(init), OperationIr::Init(other)) => {
-                let batch = init.out.shape != other.out.shape;
-                if batch && init.out.id != self.main.input.id {
-                    return Err(Error::BatchDependent(
-                        crate::capture::BATCH_SIZES[0],
-                        crate::capture::BATCH_SIZES[1],
-                        format!(
-                            "the forward pass creates a constant of shape {:?} that follows the batch",
-                            init.out.shape
-                        ),
-                    ));
-                }
-            }
             (OperationIr::Drop(_), _) => {}
             (
                 OperationIr::BaseFloat(Base::Reshape(s)),

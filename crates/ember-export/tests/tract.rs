@@ -6,7 +6,7 @@
 
 use burn::module::Module;
 use burn::tensor::{Device, Int, Tensor, TensorData};
-use ember_export::{Error, ExportOptions, OnnxModel, WeightForm, quantized_to_onnx, to_onnx};
+use ember_export::{DequantizeForm, Error, ExportOptions, OnnxModel, quantized_to_onnx, to_onnx};
 use ember_quant::{StaticConfig, WeightConfig, quantize_static};
 use ember_tensor::{Classifier, LabeledData};
 use ember_zoo::models::{LeNet5Config, MlpConfig};
@@ -144,7 +144,7 @@ fn float_lenet5_and_mlp_run_on_tract_with_the_same_outputs_at_another_batch_size
 }
 
 #[test]
-fn static_int8_lenet5_runs_on_tract_in_both_weight_forms() {
+fn static_int8_lenet5_runs_on_tract_in_both_dequantizes() {
     let _seeded = ember_tensor::testing::seeded_lock();
     let device = Device::flex();
     device.seed(11);
@@ -174,7 +174,7 @@ fn static_int8_lenet5_runs_on_tract_in_both_weight_forms() {
     // weights go through Cast and Mul.
     let q = quantize_static(model, &StaticConfig::default(), &calibration, &device).unwrap();
     let options = ExportOptions {
-        weight_form: WeightForm::CastAndScale,
+        dequantize: DequantizeForm::CastAndScale,
     };
     let onnx = quantized_to_onnx(&q, [1, 1, 28, 28], classify, &options).unwrap();
     let tract = tract_outputs(&onnx, &test);
@@ -314,4 +314,53 @@ fn an_unsupported_operation_is_refused_by_name_and_a_host_read_is_an_error() {
         to_onnx(&model, [1, 4], reading, &ExportOptions::default()),
         Err(Error::Capture(_))
     ));
+}
+
+#[test]
+fn a_residual_network_with_batch_norm_runs_on_tract() {
+    let _seeded = ember_tensor::testing::seeded_lock();
+    let device = Device::flex();
+    device.seed(3);
+    let resnet = ember_zoo::resnet::ResNetConfig::small(1, [28, 28], 10)
+        .init(&device)
+        .unwrap();
+    let onnx = to_onnx(&resnet, [1, 1, 28, 28], classify, &ExportOptions::default()).unwrap();
+    let types = onnx.op_types();
+    assert!(
+        types.contains(&"BatchNormalization") || types.contains(&"Sub"),
+        "{types:?}"
+    );
+    let images = Images::new(3, [1, 28, 28], 8);
+    let diff = max_abs_diff(
+        &tract_outputs(&onnx, &images),
+        &ember_outputs(&resnet, &images, &device),
+    );
+    assert!(diff < 1e-4, "ResNet: tract differs by {diff}");
+}
+
+#[test]
+fn dynamic_int8_mlp_runs_on_tract_through_dynamic_quantize_linear() {
+    let _seeded = ember_tensor::testing::seeded_lock();
+    let device = Device::flex();
+    device.seed(13);
+    let model = MlpConfig::lenet_300_100(784, 10).init(&device).unwrap();
+    let test = Images::new(20, [1, 28, 28], 6);
+    let float = ember_outputs(&model, &test, &device);
+    let q = ember_quant::quantize_dynamic(model, &ember_quant::DynamicConfig::default()).unwrap();
+    let standard =
+        quantized_to_onnx(&q, [1, 1, 28, 28], classify, &ExportOptions::default()).unwrap();
+    let types = standard.op_types();
+    assert_eq!(
+        types
+            .iter()
+            .filter(|t| **t == "DynamicQuantizeLinear")
+            .count(),
+        3
+    );
+    // tract's DequantizeLinear refuses a computed scale: Cast, Sub and Mul instead.
+    let options = ExportOptions {
+        dequantize: DequantizeForm::CastAndScale,
+    };
+    let onnx = quantized_to_onnx(&q, [1, 1, 28, 28], classify, &options).unwrap();
+    agree("dynamic", &tract_outputs(&onnx, &test), &q, &test, &float);
 }
