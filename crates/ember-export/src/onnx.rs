@@ -450,20 +450,21 @@ impl<'a> Builder<'a> {
             DequantizeForm::DequantizeLinear => {
                 let dims: Vec<usize> = if axis.is_some() { vec![count] } else { vec![] };
                 let scale = format!("{path}:scale");
-                let zero = format!("{path}:zero_point");
                 self.initializers
                     .push(tensor_f32(&scale, &dims, &params.scale));
-                self.initializers
-                    .push(int_tensor(&zero, &dims, &params.zero_point, dtype));
+                let mut inputs = vec![ints.clone(), scale];
+                // A zero point of 0 is DequantizeLinear's default: symmetric weights store none.
+                if params.zero_point.iter().any(|&z| z != 0) {
+                    let zero = format!("{path}:zero_point");
+                    self.initializers
+                        .push(int_tensor(&zero, &dims, &params.zero_point, dtype));
+                    inputs.push(zero);
+                }
                 let attributes = axis
                     .map(|a| vec![attr_int("axis", a as i64)])
                     .unwrap_or_default();
-                self.node(
-                    "DequantizeLinear",
-                    &[&ints, &scale, &zero],
-                    &[path],
-                    attributes,
-                );
+                let inputs: Vec<&str> = inputs.iter().map(String::as_str).collect();
+                self.node("DequantizeLinear", &inputs, &[path], attributes);
             }
             DequantizeForm::CastAndScale => {
                 let mut dims = vec![1; shape.len()];

@@ -12,9 +12,10 @@ use super::{Claim, CommonArgs, machine, workspace_root};
 
 /// Every experiment `repro all` runs, in the order it runs them (the baseline first: later
 /// experiments start from its trained models).
-pub const EXPERIMENTS: [&str; 7] = [
+pub const EXPERIMENTS: [&str; 8] = [
     "baseline",
     "quant",
+    "export",
     "prune",
     "structured",
     "qat",

@@ -6,6 +6,7 @@
 pub mod all;
 mod baseline;
 mod distill;
+mod export;
 mod lottery;
 pub mod machine;
 mod plot;
@@ -47,6 +48,9 @@ pub enum Experiment {
     /// Post-training quantization of LeNet-300-100 and LeNet-5: dynamic and static int8, int4,
     /// fp16 / bf16, every observer, per-layer sensitivity and sizes on disk.
     Quant(quant::Args),
+    /// LeNet-300-100 and LeNet-5 in float, static int8 and pruned form exported to ONNX and
+    /// re-run by tract and ONNX Runtime: their agreement with Ember, sizes and times.
+    Export(export::Args),
     /// Every experiment above in turn, then one report of all their claims
     /// (`target/repro/report.md`).
     All(all::Args),
@@ -61,6 +65,7 @@ pub fn run(experiment: Experiment) -> anyhow::Result<()> {
         Experiment::Structured(args) => structured::run(&args),
         Experiment::Qat(args) => qat::run(&args),
         Experiment::Quant(args) => quant::run(&args),
+        Experiment::Export(args) => export::run(&args),
         Experiment::All(args) => all::run(&args),
     }
 }
