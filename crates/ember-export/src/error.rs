@@ -33,6 +33,9 @@ pub enum Error {
         /// Its dtype.
         dtype: String,
     },
+    /// Another error of the tensor layer.
+    #[error(transparent)]
+    Tensor(ember_tensor::Error),
     /// The quantization pass's own error (reading the model's layers).
     #[error(transparent)]
     Quant(#[from] ember_quant::Error),
@@ -47,6 +50,18 @@ pub enum Error {
     /// Encoding the protobuf message.
     #[error("cannot encode the ONNX model: {0}")]
     Encode(String),
+}
+
+impl From<ember_tensor::Error> for Error {
+    fn from(error: ember_tensor::Error) -> Self {
+        match error {
+            ember_tensor::Error::Capture(reason) => Self::Capture(reason),
+            ember_tensor::Error::BatchDependent { batches, what } => {
+                Self::BatchDependent(batches[0], batches[1], what)
+            }
+            other => Self::Tensor(other),
+        }
+    }
 }
 
 /// The result of every fallible operation of this crate.

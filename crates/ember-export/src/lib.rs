@@ -20,7 +20,6 @@
 //! assert_eq!(onnx.op_types(), ["MatMul", "Add"]);
 //! ```
 
-mod capture;
 mod error;
 pub mod onnx;
 
@@ -30,12 +29,12 @@ use burn::module::Module;
 use burn::tensor::Tensor;
 use ember_quant::{InputQuant, QuantLayers, Quantized, SparseKernel};
 
-pub use capture::BATCH_SIZES;
+pub use ember_tensor::graph::BATCH_SIZES;
 pub use error::{Error, Result};
 pub use onnx::{DequantizeForm, ExportOptions, OPSET, OnnxModel};
 
-use crate::capture::Captures;
 use crate::onnx::QuantPlan;
+use ember_tensor::graph::Captures;
 
 /// Export a float model (masks folded in: a pruned weight's zeros are stored). `input` is the
 /// shape of one input batch; its first axis is the batch, exported as a symbolic `batch`

@@ -21,8 +21,8 @@ use onnx_protobuf::{
     attribute_proto::AttributeType, tensor_proto::DataType, tensor_shape_proto, type_proto,
 };
 
-use crate::capture::{Capture, Captures};
 use crate::{Error, Result};
+use ember_tensor::graph::{Capture, Captures, op_name};
 
 /// The ONNX operator set the exporter writes: the first with per-axis `DequantizeLinear`.
 pub const OPSET: i64 = 13;
@@ -100,21 +100,6 @@ impl OnnxModel {
             source,
         })?;
         Ok(bytes.len() as u64)
-    }
-}
-
-/// The name of an operation as burn's IR spells it: `Module::Conv2d`, `BaseFloat::Reshape`.
-pub(crate) fn op_name(op: &OperationIr) -> String {
-    let debug = format!("{op:?}");
-    let mut parts = debug.split('(');
-    let outer = parts.next().unwrap_or_default();
-    let inner = parts.next().unwrap_or_default();
-    // `NumericFloat(F32, Add(...))`: the dtype comes first.
-    let inner = inner.rsplit(", ").next().unwrap_or(inner);
-    if inner.is_empty() || inner.starts_with(char::is_lowercase) {
-        outer.to_string()
-    } else {
-        format!("{outer}::{inner}")
     }
 }
 

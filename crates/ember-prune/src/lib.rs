@@ -45,7 +45,7 @@ pub use report::{LayerSparsity, PruneReport, sparsity_report};
 pub use retrain::{Round, iterative_prune, rewind, train_gradual};
 pub use schedule::{Gradual, Rounds, geometric_levels, iterative_levels};
 pub use structured::{
-    Evidence, Kept, Ranking, ShapleyConfig, ShapleyScores, StructuredConfig, UnitCriterion,
-    UnitScores, apoz_scores, keep_best, select_units, shapley_scores, shrink, taylor_scores,
-    unit_scores, weight_scores,
+    Evidence, FoundGroups, Kept, Ranking, ShapleyConfig, ShapleyScores, StructuredConfig,
+    UnitCriterion, UnitScores, apoz_scores, find_unit_groups, keep_best, select_units,
+    shapley_scores, shrink, taylor_scores, unit_scores, weight_scores,
 };

@@ -4,6 +4,18 @@ use burn::tensor::DType;
 #[derive(Debug, thiserror::Error, PartialEq)]
 #[non_exhaustive]
 pub enum Error {
+    /// burn's capture backend could not record the forward pass.
+    #[error("capturing the forward pass failed: {0}")]
+    Capture(String),
+    /// The forward pass captured at two batch sizes differs in more than its batch axis: it
+    /// depends on its input's values or on the batch size itself.
+    #[error("the forward pass is not the same at batch sizes {batches:?}: {what}")]
+    BatchDependent {
+        /// The two batch sizes.
+        batches: [usize; 2],
+        /// What differs.
+        what: String,
+    },
     /// A backend name that Ember does not know.
     #[error("unknown backend `{name}`: expected one of {expected}")]
     UnknownBackend {

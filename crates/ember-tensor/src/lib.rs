@@ -26,6 +26,7 @@
 pub mod device;
 mod error;
 pub mod fs;
+pub mod graph;
 pub mod mask;
 pub mod record;
 pub mod select;

@@ -9,6 +9,7 @@
 //! model computes with smaller matrices: it is faster and smaller in memory, not only on disk.
 
 mod criteria;
+mod discover;
 
 use std::collections::BTreeMap;
 
@@ -21,6 +22,7 @@ pub use criteria::{
     Evidence, ShapleyConfig, ShapleyScores, UnitCriterion, UnitScores, apoz_scores, shapley_scores,
     taylor_scores, unit_scores, weight_scores,
 };
+pub use discover::{FoundGroups, find_unit_groups};
 
 use crate::prune::check_sparsity;
 use crate::{Error, Result};

@@ -1,4 +1,8 @@
-//! A model's forward pass recorded by burn's capture backend, at two batch sizes.
+//! A model's forward pass as a graph: recorded by burn's capture backend, at two batch sizes.
+//!
+//! Exporters (`ember-export`) translate it; structured pruning finds its dependency groups in
+//! it and quantization its conv -> batch-norm pairs, so that a user's model needs no hand-written
+//! wiring.
 //!
 //! The capture backend records operations without running them: the graph holds every
 //! operation with its tensors' shapes, and the model's weights as initialized values. A graph
@@ -15,13 +19,15 @@ use burn_ir::{OperationIr, TensorId, TensorIr};
 
 use crate::{Error, Result};
 
+pub use burn_ir;
+
 /// The two batch sizes the forward pass is captured at. Neither is 1, so that a dimension of
 /// one that broadcasts is never mistaken for the batch.
 pub const BATCH_SIZES: [usize; 2] = [2, 3];
 
 /// One recorded forward pass.
 #[derive(Debug, Clone)]
-pub(crate) struct Capture {
+pub struct Capture {
     /// The operations, in the order they ran.
     pub ops: Vec<OperationIr>,
     /// The initialized tensors: the model's parameters and buffers, the input, constants.
@@ -36,7 +42,7 @@ pub(crate) struct Capture {
 
 /// The same forward pass captured at both [`BATCH_SIZES`], checked to be the same graph.
 #[derive(Debug, Clone)]
-pub(crate) struct Captures {
+pub struct Captures {
     /// At the first batch size: the graph that is exported.
     pub main: Capture,
     /// At the second: consulted for which dimensions follow the batch.
@@ -58,7 +64,10 @@ impl Captures {
         let [first, second] = BATCH_SIZES;
         let main = capture(model, with_batch(shape, first), &forward)?;
         let other = capture(model, with_batch(shape, second), &forward)?;
-        let mismatch = |what: String| Error::BatchDependent(first, second, what);
+        let mismatch = |what: String| Error::BatchDependent {
+            batches: BATCH_SIZES,
+            what,
+        };
         let (a, b) = (computations(&main), computations(&other));
         if a.len() != b.len() {
             return Err(mismatch(format!(
@@ -68,7 +77,7 @@ impl Captures {
             )));
         }
         for (i, (x, y)) in a.iter().zip(&b).enumerate() {
-            let (nx, ny) = (crate::onnx::op_name(x), crate::onnx::op_name(y));
+            let (nx, ny) = (op_name(x), op_name(y));
             if nx != ny {
                 return Err(mismatch(format!("operation {i} is `{nx}` against `{ny}`")));
             }
@@ -87,8 +96,8 @@ impl Captures {
         Ok(Self { main, other })
     }
 
-    /// For each dimension of the tensors at position `i` of the operations' tensor lists,
-    /// whether it follows the batch.
+    /// For each dimension of a tensor (`a` in the first capture, `b` the same tensor in the
+    /// second), whether it follows the batch.
     pub fn batch_axes(a: &TensorIr, b: &TensorIr) -> Vec<bool> {
         a.shape
             .iter()
@@ -263,5 +272,20 @@ impl SharedState {
             }
         }
         let _ = model.clone().map(&mut Restore(&self.values));
+    }
+}
+
+/// The name of an operation as burn's IR spells it: `Module::Conv2d`, `BaseFloat::Reshape`.
+pub fn op_name(op: &OperationIr) -> String {
+    let debug = format!("{op:?}");
+    let mut parts = debug.split('(');
+    let outer = parts.next().unwrap_or_default();
+    let inner = parts.next().unwrap_or_default();
+    // `NumericFloat(F32, Add(...))`: the dtype comes first.
+    let inner = inner.rsplit(", ").next().unwrap_or(inner);
+    if inner.is_empty() || inner.starts_with(char::is_lowercase) {
+        outer.to_string()
+    } else {
+        format!("{outer}::{inner}")
     }
 }
