@@ -2,7 +2,7 @@
 //! one layer (PyTorch's `fuse_modules` for conv+bn; the ReLU after it needs no folding, see
 //! [`crate::nn`]).
 
-use burn::module::Param;
+use burn::module::{Module, Param};
 use burn::nn::BatchNorm;
 use burn::tensor::Tensor;
 
@@ -36,4 +36,153 @@ pub fn fuse_conv_bn(conv: Conv2d, bn: &BatchNorm) -> Result<Conv2d> {
         bias: Some(Param::from_tensor(fused_bias)),
         ..conv
     })
+}
+
+/// A convolution whose output only a batch norm reads, found in a model's captured forward
+/// graph ([`conv_bn_pairs`]), by the paths of their parameters.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConvBnPair {
+    /// The convolution's path (`blocks.0.conv1`).
+    pub conv: String,
+    /// The batch norm's path (`blocks.0.norm1`).
+    pub norm: String,
+    conv_weight: String,
+    conv_bias: Option<String>,
+    /// γ, β, the running mean and the running variance.
+    stats: [String; 4],
+    epsilon: f32,
+}
+
+/// Every convolution of `model` whose output goes to a batch norm and nowhere else, in the
+/// order they run, found in its forward pass as burn's capture backend records it (`shape`:
+/// one input batch, the first axis the batch): the pairs that static quantization folds
+/// without a hand-written list ([`fold_conv_bn_pairs`]).
+pub fn conv_bn_pairs<M, F, const D: usize, const E: usize>(
+    model: &M,
+    shape: [usize; D],
+    forward: F,
+) -> Result<Vec<ConvBnPair>>
+where
+    M: Module,
+    F: Fn(&M, Tensor<D>) -> Tensor<E>,
+{
+    use ember_tensor::graph::burn_ir::{ModuleOperationIr, OperationIr};
+    let captures = ember_tensor::graph::Captures::new(model, shape, forward)?;
+    let graph = &captures.main;
+    let name = |id| graph.names.get(id).cloned();
+    let mut readers = std::collections::HashMap::new();
+    for op in &graph.ops {
+        for t in op.inputs() {
+            *readers.entry(t.id).or_insert(0usize) += 1;
+        }
+    }
+    let mut pairs = Vec::new();
+    for op in &graph.ops {
+        let OperationIr::Module(ModuleOperationIr::Conv2d(conv)) = op else {
+            continue;
+        };
+        if readers.get(&conv.out.id) != Some(&1) || conv.out.id == graph.output.id {
+            continue;
+        }
+        let norm = graph.ops.iter().find_map(|op| match op {
+            OperationIr::Module(ModuleOperationIr::BatchNorm(n)) if n.x.id == conv.out.id => {
+                Some(n)
+            }
+            _ => None,
+        });
+        let (Some(norm), Some(weight)) = (norm, name(&conv.weight.id)) else {
+            continue;
+        };
+        let stats = [&norm.gamma, &norm.beta, &norm.mean, &norm.variance].map(|t| name(&t.id));
+        let [Some(gamma), Some(beta), Some(mean), Some(var)] = stats else {
+            continue;
+        };
+        let prefix = |path: &str, leaf: &str| {
+            path.strip_suffix(leaf)
+                .unwrap_or(path)
+                .trim_end_matches('.')
+                .to_string()
+        };
+        pairs.push(ConvBnPair {
+            conv: prefix(&weight, "weight"),
+            norm: prefix(&gamma, "gamma"),
+            conv_bias: conv.bias.as_ref().and_then(|b| name(&b.id)),
+            conv_weight: weight,
+            stats: [gamma, beta, mean, var],
+            epsilon: match norm.epsilon {
+                ember_tensor::graph::burn_ir::ScalarIr::Float(e) => e as f32,
+                _ => 1e-5,
+            },
+        });
+    }
+    Ok(pairs)
+}
+
+/// Fold each pair's batch norm into its convolution, in any module: the convolution's weight
+/// becomes `w · γ / sqrt(σ² + ε)` per output channel and its bias `(b − μ) · γ / sqrt(σ² + ε)
+/// + β`, and the batch norm an identity (γ = 1, μ = 0, σ² = 1 − ε) that only adds that bias
+/// where the convolution has none. The model computes the same function, its convolutions'
+/// weights now the ones to quantize.
+///
+/// burn shares a batch norm's running statistics between every clone of a module (its
+/// `RunningState`), so clones of `model` see the folded statistics too: fold the model you
+/// quantize, not a copy of one you keep in float.
+pub fn fold_conv_bn_pairs<M: Module>(model: M, pairs: &[ConvBnPair]) -> Result<M> {
+    let values: std::collections::HashMap<String, Vec<f32>> = ember_tensor::param_values(&model)
+        .into_iter()
+        .map(|p| Ok((p.info.path, ember_tensor::stats::read_f32(p.flat)?)))
+        .collect::<Result<_>>()?;
+    let get = |path: &str| {
+        values.get(path).cloned().ok_or_else(|| Error::Scheme {
+            what: "conv + batch norm".into(),
+            reason: format!("the model has no parameter `{path}`"),
+        })
+    };
+    let mut updates = std::collections::BTreeMap::new();
+    for pair in pairs {
+        let weight = get(&pair.conv_weight)?;
+        let [gamma, beta, mean, var] = [0, 1, 2, 3].map(|i| get(&pair.stats[i]));
+        let (gamma, beta, mean, var) = (gamma?, beta?, mean?, var?);
+        let out = gamma.len();
+        if out == 0
+            || weight.len() % out != 0
+            || [&beta, &mean, &var].iter().any(|v| v.len() != out)
+        {
+            return Err(Error::Scheme {
+                what: format!("{} + {}", pair.conv, pair.norm),
+                reason: format!("{} weights over {out} batch-norm channels", weight.len()),
+            });
+        }
+        let factor: Vec<f32> = (0..out)
+            .map(|c| gamma[c] / (var[c] + pair.epsilon).sqrt())
+            .collect();
+        let per_filter = weight.len() / out;
+        let folded: Vec<f32> = weight
+            .iter()
+            .enumerate()
+            .map(|(i, w)| w * factor[i / per_filter])
+            .collect();
+        let bias = match &pair.conv_bias {
+            Some(path) => get(path)?,
+            None => vec![0.0; out],
+        };
+        let shift: Vec<f32> = (0..out)
+            .map(|c| (bias[c] - mean[c]) * factor[c] + beta[c])
+            .collect();
+        updates.insert(pair.conv_weight.clone(), folded);
+        let [g, b, m, v] = pair.stats.clone();
+        updates.insert(g, vec![1.0; out]);
+        updates.insert(m, vec![0.0; out]);
+        updates.insert(v, vec![1.0 - pair.epsilon; out]);
+        match &pair.conv_bias {
+            Some(path) => {
+                updates.insert(path.clone(), shift);
+                updates.insert(b, vec![0.0; out]);
+            }
+            None => {
+                updates.insert(b, shift);
+            }
+        }
+    }
+    Ok(ember_tensor::set_param_values(model, &updates)?)
 }

@@ -102,3 +102,50 @@ fn found_groups_shrink_lenet5_as_the_declared_ones_do() {
         ember_tensor::stats::read_f32(yb).unwrap()
     );
 }
+
+/// Every conv -> batch-norm pair of the residual network found in its graph and folded: the
+/// same outputs, with batch norms that no longer scale.
+#[test]
+fn every_conv_batch_norm_pair_is_found_and_folded() {
+    use ember_quant::{conv_bn_pairs, fold_conv_bn_pairs};
+    let device = flex_device();
+    let config = ResNetConfig::small(1, [28, 28], 10);
+    let model = config.init(&device).unwrap();
+    // Statistics as training leaves them, not the initial identity.
+    let mut values = std::collections::BTreeMap::new();
+    for p in ember_tensor::param_values(&model) {
+        let n = p.info.numel();
+        let wave = |k: f32| (0..n).map(move |i| 1.0 + 0.3 * ((i as f32 + k) * 0.7).sin());
+        let value: Vec<f32> = match p.info.path.rsplit('.').next().unwrap() {
+            "gamma" | "running_var" => wave(1.0).collect(),
+            "beta" | "running_mean" => wave(2.0).map(|v| v - 1.0).collect(),
+            _ => continue,
+        };
+        values.insert(p.info.path, value);
+    }
+    let model = ember_tensor::set_param_values(model, &values).unwrap();
+    let pairs = conv_bn_pairs(&model, [1, 1, 28, 28], classify).unwrap();
+    let names: Vec<(String, String)> = pairs
+        .iter()
+        .map(|p| (p.conv.clone(), p.norm.clone()))
+        .collect();
+    let mut expected = vec![("stem".to_string(), "stem_norm".to_string())];
+    for i in 0..config.blocks.len() {
+        for j in [1, 2] {
+            expected.push((format!("blocks.{i}.conv{j}"), format!("blocks.{i}.norm{j}")));
+        }
+    }
+    assert_eq!(names, expected);
+    let x = Tensor::<4>::ones([2, 1, 28, 28], &device).mul_scalar(0.5);
+    let before = ember_tensor::stats::read_f32(model.forward(x.clone())).unwrap();
+    let folded = fold_conv_bn_pairs(model, &pairs).unwrap();
+    let after = ember_tensor::stats::read_f32(folded.forward(x)).unwrap();
+    let diff = before
+        .iter()
+        .zip(&after)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0, f32::max);
+    assert!(diff < 1e-4, "folding moved the logits by {diff}");
+    let gamma = ember_tensor::stats::read_f32(folded.stem_norm.gamma.val()).unwrap();
+    assert!(gamma.iter().all(|&g| g == 1.0));
+}
