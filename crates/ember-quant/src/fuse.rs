@@ -119,8 +119,8 @@ where
 }
 
 /// Fold each pair's batch norm into its convolution, in any module: the convolution's weight
-/// becomes `w · γ / sqrt(σ² + ε)` per output channel and its bias `(b − μ) · γ / sqrt(σ² + ε)
-/// + β`, and the batch norm an identity (γ = 1, μ = 0, σ² = 1 − ε) that only adds that bias
+/// becomes `w · γ / sqrt(σ² + ε)` per output channel and its bias
+/// `(b − μ) · γ / sqrt(σ² + ε) + β`, and the batch norm an identity (γ = 1, μ = 0, σ² = 1 − ε) that only adds that bias
 /// where the convolution has none. The model computes the same function, its convolutions'
 /// weights now the ones to quantize.
 ///
