@@ -144,7 +144,7 @@ fn float_lenet5_and_mlp_run_on_tract_with_the_same_outputs_at_another_batch_size
 }
 
 #[test]
-fn static_int8_lenet5_runs_on_tract_in_both_dequantizes() {
+fn static_int8_lenet5_runs_on_tract_in_both_dequantize_forms() {
     let _seeded = ember_tensor::testing::seeded_lock();
     let device = Device::flex();
     device.seed(11);
@@ -363,4 +363,37 @@ fn dynamic_int8_mlp_runs_on_tract_through_dynamic_quantize_linear() {
     };
     let onnx = quantized_to_onnx(&q, [1, 1, 28, 28], classify, &options).unwrap();
     agree("dynamic", &tract_outputs(&onnx, &test), &q, &test, &float);
+}
+
+#[test]
+fn a_structurally_pruned_mlp_exports_at_its_new_widths() {
+    use ember_prune::{StructuredConfig, UnitCriterion, select_units, shrink};
+    let _seeded = ember_tensor::testing::seeded_lock();
+    let device = Device::flex();
+    device.seed(17);
+    let config = MlpConfig::lenet_300_100(784, 10);
+    let dense = config.init(&device).unwrap();
+    let groups = config.unit_groups("");
+    let cut = StructuredConfig::new(UnitCriterion::L2, 0.5);
+    let kept = select_units(&dense, &groups, &cut).unwrap();
+    let narrow = config.with_kept("", &kept);
+    let small = shrink(&dense, &groups, &kept, narrow.init(&device).unwrap()).unwrap();
+    let onnx = to_onnx(&small, [1, 1, 28, 28], classify, &ExportOptions::default()).unwrap();
+    let dims = |name: &str| {
+        let t = onnx
+            .proto()
+            .graph
+            .initializer
+            .iter()
+            .find(|t| t.name == name);
+        t.unwrap().dims.clone()
+    };
+    assert_eq!(dims("layers.0.weight"), [784, 150]);
+    assert_eq!(dims("layers.1.weight"), [150, 50]);
+    let images = Images::new(3, [1, 28, 28], 12);
+    let diff = max_abs_diff(
+        &tract_outputs(&onnx, &images),
+        &ember_outputs(&small, &images, &device),
+    );
+    assert!(diff < 1e-4, "shrunk: tract differs by {diff}");
 }
