@@ -50,8 +50,7 @@ where
     F: Fn(&M, Tensor<D>) -> Tensor<E>,
 {
     let model = ember_tensor::mask::strip(model.clone());
-    let captures = Captures::new(&model, input, forward)?;
-    onnx::build(&captures, &QuantPlan::default(), options, "ember")
+    export(&model, &QuantPlan::default(), input, forward, options)
 }
 
 /// Export a model quantized by `ember_quant` (static, dynamic or weight-only): quantized
@@ -84,8 +83,7 @@ where
         weights: quantized.weights.clone().into_iter().collect(),
         inputs,
     };
-    let captures = Captures::new(&model, input, forward)?;
-    onnx::build(&captures, &plan, options, "ember")
+    export(&model, &plan, input, forward, options)
 }
 
 /// Export a model whose weights only are quantized (`ember_quant::quantize_weights` on any
@@ -105,6 +103,22 @@ where
         weights: quantized.weights.clone().into_iter().collect(),
         inputs: HashMap::new(),
     };
-    let captures = Captures::new(&model, input, forward)?;
-    onnx::build(&captures, &plan, options, "ember")
+    export(&model, &plan, input, forward, options)
+}
+
+/// Capture `model`'s forward pass (masks already folded) and write it with `plan`'s
+/// quantizers.
+fn export<M, F, const D: usize, const E: usize>(
+    model: &M,
+    plan: &QuantPlan,
+    input: [usize; D],
+    forward: F,
+    options: &ExportOptions,
+) -> Result<OnnxModel>
+where
+    M: Module,
+    F: Fn(&M, Tensor<D>) -> Tensor<E>,
+{
+    let captures = Captures::new(model, input, forward)?;
+    onnx::build(&captures, plan, options, "ember")
 }

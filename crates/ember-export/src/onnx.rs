@@ -30,7 +30,8 @@ pub const OPSET: i64 = 13;
 /// The IR version that goes with [`OPSET`].
 const IR_VERSION: i64 = 7;
 
-/// How a quantized weight is written.
+/// How an integer tensor is turned back into floats: every quantized weight, and each
+/// dynamically quantized input (its scale computed per batch).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum DequantizeForm {
     /// Its integers through `DequantizeLinear` (with `axis` for per-channel scales): the QDQ
@@ -39,15 +40,15 @@ pub enum DequantizeForm {
     DequantizeLinear,
     /// Its integers through `Cast`, `Sub` (the zero points, where any is not 0) and `Mul`
     /// (the scales, broadcast along the channel axis): the same values, for runtimes whose
-    /// `DequantizeLinear` takes one scale only (tract 0.22 reads the first of a per-channel
-    /// scale and ignores the rest).
+    /// `DequantizeLinear` takes one constant scale only (tract 0.22 reads the first of a
+    /// per-channel scale and ignores the rest, and refuses a computed one).
     CastAndScale,
 }
 
 /// Options of an export.
 #[derive(Debug, Clone, Default)]
 pub struct ExportOptions {
-    /// How quantized weights are written.
+    /// How quantized weights and dynamic inputs are dequantized.
     pub dequantize: DequantizeForm,
 }
 
@@ -328,12 +329,6 @@ impl<'a> Builder<'a> {
                         reason: "no scale".into(),
                     });
                 };
-                if params.scale.len() != 1 {
-                    return Err(Error::Quantization {
-                        what,
-                        reason: "an input has one scale in ONNX's QuantizeLinear".into(),
-                    });
-                }
                 let s = self.scalar(scale);
                 let z = self.fresh("zero_point");
                 self.initializers
@@ -496,7 +491,6 @@ impl<'a> Builder<'a> {
         use ModuleOperationIr as Mod;
         use NumericOperationIr as Num;
         match (a, b) {
-            (OperationIr::Drop(_), _) => {}
             (
                 OperationIr::BaseFloat(Base::Reshape(s)),
                 OperationIr::BaseFloat(Base::Reshape(o)),
@@ -763,14 +757,10 @@ impl<'a> Builder<'a> {
             .filter(|t| needed.contains(&t.name))
             .collect();
         for id in &self.constants {
-            let (source, shape, name) = match self.folded.get(id) {
-                Some((source, shape, name)) => (*source, shape.clone(), name.clone()),
-                None => {
-                    let Some(data) = self.main.values.get(id) else {
-                        continue;
-                    };
-                    (*id, data.shape().to_vec(), self.constant_name(*id))
-                }
+            // A folded constant is its source's values in the reshaped shape.
+            let (source, name, reshaped) = match self.folded.get(id) {
+                Some((source, shape, name)) => (*source, name.clone(), Some(shape.clone())),
+                None => (*id, self.constant_name(*id), None),
             };
             let Some(data) = self.main.values.get(&source) else {
                 continue;
@@ -778,6 +768,7 @@ impl<'a> Builder<'a> {
             if !needed.contains(&name) {
                 continue;
             }
+            let shape = reshaped.unwrap_or_else(|| data.shape().to_vec());
             let tensor = match data.dtype() {
                 DType::F32 => {
                     let values = data.as_slice::<f32>().map_err(|e| Error::Dtype {

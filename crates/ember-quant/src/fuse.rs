@@ -71,9 +71,13 @@ where
     let graph = &captures.main;
     let name = |id| graph.names.get(id).cloned();
     let mut readers = std::collections::HashMap::new();
+    let mut norms = std::collections::HashMap::new();
     for op in &graph.ops {
         for t in op.inputs() {
             *readers.entry(t.id).or_insert(0usize) += 1;
+        }
+        if let OperationIr::Module(ModuleOperationIr::BatchNorm(n)) = op {
+            norms.insert(n.x.id, n);
         }
     }
     let mut pairs = Vec::new();
@@ -84,13 +88,7 @@ where
         if readers.get(&conv.out.id) != Some(&1) || conv.out.id == graph.output.id {
             continue;
         }
-        let norm = graph.ops.iter().find_map(|op| match op {
-            OperationIr::Module(ModuleOperationIr::BatchNorm(n)) if n.x.id == conv.out.id => {
-                Some(n)
-            }
-            _ => None,
-        });
-        let (Some(norm), Some(weight)) = (norm, name(&conv.weight.id)) else {
+        let (Some(norm), Some(weight)) = (norms.get(&conv.out.id), name(&conv.weight.id)) else {
             continue;
         };
         let stats = [&norm.gamma, &norm.beta, &norm.mean, &norm.variance].map(|t| name(&t.id));
