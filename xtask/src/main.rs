@@ -23,8 +23,10 @@ use clap::{CommandFactory, Parser, Subcommand};
 
 // glibc returns every freed buffer the size of a weight gradient to the OS and faults it in
 // again on the next step, which costs about 40 % of a CPU training epoch (see BURN-0.22.md).
+// The counting wrapper lets `repro memory` read the peak of the bytes allocated during a run.
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: peakmem_alloc::PeakMemAlloc<mimalloc::MiMalloc> =
+    peakmem_alloc::PeakMemAlloc::new(mimalloc::MiMalloc);
 
 #[derive(Parser)]
 #[command(name = "cargo xtask", about = "Ember's developer tasks")]

@@ -2,31 +2,10 @@
 
 use burn::module::{Module, ModuleMapper, Param};
 use burn::tensor::{DType, Device, Tensor};
-use serde::{Deserialize, Serialize};
+
+pub use ember_tensor::device::FloatType;
 
 use crate::{Error, Result};
-
-/// A float storage type.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum FloatType {
-    /// IEEE single precision.
-    F32,
-    /// IEEE half precision: 10 mantissa bits, range up to 65504.
-    F16,
-    /// bfloat16: f32's range with 7 mantissa bits.
-    BF16,
-}
-
-impl FloatType {
-    /// burn's dtype.
-    pub fn dtype(self) -> DType {
-        match self {
-            Self::F32 => DType::F32,
-            Self::F16 => DType::F16,
-            Self::BF16 => DType::BF16,
-        }
-    }
-}
 
 /// Cast every float parameter of `model` to `to`. A device that cannot hold the dtype
 /// (ndarray has no f16 or bf16) is a typed error, not the backend's panic. Layers from

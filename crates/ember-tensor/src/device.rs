@@ -85,6 +85,28 @@ impl FromStr for BackendKind {
     }
 }
 
+/// A float storage type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum FloatType {
+    /// IEEE single precision.
+    F32,
+    /// IEEE half precision: 10 mantissa bits, range up to 65504.
+    F16,
+    /// bfloat16: f32's range with 7 mantissa bits.
+    BF16,
+}
+
+impl FloatType {
+    /// burn's dtype.
+    pub fn dtype(self) -> DType {
+        match self {
+            Self::F32 => DType::F32,
+            Self::F16 => DType::F16,
+            Self::BF16 => DType::BF16,
+        }
+    }
+}
+
 /// Whether `device` computes in this process's memory with plain (non-autodiff) tensors: flex
 /// or ndarray, where host kernels (ember-kernels' integer GEMM) can take over an operation.
 pub fn is_host(device: &Device) -> bool {

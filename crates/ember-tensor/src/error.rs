@@ -123,6 +123,14 @@ pub enum Error {
         /// Values given.
         actual: usize,
     },
+    /// Mixed precision's dynamic loss scale left f32's range.
+    #[error("the loss scale {scale} {reason}")]
+    LossScale {
+        /// The scale it reached.
+        scale: f32,
+        /// What happened and what to change.
+        reason: &'static str,
+    },
     /// Training produced a non-finite loss.
     #[error("training diverged: loss is {loss} at epoch {epoch}, step {step}")]
     Diverged {

@@ -8,7 +8,8 @@
 //! - [`stats`]: per-tensor and per-axis min, max, abs-max, L1 / L2 norms and k-th values;
 //! - [`device`]: backends by name, device sync and dtype support;
 //! - [`mod@train`]: the training loop every pass shares (Adam, cosine schedule, seeded shuffling,
-//!   pluggable loss) and evaluation of a [`Classifier`].
+//!   pluggable loss, mixed precision, optimizer offload, gradient checkpointing) and evaluation
+//!   of a [`Classifier`].
 //!
 //! ```
 //! use burn::nn::LinearConfig;
@@ -36,11 +37,12 @@ pub mod train;
 pub mod units;
 pub mod walk;
 
-pub use device::BackendKind;
+pub use device::{BackendKind, FloatType};
 pub use error::{Error, Result};
 pub use mask::{Masks, WeightReparam, check_masks, masks, set_masks, strip};
 pub use record::{load_masked, save_masked};
 pub use select::{Matcher, Selector};
+pub use train::precision::{LossScaleConfig, LossScaler, MixedPrecision, ScaledStep};
 pub use train::{
     Batch, Classifier, EvalReport, LabeledData, LrSchedule, TrainConfig, TrainReport, evaluate,
     fit, fit_with_hook, train, train_with_hook,

@@ -12,10 +12,11 @@ use super::{Claim, CommonArgs, machine, workspace_root};
 
 /// Every experiment `repro all` runs, in the order it runs them (the baseline first: later
 /// experiments start from its trained models).
-pub const EXPERIMENTS: [&str; 8] = [
+pub const EXPERIMENTS: [&str; 9] = [
     "baseline",
     "quant",
     "export",
+    "memory",
     "prune",
     "structured",
     "qat",

@@ -9,6 +9,7 @@ mod distill;
 mod export;
 mod lottery;
 pub mod machine;
+mod memory;
 mod plot;
 mod prune;
 mod qat;
@@ -51,6 +52,10 @@ pub enum Experiment {
     /// LeNet-300-100 and LeNet-5 in float, static int8 and pruned form exported to ONNX and
     /// re-run by tract and ONNX Runtime: their agreement with Ember, sizes and times.
     Export(export::Args),
+    /// Peak training memory and step time of LeNet-5 and the residual network in f32, bf16
+    /// and f16 mixed precision, with gradient checkpointing and with the optimizer offloaded,
+    /// and LeNet-5's accuracy trained in bf16 mixed precision.
+    Memory(memory::Args),
     /// Every experiment above in turn, then one report of all their claims
     /// (`target/repro/report.md`).
     All(all::Args),
@@ -66,6 +71,7 @@ pub fn run(experiment: Experiment) -> anyhow::Result<()> {
         Experiment::Qat(args) => qat::run(&args),
         Experiment::Quant(args) => quant::run(&args),
         Experiment::Export(args) => export::run(&args),
+        Experiment::Memory(args) => memory::run(&args),
         Experiment::All(args) => all::run(&args),
     }
 }

@@ -1,6 +1,13 @@
 //! The training loop every pass shares (plain training, fine-tuning after pruning,
 //! distillation, quantization-aware training): Adam with a cosine learning-rate schedule,
 //! seeded shuffling, a progress bar, and a pluggable loss; and evaluation of a [`Classifier`].
+//!
+//! Every run can also train in mixed precision ([`precision`]), keep the optimizer and the
+//! master weights on a second device (ZeRO-Offload's split: [`TrainConfig::offload`]) and
+//! recompute memory-bound activations in the backward pass (burn's gradient checkpointing,
+//! [`TrainConfig::checkpointing`]), so every pass built on this loop gets them.
+
+pub mod precision;
 
 use std::time::Instant;
 
@@ -15,7 +22,9 @@ use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use serde::{Deserialize, Serialize};
 
+use crate::device::BackendKind;
 use crate::{Error, Result};
+use precision::{LossScaler, MixedPrecision, ScaledStep, compute_view, restore_f32, unscale};
 
 /// A model that maps a batch of images `[batch, channels, rows, cols]` to class logits
 /// `[batch, classes]`.
@@ -101,6 +110,19 @@ pub struct TrainConfig {
     /// Show a progress bar on the terminal.
     #[serde(default)]
     pub progress: bool,
+    /// Train in mixed precision (`None`: f32 throughout).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub precision: Option<MixedPrecision>,
+    /// Keep the f32 weights, the optimizer's state and its update step on this backend's
+    /// device while the forward and backward pass run on the training device: the gradients go
+    /// there after each backward pass and the updated weights come back before the next one
+    /// (ZeRO-Offload, Ren et al. 2021). `None` keeps everything on the training device.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offload: Option<BackendKind>,
+    /// Recompute memory-bound activations during the backward pass instead of keeping them
+    /// (burn's balanced gradient checkpointing): less memory, more compute.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub checkpointing: bool,
 }
 
 /// How the learning rate moves over a run.
@@ -143,12 +165,18 @@ impl Default for TrainConfig {
             schedule: LrSchedule::Cosine,
             seed: 42,
             progress: true,
+            precision: None,
+            offload: None,
+            checkpointing: false,
         }
     }
 }
 
 impl TrainConfig {
-    fn validate(&self, samples: usize) -> Result<()> {
+    fn validate(&self, samples: usize, device: &Device) -> Result<()> {
+        if let Some(precision) = &self.precision {
+            precision.validate(device)?;
+        }
         let invalid = |field, value: String, reason| Error::InvalidConfig {
             field,
             value,
@@ -210,6 +238,16 @@ pub struct EpochReport {
 pub struct TrainReport {
     /// One entry per epoch.
     pub epochs: Vec<EpochReport>,
+    /// Optimizer steps skipped because a loss-scaled gradient overflowed (mixed precision).
+    pub skipped_steps: usize,
+    /// The loss scale at the end of the run (mixed precision with loss scaling).
+    pub final_loss_scale: Option<f32>,
+    /// Bytes of the optimizer's state at the end of the run (its burnpack record), and the
+    /// device that holds it: the offload device when offloading, the training device
+    /// otherwise (burn's optimizer keeps each state beside the parameter it updates).
+    pub optimizer_state_bytes: usize,
+    /// The backend whose device held the optimizer's state.
+    pub optimizer_device: String,
 }
 
 impl TrainReport {
@@ -269,10 +307,29 @@ pub fn fit_with_hook<M: Module, E: From<Error>>(
     mut loss: impl FnMut(&M, Batch) -> Result<Tensor<1>, E>,
     mut after_step: impl FnMut(usize, M) -> Result<M, E>,
 ) -> Result<(M, TrainReport), E> {
-    config.validate(data.len())?;
+    config.validate(data.len(), device)?;
     device.seed(config.seed);
-    let autodiff = device.clone().autodiff();
-    let mut model = model.fork(&autodiff).train();
+    let autodiff = if config.checkpointing {
+        device.clone().autodiff().gradient_checkpointing()
+    } else {
+        device.clone().autodiff()
+    };
+    // Where the f32 weights and the optimizer live: the training device, or the offload one.
+    let home = match config.offload {
+        Some(backend) => Some(backend.device()?),
+        None => None,
+    };
+    let home_autodiff = home
+        .as_ref()
+        .map_or(autodiff.clone(), |d| d.clone().autodiff());
+    // A lazily initialized parameter draws its values where it is first read: here, from the
+    // training device's seeded RNG, even when the weights then live on the offload device.
+    let model = crate::init_now(model).fork(&home_autodiff).train();
+    let mut model = under_strategy_of(model, &home_autodiff);
+    let mut scaler = match config.precision.as_ref().and_then(|p| p.loss_scale) {
+        Some(scale) => Some(LossScaler::new(scale)?),
+        None => None,
+    };
 
     let steps_per_epoch = data.len().div_ceil(config.batch_size);
     let total_steps = config.epochs * steps_per_epoch;
@@ -298,6 +355,7 @@ pub fn fit_with_hook<M: Module, E: From<Error>>(
         // keep there the first step whose loss was not finite (NO_STEP while none).
         let mut loss_sum = Tensor::<1>::zeros([1], device);
         let mut first_bad = Tensor::<1>::full([1], NO_STEP, device);
+        let mut counted = 0;
         let batches = shuffled_batches(
             data.len(),
             config.batch_size,
@@ -305,20 +363,43 @@ pub fn fit_with_hook<M: Module, E: From<Error>>(
         );
         for (i, indices) in batches.iter().enumerate() {
             let (images, labels) = data.batch(indices, &autodiff);
+            // Offloading: the updated weights come to the training device.
+            let on_device = match home {
+                // Not `train()` again: it would give the batch norms' running statistics a
+                // new home, and their updates would not reach the weights that stay home.
+                Some(_) => under_strategy_of(model.clone().fork(&autodiff), &autodiff),
+                None => model.clone(),
+            };
+            let (view, images) = match &config.precision {
+                Some(precision) => (
+                    compute_view(&on_device, precision)?,
+                    images.cast(precision.compute.dtype()),
+                ),
+                None => (on_device.clone(), images),
+            };
             let batch = Batch {
                 images,
                 labels,
                 indices: indices.clone(),
             };
-            let loss = loss(&model, batch)?;
+            // The loss is always reduced in f32.
+            let loss = loss(&view, batch)?.cast(burn::tensor::DType::F32);
             let value = loss.clone().detach().without_autodiff();
-            let bad = value.clone().is_nan().bool_or(value.clone().is_inf());
-            first_bad = first_bad
-                .clone()
-                .mask_fill(bad, i as f32)
-                .min_pair(first_bad);
-            loss_sum = loss_sum + value;
-            let grads = GradientsParams::from_grads(loss.backward(), &model);
+            let scale = scaler.as_ref().map_or(1.0, LossScaler::scale);
+            let loss = if scale == 1.0 {
+                loss
+            } else {
+                loss.mul_scalar(scale)
+            };
+            let mut grads = GradientsParams::from_grads(loss.backward(), &on_device);
+            let apply = match scaler.as_mut() {
+                Some(scaler) => {
+                    let (unscaled, overflowed) = unscale(grads, &on_device, scale);
+                    grads = unscaled;
+                    scaler.update(overflowed)? == ScaledStep::Apply
+                }
+                None => true,
+            };
             let lr = match config.schedule {
                 LrSchedule::Cosine => cosine.step(),
                 LrSchedule::Constant => config.learning_rate.into(),
@@ -331,12 +412,29 @@ pub fn fit_with_hook<M: Module, E: From<Error>>(
                 )
                 .into(),
             };
-            model = optimizer.step(lr, model, grads);
+            if apply {
+                let bad = value.clone().is_nan().bool_or(value.clone().is_inf());
+                first_bad = first_bad
+                    .clone()
+                    .mask_fill(bad, i as f32)
+                    .min_pair(first_bad);
+                loss_sum = loss_sum + value;
+                counted += 1;
+                if let Some(home) = &home {
+                    // The gradients go to the optimizer's device.
+                    grads = grads.to_device(home, &on_device);
+                }
+                model = optimizer.step(lr, model, grads);
+            }
+            if config.precision.is_some() {
+                // `train()` first folds the step's pending running-statistics updates in.
+                model = restore_f32(model.train());
+            }
             step += 1;
             model = after_step(step, model)?;
             bar.inc(1);
         }
-        let loss = loss_sum.into_scalar::<f32>() / batches.len() as f32;
+        let loss = loss_sum.into_scalar::<f32>() / counted.max(1) as f32;
         crate::device::sync(device)?;
         let seconds = started.elapsed().as_secs_f64();
         if !loss.is_finite() {
@@ -361,7 +459,49 @@ pub fn fit_with_hook<M: Module, E: From<Error>>(
         });
     }
     bar.finish_and_clear();
+    report.skipped_steps = scaler.as_ref().map_or(0, LossScaler::skipped);
+    report.final_loss_scale = scaler.as_ref().map(LossScaler::scale);
+    report.optimizer_state_bytes = optimizer
+        .to_record()
+        .into_bytes()
+        .map_or(0, |bytes| bytes.len());
+    report.optimizer_device = config.offload.map_or_else(
+        || backend_name(device),
+        |backend| backend.name().to_string(),
+    );
     Ok((model.valid().fork(device), report))
+}
+
+/// `model`, just forked to the autodiff `device` in training mode, with its parameters under
+/// the device's gradient-checkpointing strategy: burn's `fork` gives them the default one, and
+/// parameters and inputs of two strategies cannot meet in one operation.
+fn under_strategy_of<M: Module>(model: M, device: &Device) -> M {
+    match device.gradient_checkpointing_strategy() {
+        Some(strategy) if strategy != burn::tensor::GradientCheckpointingStrategy::Disabled => {
+            model.map(&mut CheckpointingStrategy(strategy))
+        }
+        _ => model,
+    }
+}
+
+struct CheckpointingStrategy(burn::tensor::GradientCheckpointingStrategy);
+
+impl burn::module::ModuleMapper for CheckpointingStrategy {
+    fn map_float<const D: usize>(
+        &mut self,
+        param: burn::module::Param<Tensor<D>>,
+    ) -> burn::module::Param<Tensor<D>> {
+        param.map(|t| t.with_gradient_checkpointing_strategy(self.0))
+    }
+}
+
+/// The backend of a device, as [`BackendKind::name`] spells it.
+fn backend_name(device: &Device) -> String {
+    let name = format!("{:?}", device.as_dispatch());
+    BackendKind::ALL
+        .into_iter()
+        .find(|b| name.to_lowercase().starts_with(b.name()))
+        .map_or(name, |b| b.name().to_string())
 }
 
 /// Each epoch shuffles differently, every run the same way.
