@@ -255,3 +255,48 @@ fn two_devices_with_sharded_optimizer_state_train_a_pruned_model_as_one_does() {
     assert!(a > 85.0, "one device reached only {a} %");
     assert!((a - b).abs() < 3.0, "one device {a} % against two {b} %");
 }
+
+#[test]
+fn quantization_aware_training_through_the_learner_converts_to_int8_at_the_loops_accuracy() {
+    use ember_quant::{StaticConfig, prepare_qat};
+    use ember_zoo::MlpConfig;
+
+    let _seeded = seeded_lock();
+    let device = Device::flex();
+    let prepared = || {
+        device.seed(9);
+        let model = MlpConfig {
+            input: Blobs::DIM,
+            hidden: vec![32],
+            classes: 4,
+            dropout: 0.0,
+        }
+        .init(&device)
+        .unwrap();
+        prepare_qat(model, &StaticConfig::qat()).unwrap()
+    };
+    let qat = prepared();
+    let (trained, _) = train(qat.model.clone(), &*blobs().0, &ember_config(), &device).unwrap();
+    let ember = qat.convert(trained).unwrap();
+
+    let qat = prepared();
+    let trained = through_learner(
+        Supervised::new(qat.model.clone(), &device),
+        ExecutionStrategy::SingleDevice(device.clone().autodiff()),
+    )
+    .into_inner()
+    .valid();
+    let learner = qat.convert(trained).unwrap();
+    for (name, weight) in &learner.weights {
+        assert!(
+            weight.values().iter().all(|v| (-128..=127).contains(v)),
+            "{name}"
+        );
+    }
+    let (a, b) = (
+        accuracy(&ember.model, &device),
+        accuracy(&learner.model, &device),
+    );
+    assert!(a > 85.0, "Ember's loop reached only {a} %");
+    assert!((a - b).abs() < 3.0, "Ember's loop {a} % against the Learner's {b} %");
+}
