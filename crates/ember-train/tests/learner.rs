@@ -298,5 +298,8 @@ fn quantization_aware_training_through_the_learner_converts_to_int8_at_the_loops
         accuracy(&learner.model, &device),
     );
     assert!(a > 85.0, "Ember's loop reached only {a} %");
-    assert!((a - b).abs() < 3.0, "Ember's loop {a} % against the Learner's {b} %");
+    assert!(
+        (a - b).abs() < 3.0,
+        "Ember's loop {a} % against the Learner's {b} %"
+    );
 }

@@ -12,11 +12,12 @@ use super::{Claim, CommonArgs, machine, workspace_root};
 
 /// Every experiment `repro all` runs, in the order it runs them (the baseline first: later
 /// experiments start from its trained models).
-pub const EXPERIMENTS: [&str; 9] = [
+pub const EXPERIMENTS: [&str; 10] = [
     "baseline",
     "quant",
     "export",
     "memory",
+    "learner",
     "prune",
     "structured",
     "qat",

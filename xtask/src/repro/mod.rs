@@ -7,6 +7,7 @@ pub mod all;
 mod baseline;
 mod distill;
 mod export;
+mod learner;
 mod lottery;
 pub mod machine;
 mod memory;
@@ -52,6 +53,10 @@ pub enum Experiment {
     /// LeNet-300-100 and LeNet-5 in float, static int8 and pruned form exported to ONNX and
     /// re-run by tract and ONNX Runtime: their agreement with Ember, sizes and times.
     Export(export::Args),
+    /// Ember's passes on burn-train's Learner against Ember's own loop, over seeds: a pruned
+    /// fine-tune (masks exact), a distillation, and the fine-tune on two devices with sharded
+    /// optimizer state.
+    Learner(learner::Args),
     /// Peak training memory and step time of LeNet-5 and the residual network in f32, bf16
     /// and f16 mixed precision, with gradient checkpointing and with the optimizer offloaded,
     /// and LeNet-5's accuracy trained in bf16 mixed precision.
@@ -72,6 +77,7 @@ pub fn run(experiment: Experiment) -> anyhow::Result<()> {
         Experiment::Quant(args) => quant::run(&args),
         Experiment::Export(args) => export::run(&args),
         Experiment::Memory(args) => memory::run(&args),
+        Experiment::Learner(args) => learner::run(&args),
         Experiment::All(args) => all::run(&args),
     }
 }
