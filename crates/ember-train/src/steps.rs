@@ -34,12 +34,19 @@ impl<M: Classifier> Supervised<M> {
     }
 
     fn classify(&self, batch: ClassBatch) -> ClassificationOutput {
-        let logits = self.model.forward(batch.images);
-        let loss = CrossEntropyLossConfig::new()
-            .init(&logits.device())
-            .forward(logits.clone(), batch.labels.clone());
-        ClassificationOutput::new(loss, logits, batch.labels)
+        classification(self.model.forward(batch.images), batch.labels)
     }
+}
+
+/// Cross-entropy of `logits` on `labels`, with both, for burn-train's metrics.
+fn classification(
+    logits: burn::tensor::Tensor<2>,
+    labels: burn::tensor::Tensor<1, burn::tensor::Int>,
+) -> ClassificationOutput {
+    let loss = CrossEntropyLossConfig::new()
+        .init(&logits.device())
+        .forward(logits.clone(), labels.clone());
+    ClassificationOutput::new(loss, logits, labels)
 }
 
 impl<M: Classifier + ModuleDisplay + 'static> TrainStep for Supervised<M> {
@@ -152,10 +159,6 @@ impl<S: Classifier + ModuleDisplay + 'static, T: Classifier + ModuleDisplay + 's
 
     /// The student's predictions: what validation measures.
     fn step(&self, batch: ClassBatch) -> ClassificationOutput {
-        let logits = self.student.forward(batch.images);
-        let loss = CrossEntropyLossConfig::new()
-            .init(&logits.device())
-            .forward(logits.clone(), batch.labels.clone());
-        ClassificationOutput::new(loss, logits, batch.labels)
+        classification(self.student.forward(batch.images), batch.labels)
     }
 }

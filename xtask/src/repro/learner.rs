@@ -17,7 +17,7 @@ use burn::train::{
 use ember_distill::TeacherOutputs;
 use ember_distill::loss::SoftTargetConfig;
 use ember_prune::{PruneConfig, prune};
-use ember_tensor::{BackendKind, LrSchedule, mask::read_flags, masks, param_values};
+use ember_tensor::{LrSchedule, mask::read_flags, masks, param_values};
 use ember_train::data::{ClassBatch, loaders};
 use ember_train::{Distillation, Supervised};
 use ember_zoo::{Dataset, LabeledData, Mlp, MlpConfig, ModelConfig, TrainConfig, train};
@@ -69,11 +69,7 @@ struct Pair {
 pub fn run(args: &Args) -> anyhow::Result<()> {
     let common = &args.common;
     let device = common.backend.device()?;
-    let second = match common.backend {
-        BackendKind::Flex => BackendKind::NdArray,
-        _ => BackendKind::Flex,
-    }
-    .device()?;
+    let second = super::second_backend(common.backend).device()?;
     let (data, data_dir) = common.load_data()?;
     let out = common.out_dir("learner");
     let epochs = if common.quick { 1 } else { args.epochs };

@@ -108,10 +108,9 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     let device = common.backend.device()?;
     let (data, data_dir) = common.load_data()?;
     let out = common.out_dir("memory");
-    let offload_to = args.offload_to.unwrap_or(match common.backend {
-        BackendKind::Flex => BackendKind::NdArray,
-        _ => BackendKind::Flex,
-    });
+    let offload_to = args
+        .offload_to
+        .unwrap_or(super::second_backend(common.backend));
     let (rows, cols) = (data.train.rows, data.train.cols);
     let models = [
         (

@@ -102,6 +102,15 @@ pub struct CommonArgs {
     pub retrain: bool,
 }
 
+/// A second host backend beside `backend`, for runs that need two devices (the optimizer's in
+/// `repro memory`'s offload row, the second data-parallel device of `repro learner`).
+pub fn second_backend(backend: BackendKind) -> BackendKind {
+    match backend {
+        BackendKind::Flex => BackendKind::NdArray,
+        _ => BackendKind::Flex,
+    }
+}
+
 fn parse_backend(name: &str) -> Result<BackendKind, String> {
     name.parse().map_err(|e: ember_tensor::Error| e.to_string())
 }
