@@ -10,7 +10,7 @@
 //!   (Hinton et al. 2015), the teacher inside the module so that burn-train's multi-device
 //!   strategies fork it with the student.
 //!
-//! Ember's own loop ([`ember_tensor::train`]) stays where burn-train cannot do the job: mixed
+//! Ember's own loop ([`mod@ember_tensor::train`]) stays where burn-train cannot do the job: mixed
 //! precision with a loss scale that skips overflowing steps, the optimizer offloaded to a
 //! second device and hooks after every optimizer step (gradual pruning, weight rewinding); see
 //! ARCHITECTURE.md.
