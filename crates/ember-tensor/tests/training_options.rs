@@ -227,6 +227,42 @@ fn mixed_precision_on_a_backend_without_half_floats_is_a_typed_error() {
     );
 }
 
+#[cfg(all(feature = "flex", feature = "ndarray"))]
+#[test]
+fn an_offload_device_that_cannot_hold_the_weights_is_a_typed_error() {
+    // A model kept in f16 offloaded to ndarray, which has no f16.
+    let device = Device::flex();
+    let half = Mlp::new(&device).map(&mut ToF16);
+    let config = TrainConfig {
+        offload: Some(ember_tensor::BackendKind::NdArray),
+        ..config()
+    };
+    let err = train(half, &Blobs::new(64, 4, 3), &config, &device).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::UnsupportedDType {
+                dtype: DType::F16,
+                ..
+            }
+        ),
+        "{err}"
+    );
+}
+
+#[cfg(all(feature = "flex", feature = "ndarray"))]
+struct ToF16;
+
+#[cfg(all(feature = "flex", feature = "ndarray"))]
+impl burn::module::ModuleMapper for ToF16 {
+    fn map_float<const D: usize>(
+        &mut self,
+        param: burn::module::Param<Tensor<D>>,
+    ) -> burn::module::Param<Tensor<D>> {
+        param.map(|t| t.cast(DType::F16))
+    }
+}
+
 // The offload device is named by backend, which needs this crate's backend features (on in
 // the workspace's test build, which unifies them).
 #[cfg(all(feature = "flex", feature = "ndarray"))]

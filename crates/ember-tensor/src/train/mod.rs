@@ -316,7 +316,7 @@ pub fn fit_with_hook<M: Module, E: From<Error>>(
     };
     // Where the f32 weights and the optimizer live: the training device, or the offload one.
     let home = match config.offload {
-        Some(backend) => Some(backend.device()?),
+        Some(backend) => Some(offload_device(backend, &model)?),
         None => None,
     };
     let home_autodiff = home
@@ -470,6 +470,17 @@ pub fn fit_with_hook<M: Module, E: From<Error>>(
         |backend| backend.name().to_string(),
     );
     Ok((model.valid().fork(device), report))
+}
+
+/// The device of `backend`, checked to hold every parameter of `model` in its dtype: a half
+/// precision model offloaded to ndarray is a typed error before training, not a panic at the
+/// first copy.
+fn offload_device<M: Module>(backend: BackendKind, model: &M) -> Result<Device> {
+    let device = backend.device()?;
+    for value in crate::param_values(model) {
+        crate::device::require_dtype(&device, value.flat.dtype())?;
+    }
+    Ok(device)
 }
 
 /// `model`, just forked to the autodiff `device` in training mode, with its parameters under
