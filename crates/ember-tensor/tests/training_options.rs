@@ -88,24 +88,54 @@ fn max_abs_diff(a: &Mlp, b: &Mlp) -> f32 {
         .fold(0.0, f32::max)
 }
 
+/// Train in f32 and in `precision` on `device`: the mixed run keeps f32 weights and running
+/// statistics, computed in half precision (its weights differ), and lands within a point of
+/// the f32 accuracy. Returns the mixed run's report.
+fn mixed_matches_f32(precision: MixedPrecision, device: &Device) -> ember_tensor::TrainReport {
+    let (f32_model, _) = trained(&config(), device);
+    let mixed_config = TrainConfig {
+        precision: Some(precision),
+        ..config()
+    };
+    let (mixed, report) = trained(&mixed_config, device);
+    assert_eq!(mixed.fc1.weight.val().dtype(), DType::F32);
+    assert_eq!(mixed.norm.running_var.value().dtype(), DType::F32);
+    assert!(max_abs_diff(&f32_model, &mixed) > 1e-4);
+    let (a, b) = (accuracy(&f32_model, device), accuracy(&mixed, device));
+    assert!(a > 80.0, "f32 run reached only {a} %");
+    assert!((a - b).abs() < 1.0, "f32 {a} % against mixed {b} %");
+    report
+}
+
+/// Train on `device` with Adam there and with Adam offloaded to `offload`: the weights agree
+/// within `tolerance`, the offloaded state sits on `offload`, and the model comes back to
+/// `device`. Returns both reports.
+#[cfg(any(
+    all(feature = "flex", feature = "ndarray"),
+    all(feature = "flex", feature = "wgpu")
+))]
+fn offload_matches(
+    device: &Device,
+    offload: ember_tensor::BackendKind,
+    tolerance: f32,
+) -> (ember_tensor::TrainReport, ember_tensor::TrainReport) {
+    let (on_device, on_device_report) = trained(&config(), device);
+    let offloaded_config = TrainConfig {
+        offload: Some(offload),
+        ..config()
+    };
+    let (offloaded, report) = trained(&offloaded_config, device);
+    let diff = max_abs_diff(&on_device, &offloaded);
+    assert!(diff <= tolerance, "offloaded weights differ by {diff}");
+    assert_eq!(report.optimizer_device, offload.name());
+    assert_eq!(offloaded.fc1.weight.val().device(), *device);
+    (on_device_report, report)
+}
+
 #[test]
 fn bf16_mixed_precision_keeps_f32_weights_and_the_f32_accuracy() {
     let _seeded = seeded_lock();
-    let device = Device::flex();
-    let (f32_model, _) = trained(&config(), &device);
-    let mixed_config = TrainConfig {
-        precision: Some(MixedPrecision::bf16()),
-        ..config()
-    };
-    let (mixed, report) = trained(&mixed_config, &device);
-    // The master weights and the batch norm's running statistics stay f32 ...
-    assert_eq!(mixed.fc1.weight.val().dtype(), DType::F32);
-    assert_eq!(mixed.norm.running_var.value().dtype(), DType::F32);
-    // ... but the steps computed in bf16: the weights differ from the f32 run's.
-    assert!(max_abs_diff(&f32_model, &mixed) > 1e-4);
-    let (a, b) = (accuracy(&f32_model, &device), accuracy(&mixed, &device));
-    assert!(a > 80.0, "f32 run reached only {a} %");
-    assert!((a - b).abs() < 1.0, "f32 {a} % against bf16 {b} %");
+    let report = mixed_matches_f32(MixedPrecision::bf16(), &Device::flex());
     assert_eq!(report.skipped_steps, 0);
     assert_eq!(report.final_loss_scale, None);
 }
@@ -271,23 +301,14 @@ fn offloaded_adam_gives_the_on_device_weights_and_keeps_its_state_off_the_traini
     let _seeded = seeded_lock();
     #[allow(deprecated)]
     let device = Device::ndarray();
-    let (on_device, on_device_report) = trained(&config(), &device);
-    let offloaded_config = TrainConfig {
-        offload: Some(ember_tensor::BackendKind::Flex),
-        ..config()
-    };
-    let (offloaded, report) = trained(&offloaded_config, &device);
     // Two backends' float kernels, equal up to rounding after 96 Adam steps (bit-identical on
     // the machines tried).
-    let diff = max_abs_diff(&on_device, &offloaded);
-    assert!(diff <= 1e-6, "offloaded weights differ by {diff}");
+    let (on_device_report, report) =
+        offload_matches(&device, ember_tensor::BackendKind::Flex, 1e-6);
     assert_eq!(on_device_report.optimizer_device, "ndarray");
-    assert_eq!(report.optimizer_device, "flex");
     // Adam keeps two moments per weight: at least 8 bytes a parameter.
     let weights = (Blobs::DIM * 32 + 32 + 32 * 4 + 4) * 8;
     assert!(report.optimizer_state_bytes >= weights, "{report:?}");
-    // The model comes back on the training device.
-    assert_eq!(offloaded.fc1.weight.val().device(), device);
 }
 
 #[test]
@@ -318,34 +339,14 @@ mod on_wgpu {
     #[test]
     fn f16_mixed_precision_trains_to_the_f32_accuracy_with_f32_weights() {
         let _seeded = seeded_lock();
-        let device = wgpu();
-        let (f32_model, _) = trained(&config(), &device);
-        let mixed_config = TrainConfig {
-            precision: Some(MixedPrecision::f16()),
-            ..config()
-        };
-        let (mixed, _) = trained(&mixed_config, &device);
-        assert_eq!(mixed.fc1.weight.val().dtype(), DType::F32);
-        assert_eq!(mixed.norm.running_var.value().dtype(), DType::F32);
-        let (a, b) = (accuracy(&f32_model, &device), accuracy(&mixed, &device));
-        assert!(a > 80.0, "f32 run reached only {a} %");
-        assert!((a - b).abs() < 1.0, "f32 {a} % against f16 {b} %");
+        mixed_matches_f32(MixedPrecision::f16(), &wgpu());
     }
 
     #[test]
     fn adam_offloaded_to_the_cpu_gives_the_on_gpu_weights() {
         let _seeded = seeded_lock();
-        let device = wgpu();
-        let (on_device, _) = trained(&config(), &device);
-        let offloaded_config = TrainConfig {
-            offload: Some(ember_tensor::BackendKind::Flex),
-            ..config()
-        };
-        let (offloaded, report) = trained(&offloaded_config, &device);
-        assert_eq!(report.optimizer_device, "flex");
         // The forward and backward passes run on the GPU in both runs; only Adam's update
         // moves to the CPU, whose float rounding differs from the GPU's in the last bits.
-        let diff = max_abs_diff(&on_device, &offloaded);
-        assert!(diff < 1e-4, "offloaded weights differ by {diff}");
+        offload_matches(&wgpu(), ember_tensor::BackendKind::Flex, 1e-4);
     }
 }
