@@ -110,10 +110,20 @@ impl FloatType {
 /// Whether `device` computes in this process's memory with plain (non-autodiff) tensors: flex
 /// or ndarray, where host kernels (ember-kernels' integer GEMM) can take over an operation.
 pub fn is_host(device: &Device) -> bool {
+    matches!(
+        backend_of(device),
+        Some(BackendKind::Flex | BackendKind::NdArray)
+    )
+}
+
+/// The backend of a plain (non-autodiff) device, if it is one Ember knows by name.
+pub fn backend_of(device: &Device) -> Option<BackendKind> {
     // burn names no backend in its device's public API; its debug form does, and costs less
-    // than a microsecond next to the matrix product it decides about.
-    let name = format!("{:?}", device.as_dispatch());
-    name.starts_with("Flex") || name.starts_with("NdArray")
+    // than a microsecond next to the matrix product `is_host` decides about.
+    let name = format!("{:?}", device.as_dispatch()).to_lowercase();
+    BackendKind::ALL
+        .into_iter()
+        .find(|b| name.starts_with(b.name()))
 }
 
 /// Wait until the device has finished all queued work; GPU timings need it inside the timed

@@ -78,10 +78,9 @@ pub struct Distillation<S, T> {
     pub student: S,
     /// The frozen teacher.
     pub teacher: T,
-    /// Softening temperature T.
-    temperature: f64,
-    /// Weight of the soft-target term.
-    alpha: f64,
+    /// The checked loss: settings, not state, so out of records and forks.
+    #[module(skip)]
+    loss: SoftTargetLoss,
 }
 
 impl<S: Classifier, T: Classifier> Distillation<S, T> {
@@ -108,24 +107,13 @@ impl<S: Classifier, T: Classifier> Distillation<S, T> {
         Ok(Self {
             student: student.fork(&device).train(),
             teacher: teacher.no_grad().fork(&device).train(),
-            temperature: soft_targets.temperature,
-            alpha: soft_targets.alpha,
+            loss,
         })
     }
 
     /// The trained student.
     pub fn into_student(self) -> S {
         self.student
-    }
-
-    fn loss(&self) -> SoftTargetLoss {
-        // Checked in `new`; the fields are private, so they still hold.
-        SoftTargetConfig {
-            temperature: self.temperature,
-            alpha: self.alpha,
-        }
-        .init()
-        .unwrap_or_else(|_| unreachable!("checked in Distillation::new"))
     }
 }
 
@@ -139,7 +127,7 @@ impl<S: Classifier + ModuleDisplay + 'static, T: Classifier + ModuleDisplay + 's
         let teacher = self.teacher.forward(batch.images.clone()).detach();
         let student = self.student.forward(batch.images);
         let loss = match self
-            .loss()
+            .loss
             .forward(student.clone(), teacher, batch.labels.clone())
         {
             Ok(parts) => parts.total,

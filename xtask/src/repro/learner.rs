@@ -4,6 +4,7 @@
 //! fine-tune again on two devices (flex and ndarray) with the optimizer's state sharded between
 //! them (burn-train's `OptimSharded`, ZeRO stage 1).
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -114,6 +115,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     )?
     .mlp()?;
     let pruned = prune(dense.clone(), &setup.prune)?.0;
+    let pruned_masks = mask_flags(&pruned)?;
     let train_data = Arc::new(data.train.clone());
     let test_data = Arc::new(data.test.clone());
     let bench = Bench {
@@ -151,7 +153,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
             )?
             .into_inner()
             .valid();
-        masks_exact &= masks_hold(&model)?;
+        masks_exact &= masks_hold(&model, &pruned_masks)?;
         learner.push(bench.run_of(&model, started)?);
 
         // Two devices each take a batch per step: one device compares at twice the batch.
@@ -180,7 +182,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
             .into_inner()
             .valid()
             .fork(&device);
-        masks_exact &= masks_hold(&model)?;
+        masks_exact &= masks_hold(&model, &pruned_masks)?;
         sharded.push(bench.run_of(&model, started)?);
     }
     pairs.push(Pair {
@@ -309,12 +311,28 @@ impl Bench<'_> {
     }
 }
 
-/// Whether every weight `model`'s masks remove is exactly zero.
-fn masks_hold<M: Module>(model: &M) -> anyhow::Result<bool> {
+/// The keep flags of every mask `model` carries, by parameter path.
+fn mask_flags<M: Module>(model: &M) -> anyhow::Result<BTreeMap<String, Vec<bool>>> {
+    masks(model)
+        .into_iter()
+        .map(|(path, mask)| Ok((path, read_flags(mask)?)))
+        .collect()
+}
+
+/// Whether `model` carries exactly the masks `expected` lists and every weight they remove is
+/// exactly zero. (The effective weight applies the mask, so the zeros alone would hold even
+/// for a model whose masks had been lost.)
+fn masks_hold<M: Module>(
+    model: &M,
+    expected: &BTreeMap<String, Vec<bool>>,
+) -> anyhow::Result<bool> {
+    let flags = mask_flags(model)?;
+    if flags != *expected {
+        return Ok(false);
+    }
     let values = param_values(model);
-    for (path, mask) in masks(model) {
-        let keep = read_flags(mask)?;
-        let Some(value) = values.iter().find(|v| v.info.path == path) else {
+    for (path, keep) in &flags {
+        let Some(value) = values.iter().find(|v| &v.info.path == path) else {
             return Ok(false);
         };
         let weights: Vec<f32> = value.flat.to_data().convert::<f32>().try_to_vec::<f32>()?;

@@ -200,7 +200,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         common.quick,
         &measured,
         &accuracy,
-        &subset,
+        subset.len(),
         steps,
         offload_to,
     )
@@ -287,7 +287,7 @@ fn render(
     quick: bool,
     measured: &[Measured],
     accuracy: &[Accuracy],
-    images: &impl LabeledData,
+    images: usize,
     steps: usize,
     offload_to: BackendKind,
 ) -> Report {
@@ -309,7 +309,7 @@ fn render(
              offload device together, since both are host memory here. *Optimizer state* is \
              the size of the optimizer's record at the end, on the device named beside it; \
              the offload row keeps it on {offload_to}.",
-            images.len()
+            images
         ),
     );
     let mut rows = Vec::new();

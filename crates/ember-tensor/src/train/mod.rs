@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::device::BackendKind;
 use crate::{Error, Result};
-use precision::{LossScaler, MixedPrecision, ScaledStep, compute_view, restore_f32, unscale};
+use precision::{ComputeView, LossScaler, MixedPrecision, ScaledStep, restore_f32, unscale};
 
 /// A model that maps a batch of images `[batch, channels, rows, cols]` to class logits
 /// `[batch, classes]`.
@@ -314,6 +314,9 @@ pub fn fit_with_hook<M: Module, E: From<Error>>(
     } else {
         device.clone().autodiff()
     };
+    // A lazily initialized parameter draws its values where it is first read: here, from the
+    // training device's seeded RNG, even when the weights then live on the offload device.
+    let model = crate::init_now(model);
     // Where the f32 weights and the optimizer live: the training device, or the offload one.
     let home = match config.offload {
         Some(backend) => Some(offload_device(backend, &model)?),
@@ -322,10 +325,12 @@ pub fn fit_with_hook<M: Module, E: From<Error>>(
     let home_autodiff = home
         .as_ref()
         .map_or(autodiff.clone(), |d| d.clone().autodiff());
-    // A lazily initialized parameter draws its values where it is first read: here, from the
-    // training device's seeded RNG, even when the weights then live on the offload device.
-    let model = crate::init_now(model).fork(&home_autodiff).train();
+    let model = model.fork(&home_autodiff).train();
     let mut model = under_strategy_of(model, &home_autodiff);
+    let half_view = match &config.precision {
+        Some(precision) => Some(ComputeView::new(&model, precision)?),
+        None => None,
+    };
     let mut scaler = match config.precision.as_ref().and_then(|p| p.loss_scale) {
         Some(scale) => Some(LossScaler::new(scale)?),
         None => None,
@@ -363,27 +368,25 @@ pub fn fit_with_hook<M: Module, E: From<Error>>(
         );
         for (i, indices) in batches.iter().enumerate() {
             let (images, labels) = data.batch(indices, &autodiff);
-            // Offloading: the updated weights come to the training device.
-            let on_device = match home {
-                // Not `train()` again: it would give the batch norms' running statistics a
-                // new home, and their updates would not reach the weights that stay home.
-                Some(_) => under_strategy_of(model.clone().fork(&autodiff), &autodiff),
-                None => model.clone(),
+            // Offloading: the updated weights come to the training device. Not `train()` again:
+            // it would give the batch norms' running statistics a new home, and their updates
+            // would not reach the weights that stay home.
+            let offloaded = home
+                .as_ref()
+                .map(|_| under_strategy_of(model.clone().fork(&autodiff), &autodiff));
+            let on_device = offloaded.as_ref().unwrap_or(&model);
+            let (images, half) = match &half_view {
+                Some(view) => (images.cast(view.dtype), Some(view.of(on_device))),
+                None => (images, None),
             };
-            let (view, images) = match &config.precision {
-                Some(precision) => (
-                    compute_view(&on_device, precision)?,
-                    images.cast(precision.compute.dtype()),
-                ),
-                None => (on_device.clone(), images),
-            };
+            let view = half.as_ref().unwrap_or(on_device);
             let batch = Batch {
                 images,
                 labels,
                 indices: indices.clone(),
             };
             // The loss is always reduced in f32.
-            let loss = loss(&view, batch)?.cast(burn::tensor::DType::F32);
+            let loss = loss(view, batch)?.cast(burn::tensor::DType::F32);
             let value = loss.clone().detach().without_autodiff();
             let scale = scaler.as_ref().map_or(1.0, LossScaler::scale);
             let loss = if scale == 1.0 {
@@ -391,10 +394,10 @@ pub fn fit_with_hook<M: Module, E: From<Error>>(
             } else {
                 loss.mul_scalar(scale)
             };
-            let mut grads = GradientsParams::from_grads(loss.backward(), &on_device);
+            let mut grads = GradientsParams::from_grads(loss.backward(), on_device);
             let apply = match scaler.as_mut() {
                 Some(scaler) => {
-                    let (unscaled, overflowed) = unscale(grads, &on_device, scale);
+                    let (unscaled, overflowed) = unscale(grads, on_device, scale);
                     grads = unscaled;
                     scaler.update(overflowed)? == ScaledStep::Apply
                 }
@@ -422,7 +425,7 @@ pub fn fit_with_hook<M: Module, E: From<Error>>(
                 counted += 1;
                 if let Some(home) = &home {
                     // The gradients go to the optimizer's device.
-                    grads = grads.to_device(home, &on_device);
+                    grads = grads.to_device(home, on_device);
                 }
                 model = optimizer.step(lr, model, grads);
             }
@@ -465,10 +468,10 @@ pub fn fit_with_hook<M: Module, E: From<Error>>(
         .to_record()
         .into_bytes()
         .map_or(0, |bytes| bytes.len());
-    report.optimizer_device = config.offload.map_or_else(
-        || backend_name(device),
-        |backend| backend.name().to_string(),
-    );
+    report.optimizer_device = match config.offload.or(crate::device::backend_of(device)) {
+        Some(backend) => backend.name().to_string(),
+        None => format!("{device:?}"),
+    };
     Ok((model.valid().fork(device), report))
 }
 
@@ -504,15 +507,6 @@ impl burn::module::ModuleMapper for CheckpointingStrategy {
     ) -> burn::module::Param<Tensor<D>> {
         param.map(|t| t.with_gradient_checkpointing_strategy(self.0))
     }
-}
-
-/// The backend of a device, as [`BackendKind::name`] spells it.
-fn backend_name(device: &Device) -> String {
-    let name = format!("{:?}", device.as_dispatch());
-    BackendKind::ALL
-        .into_iter()
-        .find(|b| name.to_lowercase().starts_with(b.name()))
-        .map_or(name, |b| b.name().to_string())
 }
 
 /// Each epoch shuffles differently, every run the same way.

@@ -223,31 +223,49 @@ impl LossScaler {
 /// so gradients reach `model`'s own (f32) parameters, and reparameterized weights (pruning
 /// masks) are cast after their mask applies.
 pub fn compute_view<M: Module>(model: &M, precision: &MixedPrecision) -> Result<M> {
-    let keep = kept_in_f32(model, &precision.keep_f32)?;
-    Ok(model.clone().map(&mut CastView {
-        dtype: precision.compute.dtype(),
-        keep,
-    }))
+    Ok(ComputeView::new(model, precision)?.of(model))
 }
 
-fn kept_in_f32<M: Module>(model: &M, patterns: &[String]) -> Result<HashSet<ParamId>> {
-    if patterns.is_empty() {
-        return Ok(HashSet::new());
-    }
-    let selector = Selector {
-        include: patterns.to_vec(),
-        ..Selector::default()
-    };
-    let all = params(model);
-    Ok(selector.select(&all)?.iter().map(|p| p.id).collect())
-}
-
-struct CastView {
-    dtype: DType,
+/// [`compute_view`] with the parameters kept in f32 selected once, for a loop that takes the
+/// view at every step (the parameter ids survive forks and optimizer steps).
+pub(crate) struct ComputeView {
+    /// The compute dtype, which the step's inputs are cast to as well.
+    pub(crate) dtype: DType,
     keep: HashSet<ParamId>,
 }
 
-impl ModuleMapper for CastView {
+impl ComputeView {
+    pub(crate) fn new<M: Module>(model: &M, precision: &MixedPrecision) -> Result<Self> {
+        let keep = if precision.keep_f32.is_empty() {
+            HashSet::new()
+        } else {
+            let selector = Selector {
+                include: precision.keep_f32.clone(),
+                ..Selector::default()
+            };
+            let all = params(model);
+            selector.select(&all)?.iter().map(|p| p.id).collect()
+        };
+        Ok(Self {
+            dtype: precision.compute.dtype(),
+            keep,
+        })
+    }
+
+    pub(crate) fn of<M: Module>(&self, model: &M) -> M {
+        model.clone().map(&mut CastView {
+            dtype: self.dtype,
+            keep: &self.keep,
+        })
+    }
+}
+
+struct CastView<'a> {
+    dtype: DType,
+    keep: &'a HashSet<ParamId>,
+}
+
+impl ModuleMapper for CastView<'_> {
     fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
         if self.keep.contains(&param.id) {
             return param;
@@ -267,7 +285,8 @@ struct RestoreF32;
 
 impl ModuleMapper for RestoreF32 {
     fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
-        if param.val().dtype() == DType::F32 {
+        // The stored value's dtype: no mask needs applying to read it.
+        if param.base().dtype() == DType::F32 {
             return param;
         }
         param.map(|t| t.cast(DType::F32))
