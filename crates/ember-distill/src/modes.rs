@@ -5,7 +5,7 @@
 
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use ember_tensor::train::ordered_batches;
-use ember_tensor::{Batch, Classifier, LabeledData, TrainConfig, TrainReport, fit};
+use ember_tensor::{Batch, Classifier, Input, LabeledData, TrainConfig, TrainReport, fit};
 use serde::{Deserialize, Serialize};
 
 use crate::loss::SoftTargetConfig;
@@ -69,10 +69,10 @@ pub struct DistillReport {
 /// # let _ = student;
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
-pub fn distill<S: Classifier, T: Classifier>(
+pub fn distill<I: Input, S: Classifier<I>, T: Classifier<I>>(
     student: S,
     teacher: &T,
-    data: &(impl LabeledData + ?Sized),
+    data: &(impl LabeledData<I> + ?Sized),
     train: &TrainConfig,
     soft_targets: &SoftTargetConfig,
     teacher_outputs: TeacherOutputs,
@@ -94,21 +94,27 @@ pub fn distill<S: Classifier, T: Classifier>(
         TeacherOutputs::OnTheFly => None,
     };
     let mut terms = TermSums::new(device);
-    let (student, report) = fit(student, data, train, device, |student: &S, batch: Batch| {
-        let teacher_logits = match &cache {
-            Some(all) => all
-                .clone()
-                .select(0, indices_tensor(&batch.indices, device)),
-            None => teacher.forward(batch.images.clone().without_autodiff()),
-        };
-        let parts = loss.forward(
-            student.forward(batch.images),
-            teacher_logits.autodiff(),
-            batch.labels,
-        )?;
-        terms.add(&parts.soft, &parts.hard);
-        Ok::<_, Error>(parts.total)
-    })?;
+    let (student, report) = fit(
+        student,
+        data,
+        train,
+        device,
+        |student: &S, batch: Batch<I>| {
+            let teacher_logits = match &cache {
+                Some(all) => all
+                    .clone()
+                    .select(0, indices_tensor(&batch.indices, device)),
+                None => teacher.forward(batch.inputs.clone().without_autodiff()),
+            };
+            let parts = loss.forward(
+                student.forward(batch.inputs),
+                teacher_logits.autodiff(),
+                batch.labels,
+            )?;
+            terms.add(&parts.soft, &parts.hard);
+            Ok::<_, Error>(parts.total)
+        },
+    )?;
     let (mean_soft_loss, mean_hard_loss) = terms.means();
     Ok((
         student,
@@ -124,10 +130,10 @@ pub fn distill<S: Classifier, T: Classifier>(
 /// and on the other's current predictions, `CE(a) + KL(p_b || p_a) + CE(b) + KL(p_a || p_b)` at
 /// `temperature`. The other's predictions are constants in each term, so one optimizer over both
 /// models takes the same steps as two.
-pub fn mutual_learning<A: Classifier, B: Classifier>(
+pub fn mutual_learning<I: Input, A: Classifier<I>, B: Classifier<I>>(
     a: A,
     b: B,
-    data: &(impl LabeledData + ?Sized),
+    data: &(impl LabeledData<I> + ?Sized),
     train: &TrainConfig,
     temperature: f64,
     device: &Device,
@@ -143,8 +149,8 @@ pub fn mutual_learning<A: Classifier, B: Classifier>(
         data,
         train,
         device,
-        |(a, b): &(A, B), batch: Batch| {
-            let (logits_a, logits_b) = (a.forward(batch.images.clone()), b.forward(batch.images));
+        |(a, b): &(A, B), batch: Batch<I>| {
+            let (logits_a, logits_b) = (a.forward(batch.inputs.clone()), b.forward(batch.inputs));
             // alpha 0.5 weighs CE and KL equally; the factor 2 restores DML's unit weights.
             let loss_a = peer.forward(logits_a.clone(), logits_b.clone(), batch.labels.clone())?;
             let loss_b = peer.forward(logits_b, logits_a, batch.labels)?;
@@ -160,11 +166,11 @@ pub fn mutual_learning<A: Classifier, B: Classifier>(
 // `distill`'s arguments plus the generations: a config struct for one call site would only
 // rename them.
 #[allow(clippy::too_many_arguments)]
-pub fn born_again<M: Classifier>(
+pub fn born_again<I: Input, M: Classifier<I>>(
     trained: M,
     mut fresh: impl FnMut(usize) -> Result<M>,
     generations: usize,
-    data: &(impl LabeledData + ?Sized),
+    data: &(impl LabeledData<I> + ?Sized),
     train: &TrainConfig,
     soft_targets: &SoftTargetConfig,
     teacher_outputs: TeacherOutputs,
@@ -196,9 +202,9 @@ pub fn born_again<M: Classifier>(
 }
 
 /// The teacher's logits for every sample of `data`, in order, on `device`.
-pub fn teacher_logits<T: Classifier>(
+pub fn teacher_logits<I: Input, T: Classifier<I>>(
     teacher: &T,
-    data: &(impl LabeledData + ?Sized),
+    data: &(impl LabeledData<I> + ?Sized),
     device: &Device,
 ) -> Tensor<2> {
     let batches: Vec<Tensor<2>> = ordered_batches(data.len(), CACHE_BATCH)
@@ -209,10 +215,10 @@ pub fn teacher_logits<T: Classifier>(
 }
 
 /// Teacher and student must predict the same classes: checked on one sample before training.
-fn check_class_counts<S: Classifier, T: Classifier>(
+fn check_class_counts<I: Input, S: Classifier<I>, T: Classifier<I>>(
     student: &S,
     teacher: &T,
-    data: &(impl LabeledData + ?Sized),
+    data: &(impl LabeledData<I> + ?Sized),
     device: &Device,
 ) -> Result<()> {
     if data.is_empty() {
@@ -223,10 +229,10 @@ fn check_class_counts<S: Classifier, T: Classifier>(
         }
         .into());
     }
-    let (images, _) = data.batch(&[0], device);
+    let (inputs, _) = data.batch(&[0], device);
     let (s, t) = (
-        student.valid().forward(images.clone()),
-        teacher.forward(images),
+        student.valid().forward(inputs.clone()),
+        teacher.forward(inputs),
     );
     if s.dims() != t.dims() {
         return Err(Error::ShapeMismatch {

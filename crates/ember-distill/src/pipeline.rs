@@ -3,22 +3,22 @@
 //! on the labels. Each stage is one value in a list run by the same trainer, so any stage can
 //! be dropped, repeated or swapped.
 
-use burn::tensor::Device;
-use ember_tensor::{Classifier, LabeledData, TrainConfig, TrainReport, train};
+use burn::tensor::{Device, Tensor};
+use ember_tensor::{Classifier, Input, LabeledData, TrainConfig, TrainReport, train};
 
 use crate::Result;
 use crate::loss::SoftTargetConfig;
 use crate::modes::{TeacherOutputs, distill};
 
 /// One stage of a pipeline.
-pub enum Stage<'a, T> {
+pub enum Stage<'a, T, I: Input = Tensor<4>> {
     /// Plain training on labels: pre-training (on a large generic set) or fine-tuning (on the
     /// task's labelled set).
     Train {
         /// A name for the report (`pretrain`, `finetune`).
         name: &'a str,
         /// What to train on.
-        data: &'a dyn LabeledData,
+        data: &'a dyn LabeledData<I>,
         /// How.
         train: TrainConfig,
     },
@@ -29,7 +29,7 @@ pub enum Stage<'a, T> {
         /// The task teacher.
         teacher: &'a T,
         /// The transfer set.
-        data: &'a dyn LabeledData,
+        data: &'a dyn LabeledData<I>,
         /// How.
         train: TrainConfig,
         /// The soft-target loss.
@@ -49,9 +49,9 @@ pub struct StageReport {
 }
 
 /// Run `stages` in order on `student`.
-pub fn run_pipeline<S: Classifier, T: Classifier>(
+pub fn run_pipeline<I: Input, S: Classifier<I>, T: Classifier<I>>(
     student: S,
-    stages: &[Stage<'_, T>],
+    stages: &[Stage<'_, T, I>],
     device: &Device,
 ) -> Result<(S, Vec<StageReport>)> {
     let mut student = student;

@@ -1,18 +1,18 @@
 //! The calibration loop: run batches of a dataset through a model whose layers feed their
 //! observers, with a progress bar.
 
-use burn::tensor::{Device, Tensor};
+use burn::tensor::Device;
 use indicatif::{ProgressBar, ProgressStyle};
 
-use ember_tensor::LabeledData;
 use ember_tensor::train::ordered_batches;
+use ember_tensor::{Input, LabeledData};
 
 use crate::{Error, Result};
 
 /// How much data calibration sees.
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct CalibrationConfig {
-    /// Images per batch.
+    /// Samples per batch.
     pub batch_size: usize,
     /// Batches to run (from the start of the data, in order); `None` runs them all.
     pub max_batches: Option<usize>,
@@ -32,13 +32,13 @@ impl Default for CalibrationConfig {
 }
 
 /// Run the first batches of `data` through `forward` (a model whose layers observe their
-/// inputs) and return how many images it saw. No data, a zero batch size or zero batches is
+/// inputs) and return how many samples it saw. No data, a zero batch size or zero batches is
 /// an error: a range calibrated on nothing would be made up.
-pub fn calibrate(
-    data: &(impl LabeledData + ?Sized),
+pub fn calibrate<I: Input>(
+    data: &(impl LabeledData<I> + ?Sized),
     config: &CalibrationConfig,
     device: &Device,
-    mut forward: impl FnMut(Tensor<4>),
+    mut forward: impl FnMut(I),
 ) -> Result<usize> {
     if config.batch_size == 0 {
         return Err(Error::InvalidConfig {
@@ -72,8 +72,8 @@ pub fn calibrate(
     };
     let mut seen = 0;
     for indices in &batches {
-        let (images, _) = data.batch(indices, device);
-        forward(images);
+        let (inputs, _) = data.batch(indices, device);
+        forward(inputs);
         seen += indices.len();
         bar.inc(1);
     }

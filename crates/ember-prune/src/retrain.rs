@@ -6,9 +6,11 @@
 //! (Renda et al. 2020) retrains with the original schedule's rates, and weight rewinding also
 //! resets the surviving weights to their values at an earlier step ([`rewind`]) before that.
 
+use burn::module::Module;
 use burn::tensor::Device;
 use ember_tensor::{
-    Classifier, LabeledData, TrainConfig, TrainReport, masks, set_masks, strip, train_with_hook,
+    Classifier, Input, LabeledData, TrainConfig, TrainReport, masks, set_masks, strip,
+    train_with_hook,
 };
 
 use crate::prune::{PruneConfig, prune};
@@ -19,7 +21,7 @@ use crate::{Error, Result};
 /// `pruned`'s masks on `snapshot`'s weights: the surviving weights go back to their values at
 /// the snapshot (the initialization for a lottery ticket, step k for weight rewinding), the
 /// pruned ones stay pruned.
-pub fn rewind<M: Classifier>(pruned: &M, snapshot: M) -> Result<M> {
+pub fn rewind<M: Module>(pruned: &M, snapshot: M) -> Result<M> {
     Ok(set_masks(strip(snapshot), &masks(pruned))?)
 }
 
@@ -47,9 +49,9 @@ pub fn rewind<M: Classifier>(pruned: &M, snapshot: M) -> Result<M> {
 /// assert!((sparsity - 0.75).abs() < 0.01);
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
-pub fn train_gradual<M: Classifier>(
+pub fn train_gradual<I: Input, M: Classifier<I>>(
     model: M,
-    data: &(impl LabeledData + ?Sized),
+    data: &(impl LabeledData<I> + ?Sized),
     training: &TrainConfig,
     prune_config: &PruneConfig,
     schedule: &Gradual,
@@ -122,9 +124,9 @@ pub struct Round<'a, M> {
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[allow(clippy::too_many_arguments)]
-pub fn iterative_prune<M: Classifier, E: From<Error>>(
+pub fn iterative_prune<I: Input, M: Classifier<I>, E: From<Error>>(
     model: M,
-    data: &(impl LabeledData + ?Sized),
+    data: &(impl LabeledData<I> + ?Sized),
     rounds: &Rounds,
     prune_config: &PruneConfig,
     retrain: &TrainConfig,

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use burn::module::Module;
 use burn::tensor::Device;
 use ember_observe::{CalibrationConfig, ObserverConfig, RangeMethod, calibrate};
-use ember_tensor::{Classifier, LabeledData, ParamInfo, Selector, param_values, params};
+use ember_tensor::{Classifier, Input, LabeledData, ParamInfo, Selector, param_values, params};
 use serde::{Deserialize, Serialize};
 
 use crate::Int8Kernel;
@@ -581,16 +581,16 @@ fn refuse_per_group(config: &StaticConfig, what: &str) -> Result<()> {
 /// assert!(q.weights["layers.1.weight"].values().iter().all(|v| (-2..=1).contains(v)));
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
-pub fn prepare_lsq<M: Classifier + QuantLayers>(
+pub fn prepare_lsq<I: Input, M: Classifier<I> + QuantLayers>(
     model: M,
     config: &StaticConfig,
-    data: &(impl LabeledData + ?Sized),
+    data: &(impl LabeledData<I> + ?Sized),
     device: &Device,
 ) -> Result<Qat<M>> {
     refuse_per_group(config, "learned step sizes")?;
     let prepared = prepare(model, config)?;
-    calibrate(data, &config.calibration, device, |images| {
-        let _ = prepared.model.forward(images);
+    calibrate(data, &config.calibration, device, |inputs| {
+        let _ = prepared.model.forward(inputs);
     })?;
     let Prepared {
         mut model,
@@ -755,15 +755,15 @@ fn convert_learned<M: Module + QuantLayers>(mut trained: M) -> Result<Quantized<
 /// assert!(matches!(q.inputs["layers.0"], InputQuant::Static { .. }));
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
-pub fn quantize_static<M: Classifier + QuantLayers>(
+pub fn quantize_static<I: Input, M: Classifier<I> + QuantLayers>(
     model: M,
     config: &StaticConfig,
-    data: &(impl LabeledData + ?Sized),
+    data: &(impl LabeledData<I> + ?Sized),
     device: &Device,
 ) -> Result<Quantized<M>> {
     let prepared = prepare(model, config)?;
-    calibrate(data, &config.calibration, device, |images| {
-        let _ = prepared.model.forward(images);
+    calibrate(data, &config.calibration, device, |inputs| {
+        let _ = prepared.model.forward(inputs);
     })?;
     prepared.convert()
 }

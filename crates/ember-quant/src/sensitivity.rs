@@ -2,7 +2,7 @@
 //! sees which layers to keep in float.
 
 use burn::tensor::{Device, Tensor};
-use ember_tensor::{Classifier, LabeledData, evaluate};
+use ember_tensor::{Classifier, Input, LabeledData, evaluate};
 use serde::Serialize;
 
 use crate::nn::QuantLayers;
@@ -28,18 +28,18 @@ pub struct LayerSensitivity {
 
 /// For each quantizable layer, statically quantize it alone (`config` with every other layer
 /// kept in float), calibrate on `calibration` and evaluate on `eval`.
-pub fn sensitivity<M: Classifier + QuantLayers>(
+pub fn sensitivity<I: Input, M: Classifier<I> + QuantLayers>(
     model: &M,
     config: &StaticConfig,
-    calibration: &(impl LabeledData + ?Sized),
-    eval: &(impl LabeledData + ?Sized),
+    calibration: &(impl LabeledData<I> + ?Sized),
+    eval: &(impl LabeledData<I> + ?Sized),
     batch_size: usize,
     device: &Device,
 ) -> Result<Vec<LayerSensitivity>> {
     let float_acc = evaluate(model, eval, batch_size, device)?.accuracy;
     let probe: Vec<usize> = (0..eval.len().min(batch_size)).collect();
-    let (images, _) = eval.batch(&probe, device);
-    let float_logits = read(model.forward(images.clone()))?;
+    let (inputs, _) = eval.batch(&probe, device);
+    let float_logits = read(model.forward(inputs.clone()))?;
     // The float weights, read once: each layer's SQNR compares against its own.
     let float_weights = ember_tensor::param_values(model);
     let names: Vec<String> = model
@@ -69,7 +69,7 @@ pub fn sensitivity<M: Classifier + QuantLayers>(
             }
             None => f64::INFINITY,
         };
-        let output_sqnr_db = sqnr_db(&float_logits, &read(q.model.forward(images.clone()))?);
+        let output_sqnr_db = sqnr_db(&float_logits, &read(q.model.forward(inputs.clone()))?);
         rows.push(LayerSensitivity {
             layer: name.clone(),
             accuracy,

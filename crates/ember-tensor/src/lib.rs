@@ -44,8 +44,8 @@ pub use record::{load_masked, save_masked};
 pub use select::{Matcher, Selector};
 pub use train::precision::{LossScaleConfig, LossScaler, MixedPrecision, ScaledStep};
 pub use train::{
-    Batch, Classifier, EvalReport, LabeledData, LrSchedule, TrainConfig, TrainReport, evaluate,
-    fit, fit_with_hook, train, train_with_hook,
+    Batch, Classifier, EvalReport, Input, LabeledData, LrSchedule, TrainConfig, TrainReport,
+    evaluate, fit, fit_with_hook, train, train_with_hook,
 };
 pub use units::{UnitActivations, UnitGroup, UnitSlice};
 pub use walk::{

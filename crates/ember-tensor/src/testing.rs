@@ -120,6 +120,75 @@ impl crate::LabeledData for Blobs {
     }
 }
 
+/// A small learnable text task for tests of passes over token ids: sequences of
+/// [`Tokens::LEN`] token ids out of [`Tokens::VOCAB`], whose class is the one whose keywords
+/// (the ids `t` with `t % classes == class`) occur most often, ties drawn again. A mean of
+/// token embeddings and a linear layer can learn it; its inputs are `Int` tensors
+/// `[batch, LEN]`, so nothing about it fits an image model.
+pub struct Tokens {
+    ids: Vec<i64>,
+    labels: Vec<i64>,
+}
+
+impl Tokens {
+    /// Distinct token ids.
+    pub const VOCAB: usize = 24;
+    /// Tokens per sequence.
+    pub const LEN: usize = 9;
+
+    /// `n` sequences of `classes` classes (2 to 6), drawn from `seed`.
+    pub fn new(n: usize, classes: usize, seed: u64) -> Self {
+        let classes = classes.clamp(2, 6);
+        let mut state = seed.wrapping_add(0x2545_F491_4F6C_DD1D);
+        let mut draw = move |below: usize| {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((state >> 33) as usize) % below
+        };
+        let (mut ids, mut labels) = (Vec::with_capacity(n * Self::LEN), Vec::with_capacity(n));
+        while labels.len() < n {
+            let sequence: Vec<usize> = (0..Self::LEN).map(|_| draw(Self::VOCAB)).collect();
+            let mut counts = vec![0; classes];
+            sequence.iter().for_each(|t| counts[t % classes] += 1);
+            let most = counts.iter().copied().max().unwrap_or(0);
+            let mut winners = (0..classes).filter(|&c| counts[c] == most);
+            if let (Some(class), None) = (winners.next(), winners.next()) {
+                ids.extend(sequence.iter().map(|&t| t as i64));
+                labels.push(class as i64);
+            }
+        }
+        Self { ids, labels }
+    }
+}
+
+impl crate::LabeledData<burn::tensor::Tensor<2, burn::tensor::Int>> for Tokens {
+    fn len(&self) -> usize {
+        self.labels.len()
+    }
+
+    fn batch(
+        &self,
+        indices: &[usize],
+        device: &burn::tensor::Device,
+    ) -> (
+        burn::tensor::Tensor<2, burn::tensor::Int>,
+        burn::tensor::Tensor<1, burn::tensor::Int>,
+    ) {
+        use burn::tensor::{Tensor, TensorData};
+        let len = Self::LEN;
+        let ids: Vec<i64> = indices
+            .iter()
+            .flat_map(|&i| self.ids[i * len..(i + 1) * len].to_vec())
+            .collect();
+        let labels: Vec<i64> = indices.iter().map(|&i| self.labels[i]).collect();
+        (
+            Tensor::from_data(TensorData::new(ids, [indices.len(), len]), device),
+            Tensor::from_data(TensorData::new(labels, [indices.len()]), device),
+        )
+    }
+}
+
 /// Copy the safetensors file at `from` to `to` with its metadata entry `key` set to `value`:
 /// the crafted files with which loaders' tests check that nothing in a header is trusted.
 ///

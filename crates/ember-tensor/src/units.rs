@@ -6,7 +6,7 @@
 use burn::tensor::Tensor;
 use serde::{Deserialize, Serialize};
 
-use crate::Classifier;
+use crate::{Classifier, Input};
 
 /// Where a group's units lie in one parameter: unit `u` is the elements
 /// `u * block .. (u + 1) * block` along `axis` (`block` is 1 for a neuron; a convolution's
@@ -62,9 +62,9 @@ impl UnitGroup {
 /// A classifier that also hands out what its groups' units output, for the criteria that look
 /// at activations (APoZ, the average percentage of zeros after ReLU). burn has no forward
 /// hooks, so the model that knows its layers says where they are.
-pub trait UnitActivations: Classifier {
-    /// For a batch of images, each group's units' outputs after their nonlinearity, as
-    /// `[batch, units, positions]` (positions: 1 for a neuron, `rows * cols` for a filter),
-    /// named as the model's [`UnitGroup`]s are.
-    fn unit_activations(&self, images: Tensor<4>) -> Vec<(String, Tensor<3>)>;
+pub trait UnitActivations<I: Input = Tensor<4>>: Classifier<I> {
+    /// For a batch of inputs, each group's units' outputs after their nonlinearity, as
+    /// `[batch, units, positions]` (positions: 1 for a neuron, `rows * cols` for a filter, the
+    /// tokens for a sequence), named as the model's [`UnitGroup`]s are.
+    fn unit_activations(&self, input: I) -> Vec<(String, Tensor<3>)>;
 }

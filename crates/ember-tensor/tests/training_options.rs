@@ -190,7 +190,7 @@ fn an_overflowing_f16_step_is_skipped_and_leaves_the_weights_untouched() {
         &device,
         |model: &Mlp, batch: Batch| {
             calls += 1;
-            let logits = model.forward(batch.images);
+            let logits = model.forward(batch.inputs);
             // The third step's logits overflow f16 (65504) once scaled: its gradients are Inf.
             let logits = if calls == 3 {
                 logits.mul_scalar(1e4)

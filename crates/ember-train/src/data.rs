@@ -8,13 +8,14 @@ use burn::data::dataloader::batcher::Batcher;
 use burn::data::dataloader::{DataLoader, DataLoaderBuilder};
 use burn::data::dataset::{Dataset, DatasetError};
 use burn::tensor::{Device, Int, Tensor};
-use ember_tensor::LabeledData;
+use ember_tensor::{Input, LabeledData};
 
-/// A batch of labelled images, as burn-train's steps receive it.
+/// A batch of labelled inputs (images unless `I` says otherwise), as burn-train's steps
+/// receive it.
 #[derive(Debug, Clone)]
-pub struct ClassBatch {
+pub struct ClassBatch<I: Input = Tensor<4>> {
     /// The inputs.
-    pub images: Tensor<4>,
+    pub inputs: I,
     /// Their class labels.
     pub labels: Tensor<1, Int>,
     /// Their indices in the dataset.
@@ -47,11 +48,13 @@ pub struct LabeledBatcher<D: ?Sized> {
     data: Arc<D>,
 }
 
-impl<D: LabeledData + Send + Sync + ?Sized> Batcher<usize, ClassBatch> for LabeledBatcher<D> {
-    fn batch(&self, indices: Vec<usize>, device: &Device) -> ClassBatch {
-        let (images, labels) = self.data.batch(&indices, device);
+impl<I: Input, D: LabeledData<I> + Send + Sync + ?Sized> Batcher<usize, ClassBatch<I>>
+    for LabeledBatcher<D>
+{
+    fn batch(&self, indices: Vec<usize>, device: &Device) -> ClassBatch<I> {
+        let (inputs, labels) = self.data.batch(&indices, device);
         ClassBatch {
-            images,
+            inputs,
             labels,
             indices,
         }
@@ -59,11 +62,11 @@ impl<D: LabeledData + Send + Sync + ?Sized> Batcher<usize, ClassBatch> for Label
 }
 
 /// One data loader over `data`: shuffled from `seed` when `shuffle` is set, in order otherwise.
-pub fn loader<D: LabeledData + Send + Sync + ?Sized + 'static>(
+pub fn loader<I: Input, D: LabeledData<I> + Send + Sync + ?Sized + 'static>(
     data: Arc<D>,
     batch_size: usize,
     shuffle: Option<u64>,
-) -> Arc<dyn DataLoader<ClassBatch>> {
+) -> Arc<dyn DataLoader<ClassBatch<I>>> {
     let len = data.len();
     let builder = DataLoaderBuilder::new(LabeledBatcher { data }).batch_size(batch_size.max(1));
     match shuffle {
@@ -74,18 +77,19 @@ pub fn loader<D: LabeledData + Send + Sync + ?Sized + 'static>(
 
 /// The training loader (shuffled from `seed`, a different order every epoch) and the
 /// validation loader (in order) burn-train's `SupervisedTraining::new` takes.
-pub fn loaders<T, V>(
+pub fn loaders<I, T, V>(
     train: Arc<T>,
     valid: Arc<V>,
     batch_size: usize,
     seed: u64,
 ) -> (
-    Arc<dyn DataLoader<ClassBatch>>,
-    Arc<dyn DataLoader<ClassBatch>>,
+    Arc<dyn DataLoader<ClassBatch<I>>>,
+    Arc<dyn DataLoader<ClassBatch<I>>>,
 )
 where
-    T: LabeledData + Send + Sync + ?Sized + 'static,
-    V: LabeledData + Send + Sync + ?Sized + 'static,
+    I: Input,
+    T: LabeledData<I> + Send + Sync + ?Sized + 'static,
+    V: LabeledData<I> + Send + Sync + ?Sized + 'static,
 {
     (
         loader(train, batch_size, Some(seed)),

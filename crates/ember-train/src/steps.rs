@@ -4,27 +4,33 @@
 
 use burn::module::{Module, ModuleDisplay};
 use burn::nn::loss::CrossEntropyLossConfig;
-use burn::tensor::Device;
+use std::marker::PhantomData;
+
+use burn::tensor::{Device, Int, Tensor};
 use burn::train::{ClassificationOutput, InferenceStep, TrainOutput, TrainStep};
 use ember_distill::loss::{SoftTargetConfig, SoftTargetLoss};
-use ember_tensor::Classifier;
+use ember_tensor::{Classifier, Input};
 
 use crate::data::ClassBatch;
 
 /// `model` trained on the labels with cross-entropy.
 #[derive(Module, Debug)]
-pub struct Supervised<M> {
+pub struct Supervised<M, I: Input = Tensor<4>> {
     /// The model being trained.
     pub model: M,
+    /// What the model reads: the Learner's batches are `ClassBatch<I>`.
+    #[module(skip)]
+    input: PhantomData<I>,
 }
 
-impl<M: Classifier> Supervised<M> {
+impl<I: Input, M: Classifier<I>> Supervised<M, I> {
     /// Wrap `model` for the Learner, on `device` with autodiff and in training mode, as
     /// burn-train expects the model it is given (a model on a plain device has nothing to take
     /// gradients of).
     pub fn new(model: M, device: &Device) -> Self {
         Self {
             model: model.fork(&device.clone().autodiff()).train(),
+            input: PhantomData,
         }
     }
 
@@ -33,37 +39,34 @@ impl<M: Classifier> Supervised<M> {
         self.model
     }
 
-    fn classify(&self, batch: ClassBatch) -> ClassificationOutput {
-        classification(self.model.forward(batch.images), batch.labels)
+    fn classify(&self, batch: ClassBatch<I>) -> ClassificationOutput {
+        classification(self.model.forward(batch.inputs), batch.labels)
     }
 }
 
 /// Cross-entropy of `logits` on `labels`, with both, for burn-train's metrics.
-fn classification(
-    logits: burn::tensor::Tensor<2>,
-    labels: burn::tensor::Tensor<1, burn::tensor::Int>,
-) -> ClassificationOutput {
+fn classification(logits: Tensor<2>, labels: Tensor<1, Int>) -> ClassificationOutput {
     let loss = CrossEntropyLossConfig::new()
         .init(&logits.device())
         .forward(logits.clone(), labels.clone());
     ClassificationOutput::new(loss, logits, labels)
 }
 
-impl<M: Classifier + ModuleDisplay + 'static> TrainStep for Supervised<M> {
-    type Input = ClassBatch;
+impl<I: Input, M: Classifier<I> + ModuleDisplay + 'static> TrainStep for Supervised<M, I> {
+    type Input = ClassBatch<I>;
     type Output = ClassificationOutput;
 
-    fn step(&self, batch: ClassBatch) -> TrainOutput<ClassificationOutput> {
+    fn step(&self, batch: ClassBatch<I>) -> TrainOutput<ClassificationOutput> {
         let output = self.classify(batch);
         TrainOutput::new(self, output.loss.backward(), output)
     }
 }
 
-impl<M: Classifier + ModuleDisplay + 'static> InferenceStep for Supervised<M> {
-    type Input = ClassBatch;
+impl<I: Input, M: Classifier<I> + ModuleDisplay + 'static> InferenceStep for Supervised<M, I> {
+    type Input = ClassBatch<I>;
     type Output = ClassificationOutput;
 
-    fn step(&self, batch: ClassBatch) -> ClassificationOutput {
+    fn step(&self, batch: ClassBatch<I>) -> ClassificationOutput {
         self.classify(batch)
     }
 }
@@ -73,7 +76,7 @@ impl<M: Classifier + ModuleDisplay + 'static> InferenceStep for Supervised<M> {
 /// never sees them) and its logits are detached; it is a field of the module, not a skipped
 /// one, so that burn-train's multi-device strategies fork it to every device with the student.
 #[derive(Module, Debug)]
-pub struct Distillation<S, T> {
+pub struct Distillation<S, T, I: Input = Tensor<4>> {
     /// The model being trained.
     pub student: S,
     /// The frozen teacher.
@@ -81,33 +84,34 @@ pub struct Distillation<S, T> {
     /// The checked loss: settings, not state, so out of records and forks.
     #[module(skip)]
     loss: SoftTargetLoss,
+    /// What the models read: the Learner's batches are `ClassBatch<I>`.
+    #[module(skip)]
+    input: PhantomData<I>,
 }
 
-impl<S: Classifier, T: Classifier> Distillation<S, T> {
-    /// Pair `student` with a frozen `teacher`, both moved to `probe`'s device with autodiff
-    /// and in training mode (the teacher's parameters stay without gradients). `probe` is one
-    /// batch of inputs on which the two models must give logits of one shape (the same
+impl<I: Input, S: Classifier<I>, T: Classifier<I>> Distillation<S, T, I> {
+    /// Pair `student` with a frozen `teacher`, both moved to `device` with autodiff and in
+    /// training mode (the teacher's parameters stay without gradients). `probe` is one batch of
+    /// inputs on `device` on which the two models must give logits of one shape (the same
     /// classes); a typed error for that, and for a temperature or weight that cannot work,
     /// rather than a failure at the first step.
     pub fn new(
         student: S,
         teacher: T,
         soft_targets: SoftTargetConfig,
-        probe: burn::tensor::Tensor<4>,
+        probe: I,
+        device: &Device,
     ) -> ember_distill::Result<Self> {
         let loss = soft_targets.init()?;
-        let [batch, ..] = probe.dims();
-        let labels = burn::tensor::Tensor::zeros([batch], &probe.device());
-        loss.forward(
-            student.forward(probe.clone()),
-            teacher.forward(probe.clone()),
-            labels,
-        )?;
-        let device = probe.device().autodiff();
+        let student_logits = student.forward(probe.clone());
+        let labels = Tensor::zeros([student_logits.dims()[0]], device);
+        loss.forward(student_logits, teacher.forward(probe), labels)?;
+        let device = device.clone().autodiff();
         Ok(Self {
             student: student.fork(&device).train(),
             teacher: teacher.no_grad().fork(&device).train(),
             loss,
+            input: PhantomData,
         })
     }
 
@@ -117,15 +121,18 @@ impl<S: Classifier, T: Classifier> Distillation<S, T> {
     }
 }
 
-impl<S: Classifier + ModuleDisplay + 'static, T: Classifier + ModuleDisplay + 'static> TrainStep
-    for Distillation<S, T>
+impl<I, S, T> TrainStep for Distillation<S, T, I>
+where
+    I: Input,
+    S: Classifier<I> + ModuleDisplay + 'static,
+    T: Classifier<I> + ModuleDisplay + 'static,
 {
-    type Input = ClassBatch;
+    type Input = ClassBatch<I>;
     type Output = ClassificationOutput;
 
-    fn step(&self, batch: ClassBatch) -> TrainOutput<ClassificationOutput> {
-        let teacher = self.teacher.forward(batch.images.clone()).detach();
-        let student = self.student.forward(batch.images);
+    fn step(&self, batch: ClassBatch<I>) -> TrainOutput<ClassificationOutput> {
+        let teacher = self.teacher.forward(batch.inputs.clone()).detach();
+        let student = self.student.forward(batch.inputs);
         let loss = match self
             .loss
             .forward(student.clone(), teacher, batch.labels.clone())
@@ -139,14 +146,17 @@ impl<S: Classifier + ModuleDisplay + 'static, T: Classifier + ModuleDisplay + 's
     }
 }
 
-impl<S: Classifier + ModuleDisplay + 'static, T: Classifier + ModuleDisplay + 'static> InferenceStep
-    for Distillation<S, T>
+impl<I, S, T> InferenceStep for Distillation<S, T, I>
+where
+    I: Input,
+    S: Classifier<I> + ModuleDisplay + 'static,
+    T: Classifier<I> + ModuleDisplay + 'static,
 {
-    type Input = ClassBatch;
+    type Input = ClassBatch<I>;
     type Output = ClassificationOutput;
 
     /// The student's predictions: what validation measures.
-    fn step(&self, batch: ClassBatch) -> ClassificationOutput {
-        classification(self.student.forward(batch.images), batch.labels)
+    fn step(&self, batch: ClassBatch<I>) -> ClassificationOutput {
+        classification(self.student.forward(batch.inputs), batch.labels)
     }
 }

@@ -199,7 +199,7 @@ fn distillation_through_the_learner_matches_embers_loop() {
     )
     .unwrap();
     let probe = Tensor::<4>::zeros([2, 1, 1, Blobs::DIM], &device);
-    let pair = Distillation::new(student(&device), teacher.clone(), soft, probe).unwrap();
+    let pair = Distillation::new(student(&device), teacher.clone(), soft, probe, &device).unwrap();
     let learner = through_learner(
         pair,
         ExecutionStrategy::SingleDevice(device.clone().autodiff()),
@@ -230,7 +230,7 @@ fn a_distillation_pair_whose_classes_differ_is_a_typed_error() {
         temperature: 4.0,
         alpha: 0.7,
     };
-    assert!(Distillation::new(student, teacher, soft, probe).is_err());
+    assert!(Distillation::new(student, teacher, soft, probe, &device).is_err());
 }
 
 #[test]

@@ -110,6 +110,35 @@ pub enum Error {
         /// What went wrong.
         reason: String,
     },
+    /// A file a model folder must hold (`config.json`, `model.safetensors`, `tokenizer.json`)
+    /// that is not there.
+    #[error("the model folder has no {path}")]
+    MissingModelFile {
+        /// Where it was looked for.
+        path: PathBuf,
+    },
+    /// An encoder config with a size no encoder can have, or a variant not implemented.
+    #[error("BERT config: `{field}`: {reason}")]
+    BertConfig {
+        /// The field.
+        field: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A tokenizer file that does not load, or a sentence it cannot encode.
+    #[error("tokenizer {path}: {reason}")]
+    Tokenizer {
+        /// The tokenizer's file.
+        path: PathBuf,
+        /// What the tokenizers crate said.
+        reason: String,
+    },
+    /// An empty (or all-whitespace) sentence given to embed: it has no tokens to average.
+    #[error("sentence {index} is empty")]
+    EmptySentence {
+        /// Its position in the input (0-based).
+        index: usize,
+    },
     /// An error from the shared tensor layer.
     #[error(transparent)]
     Tensor(#[from] ember_tensor::Error),

@@ -17,6 +17,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+pub mod bert;
 pub mod binary;
 pub mod data;
 mod error;

@@ -12,12 +12,13 @@ use super::{Claim, CommonArgs, machine, workspace_root};
 
 /// Every experiment `repro all` runs, in the order it runs them (the baseline first: later
 /// experiments start from its trained models).
-pub const EXPERIMENTS: [&str; 10] = [
+pub const EXPERIMENTS: [&str; 11] = [
     "baseline",
     "quant",
     "export",
     "memory",
     "learner",
+    "minilm",
     "prune",
     "structured",
     "qat",

@@ -227,7 +227,13 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         ember.push(bench.run_of(&model, started)?);
         let started = Instant::now();
         let probe = data.test.batch(&[0, 1], &device).0;
-        let pair = Distillation::new(student()?, teacher.clone(), setup.soft_targets, probe)?;
+        let pair = Distillation::new(
+            student()?,
+            teacher.clone(),
+            setup.soft_targets,
+            probe,
+            &device,
+        )?;
         let model = bench
             .launch(
                 pair,

@@ -11,6 +11,7 @@ mod learner;
 mod lottery;
 pub mod machine;
 mod memory;
+pub mod minilm;
 mod plot;
 mod prune;
 mod qat;
@@ -61,6 +62,9 @@ pub enum Experiment {
     /// and f16 mixed precision, with gradient checkpointing and with the optimizer offloaded,
     /// and LeNet-5's accuracy trained in bf16 mixed precision.
     Memory(memory::Args),
+    /// sentence-transformers' all-MiniLM-L6-v2: its embeddings against an independent
+    /// implementation, then dynamic int8 and int4 against f32 (fidelity, latency, size).
+    Minilm(minilm::Args),
     /// Every experiment above in turn, then one report of all their claims
     /// (`target/repro/report.md`).
     All(all::Args),
@@ -78,6 +82,7 @@ pub fn run(experiment: Experiment) -> anyhow::Result<()> {
         Experiment::Export(args) => export::run(&args),
         Experiment::Memory(args) => memory::run(&args),
         Experiment::Learner(args) => learner::run(&args),
+        Experiment::Minilm(args) => minilm::run(&args),
         Experiment::All(args) => all::run(&args),
     }
 }

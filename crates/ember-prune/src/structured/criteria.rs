@@ -11,7 +11,7 @@ use burn::tensor::{Device, Tensor};
 use ember_tensor::stats::read_f32;
 use ember_tensor::train::ordered_batches;
 use ember_tensor::{
-    Classifier, LabeledData, ParamInfo, UnitActivations, UnitGroup, UnitSlice, params,
+    Classifier, Input, LabeledData, ParamInfo, UnitActivations, UnitGroup, UnitSlice, params,
     set_param_values,
 };
 use rand::rngs::StdRng;
@@ -78,9 +78,9 @@ pub struct ShapleyConfig {
 /// The data the criteria that watch the model score it on: the first `batches` batches of
 /// `batch_size` samples of `data`, in order, on `device`.
 #[derive(Clone, Copy)]
-pub struct Evidence<'a> {
+pub struct Evidence<'a, I: Input = Tensor<4>> {
     /// Labelled samples (a part of the training set, typically).
-    pub data: &'a dyn LabeledData,
+    pub data: &'a dyn LabeledData<I>,
     /// How many batches to look at.
     pub batches: usize,
     /// Samples per batch.
@@ -89,7 +89,7 @@ pub struct Evidence<'a> {
     pub device: &'a Device,
 }
 
-impl Evidence<'_> {
+impl<I: Input> Evidence<'_, I> {
     /// The batches' indices; an error naming `criterion` when there is nothing to look at.
     fn batches(&self, criterion: UnitCriterion) -> Result<Vec<Vec<usize>>> {
         let reason = if self.data.is_empty() {
@@ -121,11 +121,11 @@ pub type UnitScores = BTreeMap<String, Vec<f64>>;
 /// Score every unit of `groups` by `criterion`; the criteria that watch the model need
 /// `evidence`, and without it are a typed error. For a model that does not implement
 /// [`UnitActivations`], call [`weight_scores`], [`taylor_scores`] or [`shapley_scores`].
-pub fn unit_scores<M: UnitActivations>(
+pub fn unit_scores<I: Input, M: UnitActivations<I>>(
     model: &M,
     groups: &[UnitGroup],
     criterion: UnitCriterion,
-    evidence: Option<&Evidence>,
+    evidence: Option<&Evidence<'_, I>>,
 ) -> Result<UnitScores> {
     if !criterion.needs_evidence() {
         return weight_scores(model, groups, criterion);
@@ -224,10 +224,10 @@ fn own_layer(group: &UnitGroup) -> Vec<&UnitSlice> {
 /// `z * dL/dz` equals `a * dL/da` after a ReLU (both vanish where `z <= 0`): Molchanov's
 /// activation-times-gradient, read from parameter gradients, with no hook on the forward pass.
 /// Each batch adds `|sum|` per unit (the batch's mean cross-entropy is differentiated).
-pub fn taylor_scores<M: Classifier>(
+pub fn taylor_scores<I: Input, M: Classifier<I>>(
     model: &M,
     groups: &[UnitGroup],
-    evidence: &Evidence,
+    evidence: &Evidence<'_, I>,
 ) -> Result<UnitScores> {
     let batches = evidence.batches(UnitCriterion::Taylor)?;
     let values = values_by_path(model)?;
@@ -246,8 +246,8 @@ pub fn taylor_scores<M: Classifier>(
         .map(|g| (g.name.clone(), vec![0.0; g.units]))
         .collect();
     for indices in &batches {
-        let (images, labels) = evidence.data.batch(indices, &autodiff);
-        let loss = loss_fn.forward(watched.forward(images), labels);
+        let (inputs, labels) = evidence.data.batch(indices, &autodiff);
+        let loss = loss_fn.forward(watched.forward(inputs), labels);
         let grads = GradientsParams::from_grads(loss.backward(), &watched);
         for group in groups {
             let mut sums = vec![0.0f64; group.units];
@@ -288,17 +288,17 @@ fn flat_grad(grads: &GradientsParams, info: &ParamInfo) -> Option<Tensor<1>> {
 
 /// APoZ scores: the fraction of a unit's outputs (over samples and positions) that are not
 /// zero, from the activations the model hands out.
-pub fn apoz_scores<M: UnitActivations>(
+pub fn apoz_scores<I: Input, M: UnitActivations<I>>(
     model: &M,
     groups: &[UnitGroup],
-    evidence: &Evidence,
+    evidence: &Evidence<'_, I>,
 ) -> Result<UnitScores> {
     let batches = evidence.batches(UnitCriterion::Apoz)?;
     let mut zeros: BTreeMap<String, Tensor<1>> = BTreeMap::new();
     let mut outputs_per_unit: BTreeMap<String, usize> = BTreeMap::new();
     for indices in &batches {
-        let (images, _) = evidence.data.batch(indices, evidence.device);
-        for (name, activations) in model.unit_activations(images) {
+        let (inputs, _) = evidence.data.batch(indices, evidence.device);
+        for (name, activations) in model.unit_activations(inputs) {
             let [batch, units, positions] = activations.dims();
             let counted: Tensor<1> = activations
                 .equal_elem(0.0)
@@ -354,10 +354,10 @@ pub struct ShapleyScores {
 /// after another, from the whole layer to none, by zeroing what its consumers read of them
 /// (exactly what removing the unit does); a unit's marginal contribution is the loss's rise at
 /// its removal. `permutations * units + 1` loss evaluations per group.
-pub fn shapley_scores<M: Classifier>(
+pub fn shapley_scores<I: Input, M: Classifier<I>>(
     model: &M,
     groups: &[UnitGroup],
-    evidence: &Evidence,
+    evidence: &Evidence<'_, I>,
     config: ShapleyConfig,
 ) -> Result<ShapleyScores> {
     let criterion = UnitCriterion::Shapley(config);
@@ -373,8 +373,8 @@ pub fn shapley_scores<M: Classifier>(
     let loss_fn = CrossEntropyLossConfig::new().init(evidence.device);
     let loss_of = |m: &M| -> Result<f64> {
         let mut sum = Tensor::<1>::zeros([1], evidence.device);
-        for (images, labels) in &data {
-            sum = sum + loss_fn.forward(m.forward(images.clone()), labels.clone());
+        for (inputs, labels) in &data {
+            sum = sum + loss_fn.forward(m.forward(inputs.clone()), labels.clone());
         }
         Ok(f64::from(read_f32(sum)?[0]) / data.len() as f64)
     };

@@ -15,7 +15,7 @@ use burn::lr_scheduler::cosine::CosineAnnealingLrSchedulerConfig;
 use burn::module::Module;
 use burn::nn::loss::CrossEntropyLossConfig;
 use burn::optim::{AdamConfig, GradientsParams, decay::WeightDecayConfig};
-use burn::tensor::{Device, Int, Tensor};
+use burn::tensor::{Bool, DType, Device, Int, Tensor};
 use indicatif::{ProgressBar, ProgressStyle};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
@@ -26,15 +26,73 @@ use crate::device::BackendKind;
 use crate::{Error, Result};
 use precision::{ComputeView, LossScaler, MixedPrecision, ScaledStep, restore_f32, unscale};
 
-/// A model that maps a batch of images `[batch, channels, rows, cols]` to class logits
-/// `[batch, classes]`.
-pub trait Classifier: Module {
-    /// Class logits for a batch of images.
-    fn forward(&self, images: Tensor<4>) -> Tensor<2>;
+/// One batch of what a model reads: float images `[batch, channels, rows, cols]`, token ids
+/// `[batch, tokens]` as an `Int` tensor, or several tensors at once (token ids with their
+/// attention mask) as a tuple.
+pub trait Input: Clone + Send + Sync + std::fmt::Debug + 'static {
+    /// This input for a model that computes in `dtype` (mixed precision): float values cast to
+    /// it, integer ones (token ids, masks) left as they are.
+    #[must_use]
+    fn for_compute(self, dtype: DType) -> Self;
+
+    /// This input off the autodiff graph, for a model that only infers from it (a frozen
+    /// teacher).
+    #[must_use]
+    fn without_autodiff(self) -> Self;
 }
 
-/// A labelled dataset that can hand out batches by index.
-pub trait LabeledData {
+impl<const D: usize> Input for Tensor<D> {
+    fn for_compute(self, dtype: DType) -> Self {
+        self.cast(dtype)
+    }
+
+    fn without_autodiff(self) -> Self {
+        Tensor::without_autodiff(self)
+    }
+}
+
+impl<const D: usize> Input for Tensor<D, Int> {
+    fn for_compute(self, _dtype: DType) -> Self {
+        self
+    }
+
+    fn without_autodiff(self) -> Self {
+        Tensor::without_autodiff(self)
+    }
+}
+
+impl<const D: usize> Input for Tensor<D, Bool> {
+    fn for_compute(self, _dtype: DType) -> Self {
+        self
+    }
+
+    fn without_autodiff(self) -> Self {
+        Tensor::without_autodiff(self)
+    }
+}
+
+impl<A: Input, B: Input> Input for (A, B) {
+    fn for_compute(self, dtype: DType) -> Self {
+        (self.0.for_compute(dtype), self.1.for_compute(dtype))
+    }
+
+    fn without_autodiff(self) -> Self {
+        (self.0.without_autodiff(), self.1.without_autodiff())
+    }
+}
+
+/// A model that maps a batch of inputs (images `[batch, channels, rows, cols]` unless it says
+/// otherwise: token ids, sequences, any [`Input`]) to class logits `[batch, classes]`. A pass
+/// whose loss needs another output (a sentence embedding, per-token logits) trains through
+/// [`fit`], whose loss calls whatever the model has.
+pub trait Classifier<I: Input = Tensor<4>>: Module {
+    /// Class logits for a batch of inputs.
+    fn forward(&self, input: I) -> Tensor<2>;
+}
+
+/// A labelled dataset that can hand out batches by index, as images (`I`'s default) or any
+/// other [`Input`].
+pub trait LabeledData<I: Input = Tensor<4>> {
     /// Number of samples.
     fn len(&self) -> usize;
 
@@ -43,8 +101,8 @@ pub trait LabeledData {
         self.len() == 0
     }
 
-    /// Samples `indices` as an input tensor on `device` and their class labels.
-    fn batch(&self, indices: &[usize], device: &Device) -> (Tensor<4>, Tensor<1, Int>);
+    /// Samples `indices` as an input on `device` and their class labels.
+    fn batch(&self, indices: &[usize], device: &Device) -> (I, Tensor<1, Int>);
 
     /// Whether [`LabeledData::batch`] gives the same inputs for the same indices every time it
     /// is asked. Data augmented per draw (random shifts, say) does not, and then anything
@@ -56,9 +114,9 @@ pub trait LabeledData {
 
 /// One training step's inputs, on the autodiff device.
 #[derive(Debug, Clone)]
-pub struct Batch {
+pub struct Batch<I: Input = Tensor<4>> {
     /// The inputs.
-    pub images: Tensor<4>,
+    pub inputs: I,
     /// Their labels.
     pub labels: Tensor<1, Int>,
     /// Their indices in the dataset (to look up cached per-sample values such as teacher
@@ -259,9 +317,9 @@ impl TrainReport {
 
 /// Train `model` on `data` with cross-entropy on the labels, on `device` (autodiff is enabled
 /// here); returns the trained model on the plain device.
-pub fn train<M: Classifier>(
+pub fn train<I: Input, M: Classifier<I>>(
     model: M,
-    data: &(impl LabeledData + ?Sized),
+    data: &(impl LabeledData<I> + ?Sized),
     config: &TrainConfig,
     device: &Device,
 ) -> Result<(M, TrainReport)> {
@@ -269,16 +327,16 @@ pub fn train<M: Classifier>(
 }
 
 /// [`train`] with [`fit_with_hook`]'s hook after every optimizer step.
-pub fn train_with_hook<M: Classifier, E: From<Error>>(
+pub fn train_with_hook<I: Input, M: Classifier<I>, E: From<Error>>(
     model: M,
-    data: &(impl LabeledData + ?Sized),
+    data: &(impl LabeledData<I> + ?Sized),
     config: &TrainConfig,
     device: &Device,
     after_step: impl FnMut(usize, M) -> Result<M, E>,
 ) -> Result<(M, TrainReport), E> {
     let cross_entropy = CrossEntropyLossConfig::new().init(&device.clone().autodiff());
-    let loss = |model: &M, batch: Batch| {
-        Ok::<_, E>(cross_entropy.forward(model.forward(batch.images), batch.labels))
+    let loss = |model: &M, batch: Batch<I>| {
+        Ok::<_, E>(cross_entropy.forward(model.forward(batch.inputs), batch.labels))
     };
     fit_with_hook(model, data, config, device, loss, after_step)
 }
@@ -286,12 +344,12 @@ pub fn train_with_hook<M: Classifier, E: From<Error>>(
 /// Train `model` on `data` minimizing `loss(model, batch)`, a scalar (`[1]`) tensor on the
 /// autodiff device; returns the trained model on the plain device. An error from `loss` stops
 /// training and is returned; the loop's own errors convert into the caller's error type `E`.
-pub fn fit<M: Module, E: From<Error>>(
+pub fn fit<I: Input, M: Module, E: From<Error>>(
     model: M,
-    data: &(impl LabeledData + ?Sized),
+    data: &(impl LabeledData<I> + ?Sized),
     config: &TrainConfig,
     device: &Device,
-    loss: impl FnMut(&M, Batch) -> Result<Tensor<1>, E>,
+    loss: impl FnMut(&M, Batch<I>) -> Result<Tensor<1>, E>,
 ) -> Result<(M, TrainReport), E> {
     fit_with_hook(model, data, config, device, loss, |_, model| Ok(model))
 }
@@ -299,12 +357,12 @@ pub fn fit<M: Module, E: From<Error>>(
 /// [`fit`] with a hook called after every optimizer step with the 1-based step count and the
 /// model (on the autodiff device); the model it returns trains on. Gradual pruning updates its
 /// masks there, weight rewinding takes its snapshot there.
-pub fn fit_with_hook<M: Module, E: From<Error>>(
+pub fn fit_with_hook<I: Input, M: Module, E: From<Error>>(
     model: M,
-    data: &(impl LabeledData + ?Sized),
+    data: &(impl LabeledData<I> + ?Sized),
     config: &TrainConfig,
     device: &Device,
-    mut loss: impl FnMut(&M, Batch) -> Result<Tensor<1>, E>,
+    mut loss: impl FnMut(&M, Batch<I>) -> Result<Tensor<1>, E>,
     mut after_step: impl FnMut(usize, M) -> Result<M, E>,
 ) -> Result<(M, TrainReport), E> {
     config.validate(data.len(), device)?;
@@ -367,7 +425,7 @@ pub fn fit_with_hook<M: Module, E: From<Error>>(
             shuffle_seed(config.seed, epoch),
         );
         for (i, indices) in batches.iter().enumerate() {
-            let (images, labels) = data.batch(indices, &autodiff);
+            let (inputs, labels) = data.batch(indices, &autodiff);
             // Offloading: the updated weights come to the training device. Not `train()` again:
             // it would give the batch norms' running statistics a new home, and their updates
             // would not reach the weights that stay home.
@@ -375,13 +433,13 @@ pub fn fit_with_hook<M: Module, E: From<Error>>(
                 .as_ref()
                 .map(|_| under_strategy_of(model.clone().fork(&autodiff), &autodiff));
             let on_device = offloaded.as_ref().unwrap_or(&model);
-            let (images, half) = match &half_view {
-                Some(view) => (images.cast(view.dtype), Some(view.of(on_device))),
-                None => (images, None),
+            let (inputs, half) = match &half_view {
+                Some(view) => (inputs.for_compute(view.dtype), Some(view.of(on_device))),
+                None => (inputs, None),
             };
             let view = half.as_ref().unwrap_or(on_device);
             let batch = Batch {
-                images,
+                inputs,
                 labels,
                 indices: indices.clone(),
             };
@@ -542,9 +600,9 @@ pub struct EvalReport {
 }
 
 /// Evaluate `model` (on a plain device, as [`train`] returns it) on `data`.
-pub fn evaluate<M: Classifier>(
+pub fn evaluate<I: Input, M: Classifier<I>>(
     model: &M,
-    data: &(impl LabeledData + ?Sized),
+    data: &(impl LabeledData<I> + ?Sized),
     batch_size: usize,
     device: &Device,
 ) -> Result<EvalReport> {
@@ -559,9 +617,9 @@ pub fn evaluate<M: Classifier>(
     let mut correct = Tensor::<1>::zeros([1], device);
     let mut loss_sum = Tensor::<1>::zeros([1], device);
     for indices in ordered_batches(data.len(), batch_size) {
-        let (images, labels) = data.batch(&indices, device);
+        let (inputs, labels) = data.batch(&indices, device);
         // A half-precision model gives half-precision logits; the sums stay f32.
-        let logits = model.forward(images).cast(burn::tensor::DType::F32);
+        let logits = model.forward(inputs).cast(burn::tensor::DType::F32);
         let loss = loss_fn.forward(logits.clone(), labels.clone());
         loss_sum = loss_sum + loss.mul_scalar(indices.len() as f64);
         let predicted = logits.argmax(1).squeeze_dim::<1>(1);
@@ -622,7 +680,7 @@ mod tests {
             &device,
             |model: &Linear, batch: Batch| {
                 calls += 1;
-                let out = model.forward(batch.images.flatten::<2>(1, 3)).mean();
+                let out = model.forward(batch.inputs.flatten::<2>(1, 3)).mean();
                 // Finite for two steps, then NaN: the third of the epoch's eight steps diverges.
                 Ok::<_, Error>(if calls >= 3 {
                     out.mul_scalar(f32::NAN)
