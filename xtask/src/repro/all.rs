@@ -12,13 +12,13 @@ use super::{Claim, CommonArgs, machine, workspace_root};
 
 /// Every experiment `repro all` runs, in the order it runs them (the baseline first: later
 /// experiments start from its trained models).
-pub const EXPERIMENTS: [&str; 11] = [
+// `minilm` is not here yet: its quick run has not been run once (see issue 17's note).
+pub const EXPERIMENTS: [&str; 10] = [
     "baseline",
     "quant",
     "export",
     "memory",
     "learner",
-    "minilm",
     "prune",
     "structured",
     "qat",
