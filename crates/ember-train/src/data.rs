@@ -61,12 +61,15 @@ impl<I: Input, D: LabeledData<I> + Send + Sync + ?Sized> Batcher<usize, ClassBat
     }
 }
 
+/// A shared data loader of labelled batches.
+pub type Loader<I = Tensor<4>> = Arc<dyn DataLoader<ClassBatch<I>>>;
+
 /// One data loader over `data`: shuffled from `seed` when `shuffle` is set, in order otherwise.
 pub fn loader<I: Input, D: LabeledData<I> + Send + Sync + ?Sized + 'static>(
     data: Arc<D>,
     batch_size: usize,
     shuffle: Option<u64>,
-) -> Arc<dyn DataLoader<ClassBatch<I>>> {
+) -> Loader<I> {
     let len = data.len();
     let builder = DataLoaderBuilder::new(LabeledBatcher { data }).batch_size(batch_size.max(1));
     match shuffle {
@@ -82,10 +85,7 @@ pub fn loaders<I, T, V>(
     valid: Arc<V>,
     batch_size: usize,
     seed: u64,
-) -> (
-    Arc<dyn DataLoader<ClassBatch<I>>>,
-    Arc<dyn DataLoader<ClassBatch<I>>>,
-)
+) -> (Loader<I>, Loader<I>)
 where
     I: Input,
     T: LabeledData<I> + Send + Sync + ?Sized + 'static,

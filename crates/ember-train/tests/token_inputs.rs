@@ -159,7 +159,7 @@ fn a_student_learns_a_teachers_token_logits() {
     let (first, _) = train_split.batch(&[0, 1, 2], &device);
     let direct = teacher.forward(first);
     cached
-        .slice([0..3])
+        .slice(0..3)
         .to_data()
         .assert_approx_eq::<f32>(&direct.to_data(), Default::default());
     let soft = SoftTargetConfig {

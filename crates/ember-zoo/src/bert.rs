@@ -97,7 +97,7 @@ impl BertConfig {
                 return bad(field, "must be at least 1".into());
             }
         }
-        if self.hidden_size % self.num_attention_heads != 0 {
+        if !self.hidden_size.is_multiple_of(self.num_attention_heads) {
             return bad(
                 "num_attention_heads",
                 format!(
