@@ -108,14 +108,18 @@ impl crate::LabeledData for Blobs {
     ) {
         use burn::tensor::{Tensor, TensorData};
         let dim = Self::DIM;
-        let points: Vec<f32> = indices
-            .iter()
-            .flat_map(|&i| self.points[i * dim..(i + 1) * dim].to_vec())
-            .collect();
-        let labels: Vec<i64> = indices.iter().map(|&i| self.labels[i]).collect();
         (
-            Tensor::from_data(TensorData::new(points, [indices.len(), 1, 1, dim]), device),
-            Tensor::from_data(TensorData::new(labels, [indices.len()]), device),
+            Tensor::from_data(
+                TensorData::new(
+                    rows_of(&self.points, dim, indices),
+                    [indices.len(), 1, 1, dim],
+                ),
+                device,
+            ),
+            Tensor::from_data(
+                TensorData::new(rows_of(&self.labels, 1, indices), [indices.len()]),
+                device,
+            ),
         )
     }
 }
@@ -177,16 +181,25 @@ impl crate::LabeledData<burn::tensor::Tensor<2, burn::tensor::Int>> for Tokens {
     ) {
         use burn::tensor::{Tensor, TensorData};
         let len = Self::LEN;
-        let ids: Vec<i64> = indices
-            .iter()
-            .flat_map(|&i| self.ids[i * len..(i + 1) * len].to_vec())
-            .collect();
-        let labels: Vec<i64> = indices.iter().map(|&i| self.labels[i]).collect();
         (
-            Tensor::from_data(TensorData::new(ids, [indices.len(), len]), device),
-            Tensor::from_data(TensorData::new(labels, [indices.len()]), device),
+            Tensor::from_data(
+                TensorData::new(rows_of(&self.ids, len, indices), [indices.len(), len]),
+                device,
+            ),
+            Tensor::from_data(
+                TensorData::new(rows_of(&self.labels, 1, indices), [indices.len()]),
+                device,
+            ),
         )
     }
+}
+
+/// The rows `indices` of `flat`, a table of rows `width` long, one after another.
+fn rows_of<T: Copy>(flat: &[T], width: usize, indices: &[usize]) -> Vec<T> {
+    indices
+        .iter()
+        .flat_map(|&i| flat[i * width..(i + 1) * width].iter().copied())
+        .collect()
 }
 
 /// Copy the safetensors file at `from` to `to` with its metadata entry `key` set to `value`:

@@ -547,13 +547,7 @@ impl SentenceEncoder {
     /// [`SentenceEncoder::max_len`] word pieces is cut to it (its last piece stays `[SEP]`),
     /// as sentence-transformers does; an empty sentence is an error.
     pub fn tokenize(&self, sentences: &[&str], device: &Device) -> Result<TokenBatch> {
-        let mut rows = Vec::with_capacity(sentences.len());
-        for (index, sentence) in sentences.iter().enumerate() {
-            if sentence.trim().is_empty() {
-                return Err(Error::EmptySentence { index });
-            }
-            rows.push(self.token_ids(sentence)?);
-        }
+        let rows = self.dataset(sentences)?.rows;
         if rows.is_empty() {
             return Err(Error::EmptySentence { index: 0 });
         }
@@ -562,7 +556,8 @@ impl SentenceEncoder {
     }
 
     /// `sentences` tokenized once, as a dataset whose batches are [`TokenBatch`]es (for
-    /// training on text: distilling a student, say). Its labels are all 0.
+    /// training on text: distilling a student, say). Its labels are all 0. An empty sentence
+    /// is an error.
     pub fn dataset(&self, sentences: &[&str]) -> Result<Sentences> {
         let mut rows = Vec::with_capacity(sentences.len());
         for (index, sentence) in sentences.iter().enumerate() {

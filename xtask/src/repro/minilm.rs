@@ -158,14 +158,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         setup.latency_tokens,
         &device,
     )?;
-    let float_bytes = save_quantized(
-        &Quantized {
-            model: encoder.model.clone(),
-            weights: Default::default(),
-            inputs: Default::default(),
-        },
-        &artifacts.join("f32.safetensors"),
-    )?;
+    let float_bytes = f32_bytes(&encoder.model, &artifacts.join("f32.safetensors"))?;
 
     eprintln!("minilm: dynamic int8");
     let mut int8 = quantize_dynamic(encoder.model.clone(), &setup.int8)?;
@@ -472,11 +465,7 @@ fn embed_all(
     sentences: &[&str],
     device: &Device,
 ) -> anyhow::Result<Vec<Vec<f64>>> {
-    let mut out = Vec::with_capacity(sentences.len());
-    for chunk in sentences.chunks(32) {
-        out.extend(rows(encoder.embed(chunk, device)?)?);
-    }
-    Ok(out)
+    rows(embed_tensor(encoder, sentences, device)?)
 }
 
 /// `batch` rows of exactly `tokens` word pieces: `[CLS]`, the eval sentences' pieces run
