@@ -7,10 +7,11 @@ use std::process::Command;
 
 use anyhow::{Context, bail, ensure};
 use burn::tensor::Device;
+use clap::ValueEnum;
 use ember_zoo::bert::SentenceEncoder;
 use sha2::{Digest, Sha256};
 
-use crate::repro::workspace_root;
+use crate::repro::{minilm, workspace_root};
 
 /// Models `cargo xtask fetch` knows.
 #[derive(clap::Subcommand, Debug, Clone, Copy)]
@@ -140,6 +141,10 @@ pub struct EmbedArgs {
     /// Sentences per batch.
     #[arg(long, default_value_t = 32)]
     batch: usize,
+    /// The student's weights for `--variant student` (default: what a full `cargo xtask repro
+    /// minilm` saved, `target/repro/minilm/artifacts/student.safetensors`).
+    #[arg(long)]
+    student: Option<PathBuf>,
 }
 
 /// What `embed` runs.
@@ -152,6 +157,13 @@ pub enum Variant {
     Int8,
     /// int4 weight-only, one scale per 32 inputs.
     Int4,
+    /// Half the attention heads of every layer removed, the least important by a sensitivity
+    /// table measured on the first 64 sentences of `fixtures/text/train.txt` (as `repro
+    /// minilm` does).
+    HeadsPruned,
+    /// The student `repro minilm` distilled (every other layer of the teacher's), from
+    /// `--student` or the file that run saved.
+    Student,
 }
 
 pub fn embed(args: &EmbedArgs) -> anyhow::Result<()> {
@@ -161,11 +173,28 @@ pub fn embed(args: &EmbedArgs) -> anyhow::Result<()> {
     encoder.model = match args.variant {
         Variant::F32 => encoder.model,
         Variant::Int8 => {
-            ember_quant::quantize_dynamic(encoder.model, &crate::repro::minilm::int8_config())?
-                .model
+            ember_quant::quantize_dynamic(encoder.model, &minilm::int8_config())?.model
         }
         Variant::Int4 => {
-            ember_quant::quantize_weights(encoder.model, &crate::repro::minilm::int4_config())?
+            ember_quant::quantize_weights(encoder.model, &minilm::int4_config())?.model
+        }
+        Variant::HeadsPruned => {
+            let probe = minilm::corpus_head(minilm::HEAD_PROBE_SENTENCES)?;
+            let probe: Vec<&str> = probe.iter().map(String::as_str).collect();
+            minilm::prune_half_heads(&encoder, &probe, &device)?.0
+        }
+        Variant::Student => {
+            let path = args.student.clone().unwrap_or_else(minilm::student_file);
+            ensure!(
+                path.is_file(),
+                "no student at {} (a full `cargo xtask repro minilm` saves one there; or pass --student FILE)",
+                path.display()
+            );
+            let skeleton = encoder
+                .model
+                .with_layers(&minilm::student_layers(&encoder.model))?;
+            ember_quant::load_quantized_weights(skeleton, &path, &device)
+                .with_context(|| format!("loading the student {}", path.display()))?
                 .model
         }
     };
@@ -191,7 +220,7 @@ pub fn embed(args: &EmbedArgs) -> anyhow::Result<()> {
     }
     let json = serde_json::json!({
         "model": args.model.display().to_string(),
-        "variant": format!("{:?}", args.variant).to_lowercase(),
+        "variant": args.variant.to_possible_value().map(|v| v.get_name().to_string()),
         "rows": rows,
     });
     ember_tensor::fs::write_atomically(&args.output, serde_json::to_string(&json)?.as_bytes())

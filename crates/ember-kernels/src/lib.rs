@@ -11,7 +11,9 @@
 //! - [`binary`]: ±1 values packed a bit each ([`PackedSigns`]) and their XNOR-popcount product
 //!   ([`xnor_gemm`], [`binary_linear`], [`binary_conv2d`]), with AVX-512 VPOPCNTDQ, POPCNT and portable kernels
 //!   chosen at run time ([`BinaryKernel::detect`]);
-//! - [`pool`]: max pooling of `f32` planes, the float layer between quantized convolutions.
+//! - [`pool`]: max pooling of `f32` planes, the float layer between quantized convolutions;
+//! - [`activation`]: GELU and the softmax of rows, vectorized, the float steps between a
+//!   transformer's quantized matrix products.
 //!
 //! ```
 //! use ember_kernels::Csr;
@@ -23,6 +25,7 @@
 //! # Ok::<(), ember_kernels::KernelError>(())
 //! ```
 
+pub mod activation;
 pub mod binary;
 mod bitmap;
 mod csr;

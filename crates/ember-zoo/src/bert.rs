@@ -27,6 +27,7 @@ use burn::nn::{Embedding, EmbeddingConfig, Gelu, LayerNorm, LayerNormConfig, Lin
 use burn::store::{ModuleSnapshot, PyTorchToBurnAdapter, SafetensorsStore};
 use burn::tensor::activation::softmax;
 use burn::tensor::{Bool, DType, Device, Int, Tensor, TensorData};
+use ember_kernels::activation;
 use ember_quant::nn::Linear;
 use ember_quant::{QuantLayer, QuantLayers};
 use ember_tensor::{Input, LabeledData};
@@ -240,11 +241,16 @@ impl SelfAttention {
             .matmul(k.swap_dims(2, 3))
             .div_scalar((width as f64).sqrt())
             + key_bias;
-        let context = softmax(scores, 3).matmul(v).swap_dims(1, 2).reshape([
-            batch,
-            tokens,
-            self.heads * width,
-        ]);
+        let weights = on_host(
+            scores,
+            |t| softmax(t, 3),
+            |values, width| activation::softmax_rows(values, width).is_ok(),
+        );
+        let context =
+            weights
+                .matmul(v)
+                .swap_dims(1, 2)
+                .reshape([batch, tokens, self.heads * width]);
         self.output.forward(context)
     }
 
@@ -319,9 +325,40 @@ impl BertLayer {
         let x = self
             .attention_norm
             .forward(x.clone() + self.attention.forward(x, key_bias));
-        let inner = self.gelu.forward(self.intermediate.forward(x.clone()));
+        let inner = on_host(
+            self.intermediate.forward(x.clone()),
+            |t| self.gelu.forward(t),
+            |values, _| {
+                activation::gelu(values);
+                true
+            },
+        );
         self.output_norm.forward(x + self.output.forward(inner))
     }
+}
+
+/// `kernel` over `x`'s values (and its last axis's width) where it can run: a plain f32 tensor
+/// on a host device (flex, ndarray; never under autodiff, which must see burn's operations).
+/// Elsewhere, or where the kernel declines (`false`, its input untouched), burn's `float`.
+/// burn's CPU backends evaluate GELU's `erf` and softmax's `exp` one element at a time
+/// through `libm`: with those, they took a third of the int8 encoder's time (see
+/// `ember_kernels::activation`).
+fn on_host<const D: usize>(
+    x: Tensor<D>,
+    float: impl FnOnce(Tensor<D>) -> Tensor<D>,
+    kernel: impl FnOnce(&mut [f32], usize) -> bool,
+) -> Tensor<D> {
+    let device = x.device();
+    if x.dtype() != DType::F32 || !ember_tensor::device::is_host(&device) {
+        return float(x);
+    }
+    let width = x.dims()[D - 1];
+    let mut data = x.into_data();
+    let done = data
+        .as_mut_slice::<f32>()
+        .is_ok_and(|values| kernel(values, width));
+    let x = Tensor::from_data(data, &device);
+    if done { x } else { float(x) }
 }
 
 /// A BERT encoder.
@@ -518,10 +555,16 @@ impl SentenceEncoder {
     pub fn load(dir: &Path, device: &Device) -> Result<Self> {
         let model = Bert::load(dir, device)?;
         let path = existing(dir.join("tokenizer.json"))?;
-        let tokenizer = Tokenizer::from_file(&path).map_err(|e| Error::Tokenizer {
+        let tokenizer_error = |e: tokenizers::Error| Error::Tokenizer {
             path: path.clone(),
             reason: e.to_string(),
-        })?;
+        };
+        let mut tokenizer = Tokenizer::from_file(&path).map_err(tokenizer_error)?;
+        // A file's own padding (all-MiniLM-L6-v2's pads every sentence to 128 pieces) would
+        // make pad ids look like words, and its own truncation (128 there) would override
+        // sentence-transformers' maximum: batches are padded here, sentences cut at `max_len`.
+        tokenizer.with_padding(None);
+        tokenizer.with_truncation(None).map_err(tokenizer_error)?;
         let positions = model.config.max_position_embeddings;
         let settings = dir.join("sentence_bert_config.json");
         let max_len = if settings.exists() {

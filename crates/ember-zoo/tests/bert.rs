@@ -120,6 +120,38 @@ fn broken(change: impl FnOnce(&Path)) -> tempfile::TempDir {
     dir
 }
 
+/// all-MiniLM-L6-v2's `tokenizer.json` pads every sentence to 128 pieces and cuts at 128,
+/// where sentence-transformers cuts at 256: the encoder must follow neither. The same
+/// settings written into the tiny model's file (padding to 64, cutting at 8) change no id and
+/// no embedding.
+#[test]
+fn a_tokenizer_file_with_its_own_padding_and_truncation_changes_nothing() {
+    let dir = broken(|d| {
+        let path = d.join("tokenizer.json");
+        let mut json: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        json["padding"] = serde_json::json!({
+            "strategy": {"Fixed": 64}, "direction": "Right", "pad_to_multiple_of": null,
+            "pad_id": 0, "pad_type_id": 0, "pad_token": "[PAD]"
+        });
+        json["truncation"] = serde_json::json!({
+            "max_length": 8, "strategy": "LongestFirst", "stride": 0, "direction": "Right"
+        });
+        std::fs::write(path, json.to_string()).unwrap();
+    });
+    let device = Device::flex();
+    let encoder = load(dir.path()).unwrap();
+    let reference = reference();
+    let sentences: Vec<&str> = reference.sentences.iter().map(String::as_str).collect();
+    for (sentence, ids) in sentences.iter().zip(&reference.ids) {
+        assert_eq!(&encoder.token_ids(sentence).unwrap(), ids, "{sentence}");
+    }
+    let ours = rows(encoder.embed(&sentences, &device).unwrap());
+    for (ours, theirs) in ours.iter().zip(&reference.embeddings) {
+        assert!(cosine(ours, theirs) >= 0.9999);
+    }
+}
+
 fn load(dir: &Path) -> Result<SentenceEncoder, Error> {
     SentenceEncoder::load(dir, &Device::flex())
 }

@@ -81,6 +81,41 @@ pub fn int4_config() -> WeightConfig {
     WeightConfig::int4_per_group(32)
 }
 
+/// How many sentences of the distillation corpus (`fixtures/text/train.txt`) score the heads.
+pub const HEAD_PROBE_SENTENCES: usize = 64;
+
+/// The teacher's layers the pre-trained student starts from: every other one (0, 2 and 4 of
+/// MiniLM's six; 0 of the tiny model's two).
+pub fn student_layers(teacher: &Bert) -> Vec<usize> {
+    (0..teacher.layers.len()).step_by(2).collect()
+}
+
+/// Where a full run saves its distilled pre-trained student, which `embed --variant student`
+/// loads.
+pub fn student_file() -> PathBuf {
+    super::workspace_root().join("target/repro/minilm/artifacts/student.safetensors")
+}
+
+/// The first `count` sentences of the distillation corpus.
+pub fn corpus_head(count: usize) -> anyhow::Result<Vec<String>> {
+    let mut lines = read_lines(&super::workspace_root().join("fixtures/text/train.txt"))?;
+    lines.truncate(count);
+    Ok(lines)
+}
+
+/// The encoder with the less important half of every layer's heads removed, scored on
+/// `probe` (see [`HeadSensitivity`]), and the table that chose them.
+pub fn prune_half_heads(
+    encoder: &SentenceEncoder,
+    probe: &[&str],
+    device: &Device,
+) -> anyhow::Result<(Bert, HeadSensitivity)> {
+    let probe = encoder.tokenize(probe, device)?;
+    let heads = HeadSensitivity::measure(&encoder.model, &probe)?;
+    let pruned = encoder.model.clone().keep_heads(&heads.keep_half())?;
+    Ok((pruned, heads))
+}
+
 /// One compressed variant measured against the f32 model.
 struct Variant {
     key: &'static str,
@@ -125,7 +160,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         latency_tokens: if quick { 16 } else { 128 },
         int8: int8_config(),
         int4: int4_config(),
-        head_probe_sentences: if quick { 16 } else { 64 },
+        head_probe_sentences: if quick { 16 } else { HEAD_PROBE_SENTENCES },
         distillation: TrainConfig {
             epochs: if quick { 1 } else { 3 },
             batch_size: 32,
@@ -135,7 +170,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
             ..TrainConfig::default()
         },
         distillation_sentences: train_sentences.len(),
-        student_layers: vec![0, 2, 4],
+        student_layers: Vec::new(),
     };
     let out = common.out_dir("minilm");
     let artifacts = out.join("artifacts");
@@ -143,6 +178,10 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
 
     eprintln!("minilm: loading {}", model_dir.display());
     let encoder = SentenceEncoder::load(&model_dir, &device)?;
+    let setup = Setup {
+        student_layers: student_layers(&encoder.model),
+        ..setup
+    };
     let reference_cosines = match &reference {
         Some(path) => Some(check_reference(&encoder, path, &device)?),
         None => None,
@@ -170,15 +209,14 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
 
     eprintln!("minilm: scoring every attention head");
     let train_refs: Vec<&str> = train_sentences.iter().map(String::as_str).collect();
-    let probe = encoder.tokenize(
+    let (pruned, heads) = prune_half_heads(
+        &encoder,
         &train_refs[..setup.head_probe_sentences.min(train_refs.len())],
         &device,
     )?;
-    let heads = HeadSensitivity::measure(&encoder.model, &probe)?;
-    let pruned = encoder.model.clone().keep_heads(&heads.keep_half())?;
     let pruned_bytes = f32_bytes(&pruned, &artifacts.join("heads-pruned.safetensors"))?;
 
-    eprintln!("minilm: distilling 3-layer students");
+    eprintln!("minilm: distilling students of every other layer");
     let corpus = encoder.dataset(&train_refs)?;
     let teacher = embed_tensor(&encoder, &train_refs, &device)?;
     let pretrained = distil(
@@ -235,8 +273,8 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
             "int8",
             format!(
                 "dynamic int8: linear weights per channel, inputs per batch, {integer_layers} layers on the \
-                 {:?} integer kernel; embeddings int8 weight-only",
-                Int8Kernel::detect()
+                 {} integer kernel; embeddings int8 weight-only",
+                Int8Kernel::detect().name()
             ),
             &int8.model,
             int8_bytes,
@@ -261,7 +299,8 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         (
             "student_pretrained",
             format!(
-                "3-layer student from the teacher's layers {:?}, distilled",
+                "{}-layer student from the teacher's layers {:?}, distilled",
+                setup.student_layers.len(),
                 setup.student_layers
             ),
             &pretrained,
@@ -270,7 +309,10 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         ),
         (
             "student_random",
-            "3-layer student from random weights, distilled the same way".to_string(),
+            format!(
+                "{}-layer student from random weights, distilled the same way",
+                setup.student_layers.len()
+            ),
             &random,
             student_bytes,
             times[5],
@@ -323,7 +365,7 @@ fn f32_bytes(model: &Bert, path: &Path) -> anyhow::Result<u64> {
 /// How much the embeddings of a probe batch move when one head is removed: per layer, per
 /// head, `1 - mean cosine` to the whole model's; then the table of each layer with its less
 /// important half removed alone.
-struct HeadSensitivity {
+pub struct HeadSensitivity {
     /// `drop[layer][head]`.
     drop: Vec<Vec<f64>>,
     /// Per layer: `1 - mean cosine` with that layer's less important half removed.
@@ -449,9 +491,10 @@ fn check_reference(
         let sentence = row["sentence"].as_str().context("row without a sentence")?;
         let ids: Vec<u32> = serde_json::from_value(row["ids"].clone())?;
         let expected: Vec<f64> = serde_json::from_value(row["embedding"].clone())?;
+        let ours = encoder.token_ids(sentence)?;
         anyhow::ensure!(
-            encoder.token_ids(sentence)? == ids,
-            "the tokenizer gives other ids than the reference's for {sentence:?}"
+            ours == ids,
+            "the tokenizer gives other ids than the reference's for {sentence:?}: {ours:?}, not {ids:?}"
         );
         let ours = embed_all(encoder, &[sentence], device)?;
         cosines.push(cosine(&ours[0], &expected));
