@@ -5,9 +5,9 @@
 //! on all-MiniLM-L6-v2 they took about a third of an int8 encoder's time, as much as its
 //! integer matrix products (perf, AMD EPYC Zen 4). Here both are branch-free polynomials the
 //! compiler vectorizes, compiled for AVX2 and FMA where the CPU has them
-//! ([`Isa::detect`]), and split over threads for large inputs. They are the same functions
-//! to within a few units in the last place: `crates/ember-kernels/tests/activation.rs` checks
-//! them against `libm` in double precision.
+//! ([`Isa::detect`]), and split over threads for large inputs. Each function's error bound
+//! is in its documentation; `crates/ember-kernels/tests/activation.rs` checks them against
+//! `libm` in double precision.
 
 use rayon::prelude::*;
 
