@@ -30,6 +30,29 @@ pub struct Args {
     /// `target/models/` if it is not there yet).
     #[arg(long)]
     model: Option<PathBuf>,
+    /// The int8 kernel to run (`avx512_vnni`, `avx2`, `portable`; default: the best this CPU
+    /// has), so that one machine can time the others' paths.
+    #[arg(long)]
+    int8_kernel: Option<String>,
+}
+
+/// The kernel `name` names, if this CPU runs it.
+fn int8_kernel(name: Option<&str>) -> anyhow::Result<Int8Kernel> {
+    let Some(name) = name else {
+        return Ok(Int8Kernel::detect());
+    };
+    let available = Int8Kernel::available();
+    available
+        .iter()
+        .copied()
+        .find(|k| k.name() == name)
+        .with_context(|| {
+            let names: Vec<&str> = available.iter().map(|k| k.name()).collect();
+            format!(
+                "no int8 kernel {name:?} on this CPU (it runs {})",
+                names.join(", ")
+            )
+        })
 }
 
 /// The sentences every variant is measured on (none is in the distillation corpus,
@@ -56,6 +79,8 @@ struct Setup {
     latency_batch: usize,
     latency_tokens: usize,
     int8: DynamicConfig,
+    /// The integer kernel the int8 model runs on.
+    int8_kernel: &'static str,
     int4: WeightConfig,
     /// Sentences of the distillation corpus the head scores are measured on.
     head_probe_sentences: usize,
@@ -133,6 +158,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     let common = &args.common;
     let quick = common.quick;
     let device = Device::flex();
+    let kernel = int8_kernel(args.int8_kernel.as_deref())?;
     let root = super::workspace_root();
     let model_dir = match (&args.model, quick) {
         (Some(dir), _) => dir.clone(),
@@ -159,6 +185,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         latency_batch: 32,
         latency_tokens: if quick { 16 } else { 128 },
         int8: int8_config(),
+        int8_kernel: kernel.name(),
         int4: int4_config(),
         head_probe_sentences: if quick { 16 } else { HEAD_PROBE_SENTENCES },
         distillation: TrainConfig {
@@ -201,6 +228,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
 
     eprintln!("minilm: dynamic int8");
     let mut int8 = quantize_dynamic(encoder.model.clone(), &setup.int8)?;
+    int8.set_integer_kernel(Some(kernel));
     let int8_bytes = save_quantized(&int8, &artifacts.join("int8.safetensors"))?;
     let integer_layers = int8.integer_layers().len();
     eprintln!("minilm: int4 weight-only");
@@ -274,7 +302,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
             format!(
                 "dynamic int8: linear weights per channel, inputs per batch, {integer_layers} layers on the \
                  {} integer kernel; embeddings int8 weight-only",
-                Int8Kernel::detect().name()
+                kernel.name()
             ),
             &int8.model,
             int8_bytes,
