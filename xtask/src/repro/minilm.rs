@@ -121,7 +121,7 @@ pub fn student_file() -> PathBuf {
     super::workspace_root().join("target/repro/minilm/artifacts/student.safetensors")
 }
 
-/// The first `count` sentences of the distillation corpus.
+/// The first `count` sentences of the distillation corpus (`fixtures/text/train.txt`).
 pub fn corpus_head(count: usize) -> anyhow::Result<Vec<String>> {
     let mut lines = read_lines(&super::workspace_root().join("fixtures/text/train.txt"))?;
     lines.truncate(count);
@@ -172,11 +172,12 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     .into_iter()
     .find(|p| p.is_file() && (p.starts_with(&model_dir) || model_dir == minilm_dir()));
     let mut sentences = eval_sentences()?;
-    let mut train_sentences = read_lines(&root.join("fixtures/text/train.txt"))?;
+    let train_sentences = corpus_head(if quick { 64 } else { usize::MAX })?;
     if quick {
         sentences.truncate(48);
-        train_sentences.truncate(64);
     }
+    eprintln!("minilm: loading {}", model_dir.display());
+    let encoder = SentenceEncoder::load(&model_dir, &device)?;
     let setup = Setup {
         model: model_dir.clone(),
         reference: reference.clone(),
@@ -197,18 +198,12 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
             ..TrainConfig::default()
         },
         distillation_sentences: train_sentences.len(),
-        student_layers: Vec::new(),
+        student_layers: student_layers(&encoder.model),
     };
     let out = common.out_dir("minilm");
     let artifacts = out.join("artifacts");
     std::fs::create_dir_all(&artifacts)?;
 
-    eprintln!("minilm: loading {}", model_dir.display());
-    let encoder = SentenceEncoder::load(&model_dir, &device)?;
-    let setup = Setup {
-        student_layers: student_layers(&encoder.model),
-        ..setup
-    };
     let reference_cosines = match &reference {
         Some(path) => Some(check_reference(&encoder, path, &device)?),
         None => None,
