@@ -1,5 +1,5 @@
 //! Bring-your-own-model examples, each a program to copy (`cargo run -p ember-examples
-//! --example <name>`; `cargo xtask ci` runs every one):
+//! --example <name>`; `cargo ci` runs every one):
 //!
 //! - `prune_your_model`: magnitude pruning of a plain burn CNN, its sparse file saved and
 //!   loaded back into a fresh model;

@@ -1,7 +1,6 @@
-//! `cargo xtask`: Ember's developer tasks as plain Rust.
+//! `cargo xtask`: Ember's developer tasks as plain Rust, built in release (the experiments
+//! train models). The tests are `cargo ci` (the `ci` package), which builds no release code.
 //!
-//! - `cargo xtask ci`: format check, clippy with warnings denied, the tests (wgpu's too when a
-//!   Vulkan driver is installed), the docs, and `repro all --quick`.
 //! - `cargo xtask repro <experiment> [--backend flex|ndarray|wgpu] [--data DIR] [--quick]
 //!   [--retrain]`: reproduce a published result (`baseline`, `distill`, `prune`, `structured`,
 //!   `lottery`, `quant`, `qat`) and write `target/repro/<experiment>/{report.md,metrics.json,
@@ -19,7 +18,6 @@
 //!   `target/fuzz/<target>.{json,log}`.
 
 mod bench;
-mod ci;
 mod fuzz;
 mod models;
 mod repro;
@@ -42,8 +40,6 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Task {
-    /// Format check, clippy, tests and docs, as CI runs them.
-    Ci(ci::CiArgs),
     /// Reproduce a published result and write `target/repro/<name>/{report.md,metrics.json}`.
     Repro {
         #[command(subcommand)]
@@ -78,7 +74,6 @@ fn main() -> anyhow::Result<()> {
         e.exit()
     });
     match cli.task {
-        Task::Ci(args) => ci::run(&args),
         Task::Repro { experiment } => repro::run(experiment),
         Task::Bench { bench } => bench::run(bench),
         Task::Fuzz(args) => fuzz::run(&args),
