@@ -79,7 +79,8 @@ fn exp<const FMA: bool>(y: f32) -> f32 {
     // Adding and subtracting 1.5 * 2^23 rounds to the nearest integer.
     const ROUND: f32 = 12_582_912.0;
     let clamped = y.clamp(-87.336_55, 88.0);
-    let n = (clamped * LOG2E + ROUND) - ROUND;
+    let shifted = clamped * LOG2E + ROUND;
+    let n = shifted - ROUND;
     let r = madd::<FMA>(-n, LN2_LO, madd::<FMA>(-n, LN2_HI, clamped));
     let mut p = 1.0 / 5040.0;
     p = madd::<FMA>(p, r, 1.0 / 720.0);
@@ -89,7 +90,11 @@ fn exp<const FMA: bool>(y: f32) -> f32 {
     p = madd::<FMA>(p, r, 0.5);
     p = madd::<FMA>(p, r, 1.0);
     p = madd::<FMA>(p, r, 1.0);
-    let scale = f32::from_bits(((n as i32 + 127) as u32) << 23);
+    // `shifted` is 1.5 · 2^23 + n, whose lowest bits hold n: an integer subtraction reads it
+    // in every lane, where `n as i32` (saturating, NaN to 0) compiled to a scalar conversion
+    // per element and took most of the time.
+    let n_int = (shifted.to_bits() as i32).wrapping_sub(ROUND.to_bits() as i32);
+    let scale = f32::from_bits(((n_int + 127) as u32) << 23);
     let e = p * scale;
     let e = if y < -87.336_55 { 0.0 } else { e };
     if y.is_nan() { y } else { e }

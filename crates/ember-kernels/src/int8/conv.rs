@@ -10,14 +10,10 @@
 use rayon::prelude::*;
 
 use super::{
-    Activations, BLOCK_COLS, Epilogue, Finish, Int8Kernel, PARALLEL_MIN_MACS, PackedWeights,
-    SPAN_BLOCKS, check_activation, pack_rows, sums,
+    Activations, BAND_ROWS, BLOCK_COLS, Epilogue, Finish, Int8Kernel, PARALLEL_MIN_MACS,
+    PackedWeights, RowScratch, SPAN_BLOCKS, check_activation, pack_rows, sums,
 };
 use crate::{KernelError, Result, check_len};
-
-/// Unfolded rows (output positions) per band: a multiple of the kernels' 6-row tile, and few
-/// enough that a band's rows and its sums of 64 columns (96 · 64 · 4 bytes) stay in L2.
-const BAND_ROWS: usize = 96;
 
 /// The geometry of a convolution over one group: the input's channels and size, the filter's
 /// size, and the stride, dilation and padding, as burn's `Conv2d` has them.
@@ -148,6 +144,8 @@ struct Scratch {
     band: Vec<u8>,
     tile: Vec<i32>,
     row_sums: Vec<i32>,
+    /// The band as the kernel reads it, where it cannot read it in place.
+    rows: RowScratch,
 }
 
 struct Job<'a> {
@@ -206,8 +204,15 @@ impl Job<'_> {
             } else {
                 scratch.row_sums.resize(m, 0);
             }
-            let rows = pack_rows(self.kernel, band, m, k_padded, k, k_padded);
-            let rows = rows.rows(0..m, k_padded);
+            let rows = pack_rows(
+                self.kernel,
+                band,
+                m,
+                k_padded,
+                k,
+                k_padded,
+                &mut scratch.rows,
+            );
             for start in (0..blocks).step_by(SPAN_BLOCKS) {
                 let span = start..(start + SPAN_BLOCKS).min(blocks);
                 let width = span.len() * BLOCK_COLS;

@@ -58,6 +58,11 @@ fn parallel_min_row_macs(kernel: Int8Kernel) -> usize {
 }
 /// Column blocks summed into one tile before the epilogue: 64 columns, the VNNI tile's width.
 const SPAN_BLOCKS: usize = 4;
+/// Rows multiplied by every column before the next rows start: a multiple of the kernels'
+/// 6-row tile, and few enough that the band's rows (widened for the AVX2 kernel) and its sums
+/// of 64 columns (96 · 64 · 4 bytes) stay in L2 while the weights stream past. Without bands,
+/// 4096 rows of a transformer's batch left cache between two column spans.
+const BAND_ROWS: usize = 96;
 /// Rows of the kernels' tiles: a thread's share of a batch is a multiple of it.
 const ROW_TILE: usize = 6;
 
@@ -413,7 +418,6 @@ pub fn linear(
     if m == 0 || n == 0 {
         return Ok(());
     }
-    let packed = pack_rows(kernel, a.values, m, a.stride, k, w.k_padded);
     // Row sums are needed only for weights with a zero point (Ember's are symmetric).
     let row_sums: Vec<i32> = if w.has_zero_points() {
         (0..m)
@@ -427,30 +431,36 @@ pub fn linear(
     };
     let finish = Finish::new(w, a.scale, a.zero_point, epilogue);
     let blocks = w.blocks();
-    // Each span of column blocks is summed into a small tile and finished into the output
-    // right away: the raw sums never make a matrix of their own (a fresh `m x n` buffer per
-    // call costs page faults comparable to the product itself).
+    // A band of rows at a time, and each span of column blocks of it summed into a small
+    // tile and finished into the output right away: the raw sums never make a matrix of their
+    // own (a fresh `m x n` buffer per call costs page faults comparable to the product itself).
     let spans = |rows: std::ops::Range<usize>,
                  range: std::ops::Range<usize>,
                  out: &mut [f32],
                  base: usize,
                  width: usize| {
-        let a = packed.rows(rows.clone(), w.k_padded);
-        let m = rows.len();
-        let mut tile = vec![0i32; m * SPAN_BLOCKS * BLOCK_COLS];
-        for start in range.clone().step_by(SPAN_BLOCKS) {
-            let span = start..(start + SPAN_BLOCKS).min(range.end);
-            let tile = &mut tile[..m * span.len() * BLOCK_COLS];
-            sums(kernel, a, m, w, span.clone(), tile);
-            finish.write(
-                kernel,
-                tile,
-                span,
-                out,
-                width,
-                base,
-                &row_sums[rows.clone()],
-            );
+        let mut scratch = RowScratch::default();
+        let mut tile = vec![0i32; rows.len().min(BAND_ROWS) * SPAN_BLOCKS * BLOCK_COLS];
+        let bands = (rows.start..rows.end).step_by(BAND_ROWS);
+        for (r0, out) in bands.zip(out.chunks_mut(BAND_ROWS * width)) {
+            let band = r0..r0 + out.len() / width;
+            let m = band.len();
+            let values = &a.values[r0 * a.stride..];
+            let band_rows = pack_rows(kernel, values, m, a.stride, k, w.k_padded, &mut scratch);
+            for start in range.clone().step_by(SPAN_BLOCKS) {
+                let span = start..(start + SPAN_BLOCKS).min(range.end);
+                let tile = &mut tile[..m * span.len() * BLOCK_COLS];
+                sums(kernel, band_rows, m, w, span.clone(), tile);
+                finish.write(
+                    kernel,
+                    tile,
+                    span,
+                    out,
+                    width,
+                    base,
+                    &row_sums[band.clone()],
+                );
+            }
         }
     };
     let threads = if m * k * n >= PARALLEL_MIN_MACS {
@@ -533,17 +543,11 @@ pub fn gemm_sums(
     if rows == 0 || w.n == 0 {
         return Ok(());
     }
-    let packed = pack_rows(kernel, a, rows, w.k, w.k, w.k_padded);
+    let mut scratch = RowScratch::default();
+    let packed = pack_rows(kernel, a, rows, w.k, w.k, w.k_padded, &mut scratch);
     let blocks = w.blocks();
     let mut tile = vec![0i32; rows * blocks * BLOCK_COLS];
-    sums(
-        kernel,
-        packed.rows(0..rows, w.k_padded),
-        rows,
-        w,
-        0..blocks,
-        &mut tile,
-    );
+    sums(kernel, packed, rows, w, 0..blocks, &mut tile);
     let width = blocks * BLOCK_COLS;
     for (r, row) in out.chunks_mut(w.n).enumerate() {
         row.copy_from_slice(&tile[r * width..r * width + w.n]);
@@ -551,57 +555,54 @@ pub fn gemm_sums(
     Ok(())
 }
 
-/// The activations as a kernel reads them: rows `k_padded` apart, the padding zero (which
-/// adds nothing to any sum), borrowed where the caller laid them out so already, widened to
-/// `i16` for the AVX2 kernel.
-enum PackedRows<'a> {
-    U8(std::borrow::Cow<'a, [u8]>),
-    I16(Vec<i16>),
-}
-
-/// Some rows of [`PackedRows`].
+/// Rows of activations as a kernel reads them: `k_padded` apart, the padding zero (which adds
+/// nothing to any sum), widened to `i16` for the AVX2 kernel.
 #[derive(Clone, Copy)]
 enum Rows<'a> {
     U8(&'a [u8]),
     I16(&'a [i16]),
 }
 
-impl PackedRows<'_> {
-    fn rows(&self, rows: std::ops::Range<usize>, k_padded: usize) -> Rows<'_> {
-        let span = rows.start * k_padded..rows.end * k_padded;
-        match self {
-            Self::U8(a) => Rows::U8(&a[span]),
-            Self::I16(a) => Rows::I16(&a[span]),
-        }
-    }
+/// Where [`pack_rows`] lays out rows the kernel cannot read in place, reused from band to band.
+#[derive(Default)]
+struct RowScratch {
+    u8s: Vec<u8>,
+    i16s: Vec<i16>,
 }
 
-fn pack_rows(
+/// `m` rows of `k` activations, `stride` apart in `a`, as `kernel` reads them: borrowed where
+/// the caller laid them out so already, else copied into `scratch`.
+fn pack_rows<'a>(
     kernel: Int8Kernel,
-    a: &[u8],
+    a: &'a [u8],
     m: usize,
     stride: usize,
     k: usize,
     k_padded: usize,
-) -> PackedRows<'_> {
+    scratch: &'a mut RowScratch,
+) -> Rows<'a> {
     let rows = |r: usize| &a[r * stride..r * stride + k];
     match kernel {
         Int8Kernel::Avx2(_) => {
-            let mut out = vec![0i16; m * k_padded];
+            let out = &mut scratch.i16s;
+            out.clear();
+            out.resize(m * k_padded, 0);
             for r in 0..m {
                 for (d, &s) in out[r * k_padded..].iter_mut().zip(rows(r)) {
                     *d = i16::from(s);
                 }
             }
-            PackedRows::I16(out)
+            Rows::I16(out)
         }
-        _ if stride == k_padded => PackedRows::U8(std::borrow::Cow::Borrowed(&a[..m * k_padded])),
+        _ if stride == k_padded => Rows::U8(&a[..m * k_padded]),
         _ => {
-            let mut out = vec![0u8; m * k_padded];
+            let out = &mut scratch.u8s;
+            out.clear();
+            out.resize(m * k_padded, 0);
             for r in 0..m {
                 out[r * k_padded..r * k_padded + k].copy_from_slice(rows(r));
             }
-            PackedRows::U8(std::borrow::Cow::Owned(out))
+            Rows::U8(out)
         }
     }
 }

@@ -252,13 +252,63 @@ fn empty_batches_and_bad_parameters() {
     ));
 }
 
+/// A full-range `m x k` activation and `k x n` weight from a fixed pattern.
+fn patterned(m: usize, k: usize, n: usize) -> (Vec<u8>, Vec<i8>) {
+    let a: Vec<u8> = (0..m * k).map(|i| (i * 37 % 256) as u8).collect();
+    let w: Vec<i8> = (0..k * n).map(|i| (i * 101 % 256) as u8 as i8).collect();
+    (a, w)
+}
+
+/// Asserts that `out` is `linear`'s exact result for activations with scale 0.5 and zero
+/// point 7 and weights with scale 0.01 and zero point 3, from the triple loop and the zero
+/// points' expansion computed in `i64`.
+fn assert_exact_linear(
+    out: &[f32],
+    a: &[u8],
+    w: &[i8],
+    (m, k, n): (usize, usize, usize),
+    what: &str,
+) {
+    let expected = reference_sums(a, m, w, k, n);
+    let row_sums: Vec<i64> = a
+        .chunks(k)
+        .map(|r| r.iter().map(|&v| i64::from(v)).sum())
+        .collect();
+    let col_sums: Vec<i64> = (0..n)
+        .map(|c| (0..k).map(|i| i64::from(w[i * n + c])).sum())
+        .collect();
+    for r in 0..m {
+        for c in 0..n {
+            let exact = i64::from(expected[r * n + c]) - 7 * col_sums[c] - 3 * row_sums[r]
+                + (k as i64) * 7 * 3;
+            assert_eq!(
+                out[r * n + c],
+                exact as f32 * (0.5 * 0.01),
+                "{what}: ({r}, {c}) of {m}x{k}x{n}"
+            );
+        }
+    }
+}
+
+fn linear_on(kernel: Int8Kernel, a: &[u8], packed: &PackedWeights, m: usize) -> Vec<f32> {
+    let mut out = vec![0.0; m * packed.width()];
+    let acts = Activations {
+        values: a,
+        rows: m,
+        stride: packed.depth(),
+        scale: 0.5,
+        zero_point: 7,
+    };
+    linear(kernel, acts, packed, Epilogue::default(), &mut out).unwrap();
+    out
+}
+
 #[test]
 fn the_thread_splits_give_the_same_result() {
     // Both large enough to cross PARALLEL_MIN_MACS: a batch splits by rows, one row by
     // columns.
     for (m, k, n) in [(120, 800, 700), (1, 4096, 1100)] {
-        let a: Vec<u8> = (0..m * k).map(|i| (i * 37 % 256) as u8).collect();
-        let w: Vec<i8> = (0..k * n).map(|i| (i * 101 % 256) as u8 as i8).collect();
+        let (a, w) = patterned(m, k, n);
         assert!(
             m * k * n
                 >= if m > 1 {
@@ -268,44 +318,37 @@ fn the_thread_splits_give_the_same_result() {
                 }
         );
         let packed = PackedWeights::new(&w, k, n, WeightLayout::InputMajor, &[0.01], &[3]).unwrap();
-        let expected = reference_sums(&a, m, &w, k, n);
-        let row_sums: Vec<i64> = a
-            .chunks(k)
-            .map(|r| r.iter().map(|&v| i64::from(v)).sum())
-            .collect();
-        let col_sums: Vec<i64> = (0..n)
-            .map(|c| (0..k).map(|i| i64::from(w[i * n + c])).sum())
-            .collect();
         for kernel in Int8Kernel::available() {
-            let mut out = vec![0.0; m * n];
-            let acts = Activations {
-                values: &a,
-                rows: m,
-                stride: k,
-                scale: 0.5,
-                zero_point: 7,
-            };
-            linear(kernel, acts, &packed, Epilogue::default(), &mut out).unwrap();
+            let out = linear_on(kernel, &a, &packed, m);
             let one = rayon::ThreadPoolBuilder::new()
                 .num_threads(1)
                 .build()
                 .unwrap();
-            let mut single = vec![0.0; m * n];
-            one.install(|| linear(kernel, acts, &packed, Epilogue::default(), &mut single))
-                .unwrap();
+            let single = one.install(|| linear_on(kernel, &a, &packed, m));
             assert_eq!(out, single, "{}: threads change the result", kernel.name());
-            for r in 0..m {
-                for c in 0..n {
-                    let exact = i64::from(expected[r * n + c]) - 7 * col_sums[c] - 3 * row_sums[r]
-                        + (k as i64) * 7 * 3;
-                    assert_eq!(
-                        out[r * n + c],
-                        exact as f32 * (0.5 * 0.01),
-                        "{} ({r}, {c}) of {m}x{k}x{n}",
-                        kernel.name()
-                    );
-                }
-            }
+            assert_exact_linear(&out, &a, &w, (m, k, n), kernel.name());
+        }
+    }
+}
+
+#[test]
+fn batches_of_several_bands_are_exact() {
+    // One thread, so that every row goes through one thread's bands: a band and one row
+    // more, several bands with a short last one, and depths off the 4-element group.
+    let one = rayon::ThreadPoolBuilder::new()
+        .num_threads(1)
+        .build()
+        .unwrap();
+    for (m, k, n) in [
+        (BAND_ROWS + 1, 33, 70),
+        (3 * BAND_ROWS - 5, 6, 17),
+        (2 * BAND_ROWS, 1, 16),
+    ] {
+        let (a, w) = patterned(m, k, n);
+        let packed = PackedWeights::new(&w, k, n, WeightLayout::InputMajor, &[0.01], &[3]).unwrap();
+        for kernel in Int8Kernel::available() {
+            let out = one.install(|| linear_on(kernel, &a, &packed, m));
+            assert_exact_linear(&out, &a, &w, (m, k, n), kernel.name());
         }
     }
 }
