@@ -704,30 +704,38 @@ impl<'a> Finish<'a> {
         let cols = col0..(blocks.end * BLOCK_COLS).min(base + out_width);
         let (col_terms, scales) = (&self.col_terms[cols.clone()], &self.scales[cols.clone()]);
         let zero_points = &self.zero_points[cols.clone()];
+        let bias = self.epilogue.bias.map(|b| &b[cols.clone()]);
+        let relu = self.epilogue.relu;
         for (r, out_row) in out.chunks_mut(out_width).enumerate() {
             let sums = &tile[r * width..][..cols.len()];
             let row_sum = row_sums[r];
             let out_row = &mut out_row[cols.start - base..cols.end - base];
-            for ((((o, &sum), &term), &zw), &scale) in out_row
-                .iter_mut()
-                .zip(sums)
-                .zip(col_terms)
-                .zip(zero_points)
-                .zip(scales)
-            {
-                let exact = sum
-                    .wrapping_sub(term)
-                    .wrapping_sub(zw.wrapping_mul(row_sum));
-                *o = exact as f32 * scale;
-            }
-            if let Some(bias) = self.epilogue.bias {
-                for (o, b) in out_row.iter_mut().zip(&bias[cols.clone()]) {
-                    *o += b;
+            let exact = |i: usize| {
+                sums[i]
+                    .wrapping_sub(col_terms[i])
+                    .wrapping_sub(zero_points[i].wrapping_mul(row_sum))
+            };
+            // One pass per row, its branches outside the loops so that each loop vectorizes.
+            match (bias, relu) {
+                (None, false) => {
+                    for (i, o) in out_row.iter_mut().enumerate() {
+                        *o = exact(i) as f32 * scales[i];
+                    }
                 }
-            }
-            if self.epilogue.relu {
-                for o in out_row.iter_mut() {
-                    *o = o.max(0.0);
+                (None, true) => {
+                    for (i, o) in out_row.iter_mut().enumerate() {
+                        *o = (exact(i) as f32 * scales[i]).max(0.0);
+                    }
+                }
+                (Some(bias), false) => {
+                    for (i, o) in out_row.iter_mut().enumerate() {
+                        *o = exact(i) as f32 * scales[i] + bias[i];
+                    }
+                }
+                (Some(bias), true) => {
+                    for (i, o) in out_row.iter_mut().enumerate() {
+                        *o = (exact(i) as f32 * scales[i] + bias[i]).max(0.0);
+                    }
                 }
             }
         }
