@@ -34,6 +34,10 @@ pub struct Args {
     /// has), so that one machine can time the others' paths.
     #[arg(long)]
     int8_kernel: Option<String>,
+    /// Only time f32 against dynamic int8 (32 sentences of 128 tokens, interleaved, the median
+    /// of `N` runs each), print the ratio and write nothing: the speed-up alone, in a minute.
+    #[arg(long, value_name = "N")]
+    latency_only: Option<usize>,
 }
 
 /// The kernel `name` names, if this CPU runs it.
@@ -178,6 +182,9 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     }
     eprintln!("minilm: loading {}", model_dir.display());
     let encoder = SentenceEncoder::load(&model_dir, &device)?;
+    if let Some(repeats) = args.latency_only {
+        return latency_only(&encoder, &sentences, kernel, repeats, &device);
+    }
     let setup = Setup {
         model: model_dir.clone(),
         reference: reference.clone(),
@@ -536,6 +543,37 @@ fn embed_all(
 
 /// `batch` rows of exactly `tokens` word pieces: `[CLS]`, the eval sentences' pieces run
 /// together, `[SEP]`; no padding, so every variant times the same full-length work.
+/// `--latency-only`: the f32 encoder against its dynamic int8 form on the latency batch.
+fn latency_only(
+    encoder: &SentenceEncoder,
+    sentences: &[String],
+    kernel: Int8Kernel,
+    repeats: usize,
+    device: &Device,
+) -> anyhow::Result<()> {
+    let refs: Vec<&str> = sentences.iter().map(String::as_str).collect();
+    let batch = latency_batch(encoder, &refs, 32, 128, device)?;
+    let mut int8 = quantize_dynamic(encoder.model.clone(), &int8_config())?;
+    int8.set_integer_kernel(Some(kernel));
+    let (float, int8) = (encoder.model.clone(), int8.model);
+    let (b1, b2) = (batch.clone(), batch);
+    let mut run_float = move || {
+        let _ = float.hidden_states(&b1).into_data();
+    };
+    let mut run_int8 = move || {
+        let _ = int8.hidden_states(&b2).into_data();
+    };
+    let times = interleaved_median_us(repeats, &mut [&mut run_float, &mut run_int8]);
+    println!(
+        "32 x 128 tokens, median of {repeats}: f32 {:.1} ms, int8 ({}) {:.1} ms: {:.2}x",
+        times[0] / 1e3,
+        kernel.name(),
+        times[1] / 1e3,
+        times[0] / times[1]
+    );
+    Ok(())
+}
+
 fn latency_batch(
     encoder: &SentenceEncoder,
     sentences: &[&str],
