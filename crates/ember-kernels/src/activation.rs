@@ -44,6 +44,58 @@ pub fn softmax_rows(x: &mut [f32], width: usize) -> Result<()> {
 
 /// [`softmax_rows`] with the instructions of `isa`.
 pub fn softmax_rows_on(isa: Isa, x: &mut [f32], width: usize) -> Result<()> {
+    softmax_on(isa, x, width, None)
+}
+
+/// What attention does to its scores before their softmax: `scores / divisor + bias`, the
+/// bias one row of `width` values for every `rows_per_bias` rows (BERT's padding mask: one
+/// row per sentence, shared by its heads and queries).
+#[derive(Debug, Clone, Copy)]
+pub struct ScoreBias<'a> {
+    /// What each score is divided by (`√head_width`).
+    pub divisor: f32,
+    /// Rows of `width` values, back to back.
+    pub bias: &'a [f32],
+    /// Rows of scores each bias row applies to.
+    pub rows_per_bias: usize,
+}
+
+/// The softmax of each row of `(x / divisor + bias)`, in place: attention's scaling, mask
+/// and softmax in one pass over the scores, where three passes over a tensor of
+/// `batch · heads · tokens²` values read and wrote memory three times. Each value is computed
+/// with the same operations in the same order as the three passes, so the result is the
+/// same bit for bit. A `rows_per_bias` of 0, a bias that does not cover the rows or a
+/// divisor that is zero or not finite is an error.
+pub fn attention_softmax(x: &mut [f32], width: usize, scores: ScoreBias<'_>) -> Result<()> {
+    attention_softmax_on(Isa::detect(), x, width, scores)
+}
+
+/// [`attention_softmax`] with the instructions of `isa`.
+pub fn attention_softmax_on(
+    isa: Isa,
+    x: &mut [f32],
+    width: usize,
+    scores: ScoreBias<'_>,
+) -> Result<()> {
+    if !(scores.divisor.is_finite() && scores.divisor != 0.0) {
+        return Err(KernelError::Parameter {
+            what: "attention score divisor",
+            value: scores.divisor.to_string(),
+        });
+    }
+    let rows = x.len() / width.max(1);
+    let per = scores.rows_per_bias;
+    if per == 0 || !rows.is_multiple_of(per) || scores.bias.len() != rows / per * width {
+        return Err(KernelError::Length {
+            what: "attention bias (a row of the row width per `rows_per_bias` rows)",
+            expected: rows.div_ceil(per.max(1)) * width,
+            actual: scores.bias.len(),
+        });
+    }
+    softmax_on(isa, x, width, Some(scores))
+}
+
+fn softmax_on(isa: Isa, x: &mut [f32], width: usize, scores: Option<ScoreBias<'_>>) -> Result<()> {
     if width == 0 || !x.len().is_multiple_of(width) {
         return Err(KernelError::Length {
             what: "softmax rows (a multiple of the row width)",
@@ -53,12 +105,29 @@ pub fn softmax_rows_on(isa: Isa, x: &mut [f32], width: usize) -> Result<()> {
     }
     let rows_per_chunk = (CHUNK / width).max(1);
     x.par_chunks_mut(rows_per_chunk * width)
-        .for_each(|chunk| match isa {
-            #[cfg(target_arch = "x86_64")]
-            Isa::Avx2Fma(cpu) => x86::softmax_avx2(cpu, chunk, width),
-            Isa::Portable => softmax_body::<false>(chunk, width),
+        .enumerate()
+        .for_each(|(i, chunk)| {
+            let rows = Rows {
+                width,
+                first: i * rows_per_chunk,
+                scores,
+            };
+            match isa {
+                #[cfg(target_arch = "x86_64")]
+                Isa::Avx2Fma(cpu) => x86::softmax_avx2(cpu, chunk, rows),
+                Isa::Portable => softmax_body::<false>(chunk, rows),
+            }
         });
     Ok(())
+}
+
+/// Where a chunk of softmax rows sits: its row width, its first row's index in the whole
+/// input (which picks each row's bias), and the scaling and bias if any.
+#[derive(Clone, Copy)]
+struct Rows<'a> {
+    width: usize,
+    first: usize,
+    scores: Option<ScoreBias<'a>>,
 }
 
 /// `a * b + c`, fused where the build has FMA (a software `fmaf` would be far slower).
@@ -138,8 +207,15 @@ fn gelu_body<const FMA: bool>(x: &mut [f32]) {
 const LANES: usize = 16;
 
 #[inline(always)]
-fn softmax_body<const FMA: bool>(x: &mut [f32], width: usize) {
-    for row in x.chunks_exact_mut(width) {
+fn softmax_body<const FMA: bool>(x: &mut [f32], rows: Rows<'_>) {
+    let width = rows.width;
+    for (r, row) in x.chunks_exact_mut(width).enumerate() {
+        if let Some(scores) = rows.scores {
+            let bias = &scores.bias[(rows.first + r) / scores.rows_per_bias * width..][..width];
+            for (v, &b) in row.iter_mut().zip(bias) {
+                *v = *v / scores.divisor + b;
+            }
+        }
         let max = row_max(row);
         for v in row.iter_mut() {
             *v = exp::<FMA>(*v - max);
@@ -204,12 +280,12 @@ mod x86 {
         unsafe { body(x) }
     }
 
-    pub(super) fn softmax_avx2(_: CpuChecked, x: &mut [f32], width: usize) {
+    pub(super) fn softmax_avx2(_: CpuChecked, x: &mut [f32], rows: super::Rows<'_>) {
         #[target_feature(enable = "avx2,fma")]
-        fn body(x: &mut [f32], width: usize) {
-            super::softmax_body::<true>(x, width)
+        fn body(x: &mut [f32], rows: super::Rows<'_>) {
+            super::softmax_body::<true>(x, rows)
         }
         // SAFETY: the token proves AVX2 and FMA.
-        unsafe { body(x, width) }
+        unsafe { body(x, rows) }
     }
 }

@@ -2,7 +2,7 @@
 //! over a grid, random values and the special ones.
 #![allow(clippy::unwrap_used, missing_docs)]
 
-use ember_kernels::activation::{gelu_on, softmax_rows_on};
+use ember_kernels::activation::{ScoreBias, attention_softmax_on, gelu_on, softmax_rows_on};
 use ember_kernels::simd::Isa;
 use proptest::prelude::*;
 
@@ -119,6 +119,80 @@ fn softmax_keeps_nan_and_refuses_a_bad_width() {
         assert!(x[3..].iter().all(|v| v.is_finite()), "{isa:?}: {x:?}");
         assert!(softmax_rows_on(isa, &mut x, 4).is_err());
         assert!(softmax_rows_on(isa, &mut x, 0).is_err());
+    }
+}
+
+#[test]
+fn attention_softmax_is_the_three_passes_bit_for_bit() {
+    // 2 sentences x 3 heads x 128 queries of 128 keys: more rows than one parallel chunk
+    // (256 rows of 128), so a chunk starts inside a sentence and must still pick its bias.
+    let (sentences, rows_per_sentence, width) = (2, 3 * 128, 128);
+    let x: Vec<f32> = (0..sentences * rows_per_sentence * width)
+        .map(|i| ((i * 7919) % 2001) as f32 / 40.0 - 25.0)
+        .collect();
+    // The second sentence's last 28 keys are padding.
+    let bias: Vec<f32> = (0..sentences * width)
+        .map(|i| if i >= width + 100 { -1.0e4 } else { 0.0 })
+        .collect();
+    let divisor = 32f32.sqrt();
+    for isa in isas() {
+        let mut three_passes = x.clone();
+        for (r, row) in three_passes.chunks_mut(width).enumerate() {
+            let bias = &bias[r / rows_per_sentence * width..][..width];
+            for (v, &b) in row.iter_mut().zip(bias) {
+                *v /= divisor;
+                *v += b;
+            }
+        }
+        softmax_rows_on(isa, &mut three_passes, width).unwrap();
+        let mut fused = x.clone();
+        let scores = ScoreBias {
+            divisor,
+            bias: &bias,
+            rows_per_bias: rows_per_sentence,
+        };
+        attention_softmax_on(isa, &mut fused, width, scores).unwrap();
+        assert_eq!(fused, three_passes, "{isa:?}");
+        // Padded keys get nothing.
+        let last = &fused[fused.len() - width..];
+        assert!(last[100..].iter().all(|&p| p == 0.0), "{isa:?}");
+        assert!(last[..100].iter().all(|&p| p > 0.0), "{isa:?}");
+    }
+}
+
+#[test]
+fn attention_softmax_refuses_a_bias_that_does_not_fit() {
+    let mut x = vec![0.0f32; 4 * 8];
+    let bias = vec![0.0f32; 2 * 8];
+    let ok = ScoreBias {
+        divisor: 2.0,
+        bias: &bias,
+        rows_per_bias: 2,
+    };
+    assert!(attention_softmax_on(Isa::detect(), &mut x, 8, ok).is_ok());
+    for bad in [
+        ScoreBias {
+            rows_per_bias: 0,
+            ..ok
+        },
+        ScoreBias {
+            rows_per_bias: 3,
+            ..ok
+        },
+        ScoreBias {
+            rows_per_bias: 1,
+            ..ok
+        },
+        ScoreBias { divisor: 0.0, ..ok },
+        ScoreBias {
+            divisor: f32::NAN,
+            ..ok
+        },
+    ] {
+        assert!(
+            attention_softmax_on(Isa::detect(), &mut x, 8, bad).is_err(),
+            "{bad:?}"
+        );
     }
 }
 

@@ -237,14 +237,24 @@ impl SelfAttention {
         let q = split(self.query.forward(x.clone()));
         let k = split(self.key.forward(x.clone()));
         let v = split(self.value.forward(x));
-        let scores = q
-            .matmul(k.swap_dims(2, 3))
-            .div_scalar((width as f64).sqrt())
-            + key_bias;
+        let divisor = (width as f64).sqrt();
+        let bias = key_bias.clone();
+        // On the host the scaling, the mask and the softmax are one pass over the scores
+        // (`ember_kernels::activation::attention_softmax`, the same values bit for bit).
         let weights = on_host(
-            scores,
-            |t| softmax(t, 3),
-            |values, width| activation::softmax_rows(values, width).is_ok(),
+            q.matmul(k.swap_dims(2, 3)),
+            |t| softmax(t.div_scalar(divisor) + key_bias, 3),
+            |values, keys| {
+                let Ok(bias) = bias.into_data().try_to_vec::<f32>() else {
+                    return false;
+                };
+                let scores = activation::ScoreBias {
+                    divisor: divisor as f32,
+                    bias: &bias,
+                    rows_per_bias: self.heads * tokens,
+                };
+                activation::attention_softmax(values, keys, scores).is_ok()
+            },
         );
         let context =
             weights
