@@ -326,7 +326,7 @@ pub fn quantize_u8_with(
 ) {
     out.clear();
     out.resize(x.len(), 0);
-    match kernel {
+    let quantize = |x: &[f32], out: &mut [u8]| match kernel {
         #[cfg(target_arch = "x86_64")]
         Int8Kernel::Avx512Vnni(cpu) => {
             x86::quantize_avx512(cpu, x, scale, zero_point, (min, max), out)
@@ -334,8 +334,23 @@ pub fn quantize_u8_with(
         #[cfg(target_arch = "x86_64")]
         Int8Kernel::Avx2(cpu) => x86::quantize_avx2(cpu, x, scale, zero_point, (min, max), out),
         _ => quantize_body(x, scale, zero_point, (min, max), out),
+    };
+    if x.len() < PARALLEL_ELEMENTS {
+        quantize(x, out);
+    } else {
+        // Each value on its own: the split does not change a single integer.
+        x.par_chunks(ELEMENT_CHUNK)
+            .zip(out.par_chunks_mut(ELEMENT_CHUNK))
+            .for_each(|(x, out)| quantize(x, out));
     }
 }
+
+/// Values from which the passes over a layer's input (its range, its quantization) split
+/// across rayon's threads: a transformer's batch (4096 x 1536 values) took one core for
+/// them while the other waited.
+const PARALLEL_ELEMENTS: usize = 1 << 18;
+/// Values per parallel piece of those passes.
+const ELEMENT_CHUNK: usize = 1 << 16;
 
 #[inline(always)]
 fn quantize_body(x: &[f32], scale: f32, zero_point: i32, (min, max): (u8, u8), out: &mut [u8]) {
@@ -353,13 +368,22 @@ fn quantize_body(x: &[f32], scale: f32, zero_point: i32, (min, max): (u8, u8), o
 /// The minimum and maximum of `x`, or `None` if it is empty or holds NaN or an infinity: one
 /// pass in 16 lanes, which the compiler vectorizes.
 pub fn finite_range(x: &[f32]) -> Option<(f32, f32)> {
-    match Int8Kernel::detect() {
+    let kernel = Int8Kernel::detect();
+    let range = |x: &[f32]| match kernel {
         #[cfg(target_arch = "x86_64")]
         Int8Kernel::Avx512Vnni(cpu) => x86::finite_range_avx512(cpu, x),
         #[cfg(target_arch = "x86_64")]
         Int8Kernel::Avx2(cpu) => x86::finite_range_avx2(cpu, x),
         _ => finite_range_body(x),
+    };
+    if x.len() < PARALLEL_ELEMENTS {
+        return range(x);
     }
+    // The minimum and maximum of the pieces' are the whole's, in any order.
+    x.par_chunks(ELEMENT_CHUNK).map(range).reduce(
+        || Some((f32::INFINITY, f32::NEG_INFINITY)),
+        |a, b| Some((a?.0.min(b?.0), a?.1.max(b?.1))),
+    )
 }
 
 #[inline(always)]

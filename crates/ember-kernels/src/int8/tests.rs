@@ -168,6 +168,33 @@ fn the_range_pass_finds_extremes_and_refuses_non_finite_values() {
 }
 
 #[test]
+fn inputs_split_across_threads_give_the_same_range_and_integers() {
+    let n = PARALLEL_ELEMENTS + 17;
+    let mut x: Vec<f32> = (0..n)
+        .map(|i| ((i * 7919) % 2001) as f32 / 100.0 - 10.0)
+        .collect();
+    x[n - 1] = 12.5;
+    x[ELEMENT_CHUNK + 3] = -11.0;
+    assert_eq!(finite_range(&x), Some((-11.0, 12.5)));
+    for kernel in Int8Kernel::available() {
+        let mut whole = Vec::new();
+        quantize_u8_with(kernel, &x, 0.09, 121, (0, 255), &mut whole);
+        let mut pieces = Vec::new();
+        for chunk in x.chunks(1000) {
+            let mut piece = Vec::new();
+            quantize_u8_with(kernel, chunk, 0.09, 121, (0, 255), &mut piece);
+            pieces.extend(piece);
+        }
+        assert_eq!(whole, pieces, "{}", kernel.name());
+    }
+    for bad in [f32::NAN, f32::INFINITY] {
+        let mut y = x.clone();
+        y[n - 2] = bad;
+        assert_eq!(finite_range(&y), None, "{bad} in the last piece");
+    }
+}
+
+#[test]
 fn both_layouts_pack_the_same_matrix() {
     // [k = 3, n = 2] and its transpose.
     let kn = [1i8, 2, 3, 4, 5, 6];
