@@ -734,33 +734,30 @@ impl<'a> Finish<'a> {
             let sums = &tile[r * width..][..cols.len()];
             let row_sum = row_sums[r];
             let out_row = &mut out_row[cols.start - base..cols.end - base];
-            let exact = |i: usize| {
-                sums[i]
-                    .wrapping_sub(col_terms[i])
-                    .wrapping_sub(zero_points[i].wrapping_mul(row_sum))
-            };
+            // Zipped slices, not indices: an indexed loop kept its bounds checks and ran one
+            // column at a time (the bias variant was 15 % of an int8 transformer's time).
+            let values = sums.iter().zip(col_terms).zip(zero_points).zip(scales).map(
+                |(((&sum, &term), &zw), &scale)| {
+                    sum.wrapping_sub(term)
+                        .wrapping_sub(zw.wrapping_mul(row_sum)) as f32
+                        * scale
+                },
+            );
             // One pass per row, its branches outside the loops so that each loop vectorizes.
             match (bias, relu) {
-                (None, false) => {
-                    for (i, o) in out_row.iter_mut().enumerate() {
-                        *o = exact(i) as f32 * scales[i];
-                    }
-                }
-                (None, true) => {
-                    for (i, o) in out_row.iter_mut().enumerate() {
-                        *o = (exact(i) as f32 * scales[i]).max(0.0);
-                    }
-                }
-                (Some(bias), false) => {
-                    for (i, o) in out_row.iter_mut().enumerate() {
-                        *o = exact(i) as f32 * scales[i] + bias[i];
-                    }
-                }
-                (Some(bias), true) => {
-                    for (i, o) in out_row.iter_mut().enumerate() {
-                        *o = (exact(i) as f32 * scales[i] + bias[i]).max(0.0);
-                    }
-                }
+                (None, false) => out_row.iter_mut().zip(values).for_each(|(o, v)| *o = v),
+                (None, true) => out_row
+                    .iter_mut()
+                    .zip(values)
+                    .for_each(|(o, v)| *o = v.max(0.0)),
+                (Some(bias), false) => out_row
+                    .iter_mut()
+                    .zip(values.zip(bias))
+                    .for_each(|(o, (v, &b))| *o = v + b),
+                (Some(bias), true) => out_row
+                    .iter_mut()
+                    .zip(values.zip(bias))
+                    .for_each(|(o, (v, &b))| *o = (v + b).max(0.0)),
             }
         }
     }
