@@ -389,9 +389,14 @@ pub fn finite_range(x: &[f32]) -> Option<(f32, f32)> {
 #[inline(always)]
 fn finite_range_body(x: &[f32]) -> Option<(f32, f32)> {
     const LANES: usize = 16;
+    /// The bits of +inf: a value whose bits without the sign reach them is NaN or infinite.
+    const INFINITE: u32 = 0x7f80_0000;
     let mut lo = [f32::INFINITY; LANES];
     let mut hi = [f32::NEG_INFINITY; LANES];
-    let mut bad = [false; LANES];
+    // The largest magnitude's bits, kept as integers: one `max` per lane per value, where a
+    // flag per lane (`bad |= !v.is_finite()`) compiled to a mask-register chain that made
+    // this pass latency-bound, as slow as the matrix product after it.
+    let mut magnitude = [0u32; LANES];
     let chunks = x.chunks_exact(LANES);
     let rest = chunks.remainder();
     for chunk in chunks {
@@ -399,15 +404,15 @@ fn finite_range_body(x: &[f32]) -> Option<(f32, f32)> {
             let v = chunk[i];
             lo[i] = if v < lo[i] { v } else { lo[i] };
             hi[i] = if v > hi[i] { v } else { hi[i] };
-            bad[i] |= !v.is_finite();
+            magnitude[i] = magnitude[i].max(v.to_bits() & 0x7fff_ffff);
         }
     }
     for (i, &v) in rest.iter().enumerate() {
         lo[i] = if v < lo[i] { v } else { lo[i] };
         hi[i] = if v > hi[i] { v } else { hi[i] };
-        bad[i] |= !v.is_finite();
+        magnitude[i] = magnitude[i].max(v.to_bits() & 0x7fff_ffff);
     }
-    if x.is_empty() || bad.iter().any(|&b| b) {
+    if x.is_empty() || magnitude.iter().any(|&m| m >= INFINITE) {
         return None;
     }
     Some((
