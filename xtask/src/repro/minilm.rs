@@ -40,6 +40,14 @@ pub struct Args {
     latency_only: Option<usize>,
 }
 
+/// Sentences in the batch every variant is timed on.
+const LATENCY_BATCH: usize = 32;
+
+/// Word pieces in each of them: 128, or 16 for the tiny model of `--quick`.
+fn latency_tokens(quick: bool) -> usize {
+    if quick { 16 } else { 128 }
+}
+
 /// The kernel `name` names, if this CPU runs it.
 fn int8_kernel(name: Option<&str>) -> anyhow::Result<Int8Kernel> {
     let Some(name) = name else {
@@ -183,15 +191,15 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     eprintln!("minilm: loading {}", model_dir.display());
     let encoder = SentenceEncoder::load(&model_dir, &device)?;
     if let Some(repeats) = args.latency_only {
-        return latency_only(&encoder, &sentences, kernel, repeats, &device);
+        return latency_only(&encoder, &sentences, kernel, repeats, quick, &device);
     }
     let setup = Setup {
         model: model_dir.clone(),
         reference: reference.clone(),
         eval_sentences: sentences.len(),
         similarity_pairs_among: sentences.len().min(300),
-        latency_batch: 32,
-        latency_tokens: if quick { 16 } else { 128 },
+        latency_batch: LATENCY_BATCH,
+        latency_tokens: latency_tokens(quick),
         int8: int8_config(),
         int8_kernel: kernel.name(),
         int4: int4_config(),
@@ -541,18 +549,18 @@ fn embed_all(
     rows(embed_tensor(encoder, sentences, device)?)
 }
 
-/// `batch` rows of exactly `tokens` word pieces: `[CLS]`, the eval sentences' pieces run
-/// together, `[SEP]`; no padding, so every variant times the same full-length work.
 /// `--latency-only`: the f32 encoder against its dynamic int8 form on the latency batch.
 fn latency_only(
     encoder: &SentenceEncoder,
     sentences: &[String],
     kernel: Int8Kernel,
     repeats: usize,
+    quick: bool,
     device: &Device,
 ) -> anyhow::Result<()> {
     let refs: Vec<&str> = sentences.iter().map(String::as_str).collect();
-    let batch = latency_batch(encoder, &refs, 32, 128, device)?;
+    let tokens = latency_tokens(quick);
+    let batch = latency_batch(encoder, &refs, LATENCY_BATCH, tokens, device)?;
     let mut int8 = quantize_dynamic(encoder.model.clone(), &int8_config())?;
     int8.set_integer_kernel(Some(kernel));
     let (float, int8) = (encoder.model.clone(), int8.model);
@@ -565,7 +573,7 @@ fn latency_only(
     };
     let times = interleaved_median_us(repeats, &mut [&mut run_float, &mut run_int8]);
     println!(
-        "32 x 128 tokens, median of {repeats}: f32 {:.1} ms, int8 ({}) {:.1} ms: {:.2}x",
+        "{LATENCY_BATCH} x {tokens} tokens, median of {repeats}: f32 {:.1} ms, int8 ({}) {:.1} ms: {:.2}x",
         times[0] / 1e3,
         kernel.name(),
         times[1] / 1e3,
@@ -574,6 +582,8 @@ fn latency_only(
     Ok(())
 }
 
+/// `batch` rows of exactly `tokens` word pieces: `[CLS]`, the eval sentences' pieces run
+/// together, `[SEP]`; no padding, so every variant times the same full-length work.
 fn latency_batch(
     encoder: &SentenceEncoder,
     sentences: &[&str],

@@ -592,7 +592,9 @@ enum Rows<'a> {
     I16(&'a [i16]),
 }
 
-/// Where [`pack_rows`] lays out rows the kernel cannot read in place, reused from band to band.
+/// Where [`pack_rows`] lays out rows the kernel cannot read in place, reused from band to band:
+/// each row's padding past `k` is zeroed when a buffer grows and never written after, so a
+/// band of the same shape rewrites only the values.
 #[derive(Default)]
 struct RowScratch {
     u8s: Vec<u8>,
@@ -614,7 +616,6 @@ fn pack_rows<'a>(
     match kernel {
         Int8Kernel::Avx2(_) => {
             let out = &mut scratch.i16s;
-            out.clear();
             out.resize(m * k_padded, 0);
             for r in 0..m {
                 for (d, &s) in out[r * k_padded..].iter_mut().zip(rows(r)) {
@@ -626,7 +627,6 @@ fn pack_rows<'a>(
         _ if stride == k_padded => Rows::U8(&a[..m * k_padded]),
         _ => {
             let out = &mut scratch.u8s;
-            out.clear();
             out.resize(m * k_padded, 0);
             for r in 0..m {
                 out[r * k_padded..r * k_padded + k].copy_from_slice(rows(r));

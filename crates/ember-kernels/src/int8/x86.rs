@@ -267,7 +267,7 @@ pub(super) fn avx2_peak(_: CpuChecked, iterations: usize) -> i64 {
 fn avx2_peak_body(iterations: usize) -> i64 {
     // Each chain multiplies its own weight by an activation that changes on every round (as
     // the kernel's broadcasts do): with one loop-invariant product the compiler computed it
-    // once and the loop timed 12 additions, a "peak" 2.8x the instruction's rate.
+    // once and the loop timed 12 additions, a "peak" 2.2x the instruction's rate.
     let w: [__m256i; PEAK_CHAINS] = std::array::from_fn(|i| _mm256_set1_epi32(i as i32 + 1));
     let (mut a, step) = (_mm256_set1_epi32(0x0002_0003), _mm256_set1_epi16(1));
     let mut acc = [_mm256_setzero_si256(); PEAK_CHAINS];
