@@ -27,6 +27,10 @@ pub struct KernelsArgs {
     /// Shorter measurements (about a minute of timing instead of several).
     #[arg(long)]
     quick: bool,
+    /// Run nothing: write the report again from the results the last run left in
+    /// `target/criterion`.
+    #[arg(long)]
+    report_only: bool,
 }
 
 const THREADS: [usize; 2] = [1, 2];
@@ -46,7 +50,7 @@ fn kernels(args: &KernelsArgs) -> anyhow::Result<()> {
     } else {
         &["--warm-up-time", "1", "--measurement-time", "3"]
     };
-    for threads in THREADS {
+    for threads in THREADS.into_iter().filter(|_| !args.report_only) {
         eprintln!("xtask bench: kernels on {threads} thread(s)");
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let status = Command::new(&cargo)
@@ -131,12 +135,15 @@ impl KernelsReport {
 
         // Peaks, one thread.
         let rounds = 100_000u64;
-        let int8_peak = ember_kernels::int8::peak_loop(kernel, 1)
-            .map(|(ops, _)| ops * rounds)
-            .map(|ops| -> anyhow::Result<f64> {
-                Ok(ops as f64 / time(format!("peak_t1/host/int8_{isa}/{rounds}"))? / 1e9)
-            })
-            .transpose()?;
+        let peak_of = |kernel: Int8Kernel| {
+            ember_kernels::int8::peak_loop(kernel, 1)
+                .map(|(ops, _)| -> anyhow::Result<f64> {
+                    let id = format!("peak_t1/host/int8_{}/{rounds}", kernel.name());
+                    Ok((ops * rounds) as f64 / time(id)? / 1e9)
+                })
+                .transpose()
+        };
+        let int8_peak = peak_of(kernel)?;
         let f32_peak = ember_kernels::simd::fma_peak(1)
             .map(|(name, flops, _)| -> anyhow::Result<(String, f64)> {
                 let gflops =
@@ -156,6 +163,17 @@ impl KernelsReport {
                 .map_or("-".into(), |p| format!("{:.0}", p.1)),
             f32_peak.as_ref().map_or("-", |p| p.0.as_str()),
         );
+        // The other kernels' peaks on this CPU: what bounds the forced-kernel rows below.
+        for other in Int8Kernel::available() {
+            if other == kernel {
+                continue;
+            }
+            if let Some(p) = peak_of(other)? {
+                let name = other.name();
+                let _ = writeln!(md, "\nThe `{name}` kernel's peak: {p:.0} GOP/s, one thread.");
+                metrics.insert(format!("peak_int8_{name}_gops_t1"), json!(round(p)));
+            }
+        }
         if let Some(p) = int8_peak {
             metrics.insert("peak_int8_gops_t1".into(), json!(round(p)));
         }
