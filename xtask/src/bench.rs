@@ -170,7 +170,10 @@ impl KernelsReport {
             }
             if let Some(p) = peak_of(other)? {
                 let name = other.name();
-                let _ = writeln!(md, "\nThe `{name}` kernel's peak: {p:.0} GOP/s, one thread.");
+                let _ = writeln!(
+                    md,
+                    "\nThe `{name}` kernel's peak: {p:.0} GOP/s, one thread."
+                );
                 metrics.insert(format!("peak_int8_{name}_gops_t1"), json!(round(p)));
             }
         }
