@@ -25,7 +25,6 @@ use std::path::{Path, PathBuf};
 use burn::module::Module;
 use burn::nn::{Embedding, EmbeddingConfig, Gelu, LayerNorm, LayerNormConfig, LinearConfig};
 use burn::store::{ModuleSnapshot, PyTorchToBurnAdapter, SafetensorsStore};
-use burn::tensor::activation::softmax;
 use burn::tensor::{Bool, DType, Device, Int, Tensor, TensorData};
 use ember_kernels::activation;
 use ember_quant::nn::Linear;
@@ -34,6 +33,7 @@ use ember_tensor::{Input, LabeledData};
 use serde::{Deserialize, Serialize};
 use tokenizers::Tokenizer;
 
+use crate::attention::{PADDING_BIAS, SelfAttention, on_host};
 use crate::{Error, Result};
 
 /// The sizes of a BERT encoder, as `config.json` gives them (other keys are ignored).
@@ -201,117 +201,6 @@ pub struct Embeddings {
     pub layer_norm: LayerNorm,
 }
 
-/// Multi-head self-attention with its output projection.
-#[derive(Module, Debug)]
-pub struct SelfAttention {
-    /// Queries, `[hidden, hidden]`.
-    pub query: Linear,
-    /// Keys.
-    pub key: Linear,
-    /// Values.
-    pub value: Linear,
-    /// The projection of the heads' concatenated outputs.
-    pub output: Linear,
-    /// Heads.
-    #[module(skip)]
-    pub heads: usize,
-    /// Each head's width: `hidden / heads` as built; pruning heads keeps it.
-    #[module(skip)]
-    pub head_width: usize,
-}
-
-/// Additive attention bias at padded keys: their weights underflow to exactly zero after the
-/// softmax, and the value stays finite in f16.
-const PADDING_BIAS: f64 = -1.0e4;
-
-impl SelfAttention {
-    /// `x` `[batch, tokens, hidden]` attended over itself; `key_bias` `[batch, 1, 1, tokens]`
-    /// is 0 at real keys and [`PADDING_BIAS`] at padding.
-    fn forward(&self, x: Tensor<3>, key_bias: Tensor<4>) -> Tensor<3> {
-        let [batch, tokens, _] = x.dims();
-        let width = self.head_width;
-        let split = |t: Tensor<3>| {
-            t.reshape([batch, tokens, self.heads, width])
-                .swap_dims(1, 2)
-        };
-        let q = split(self.query.forward(x.clone()));
-        let k = split(self.key.forward(x.clone()));
-        let v = split(self.value.forward(x));
-        let divisor = (width as f64).sqrt();
-        let bias = key_bias.clone();
-        // On the host the scaling, the mask and the softmax are one pass over the scores
-        // (`ember_kernels::activation::attention_softmax`, the same values bit for bit).
-        let weights = on_host(
-            q.matmul(k.swap_dims(2, 3)),
-            |t| softmax(t.div_scalar(divisor) + key_bias, 3),
-            |values, keys| {
-                let Ok(bias) = bias.into_data().try_to_vec::<f32>() else {
-                    return false;
-                };
-                let scores = activation::ScoreBias {
-                    divisor: divisor as f32,
-                    bias: &bias,
-                    rows_per_bias: self.heads * tokens,
-                };
-                activation::attention_softmax(values, keys, scores).is_ok()
-            },
-        );
-        let context =
-            weights
-                .matmul(v)
-                .swap_dims(1, 2)
-                .reshape([batch, tokens, self.heads * width]);
-        self.output.forward(context)
-    }
-
-    /// This attention with only the heads `keep` (ascending, each below [`Self::heads`]): the
-    /// query, key and value projections lose the output columns of the others, the output
-    /// projection the matching input rows. What is left computes exactly what the whole layer
-    /// computed with the other heads' outputs zeroed.
-    fn keep_heads(self, keep: &[usize]) -> Result<Self> {
-        let ascending = keep.windows(2).all(|w| w[0] < w[1]);
-        if keep.is_empty() || !ascending || keep.iter().any(|&h| h >= self.heads) {
-            return Err(Error::InvalidConfig {
-                field: "heads",
-                value: format!("{keep:?} of {}", self.heads),
-                reason: "keep at least one head, each once, in ascending order",
-            });
-        }
-        let device = self.query.weight.val().device();
-        let columns: Vec<i64> = keep
-            .iter()
-            .flat_map(|&h| (h * self.head_width..(h + 1) * self.head_width).map(|c| c as i64))
-            .collect();
-        let count = columns.len();
-        let index = Tensor::<1, Int>::from_data(TensorData::new(columns, [count]), &device);
-        let outputs = |layer: Linear| -> Linear {
-            burn::nn::Linear {
-                weight: burn::module::Param::from_tensor(
-                    layer.weight.val().select(1, index.clone()),
-                ),
-                bias: layer
-                    .bias
-                    .map(|b| burn::module::Param::from_tensor(b.val().select(0, index.clone()))),
-            }
-            .into()
-        };
-        let output = burn::nn::Linear {
-            weight: burn::module::Param::from_tensor(
-                self.output.weight.val().select(0, index.clone()),
-            ),
-            bias: self.output.bias.clone(),
-        };
-        Ok(Self {
-            query: outputs(self.query),
-            key: outputs(self.key),
-            value: outputs(self.value),
-            output: output.into(),
-            heads: keep.len(),
-            head_width: self.head_width,
-        })
-    }
-}
-
 /// One encoder layer: attention and a feed-forward block, each added to its input and
 /// normalized (post-norm, as BERT).
 #[derive(Module, Debug)]
@@ -345,30 +234,6 @@ impl BertLayer {
         );
         self.output_norm.forward(x + self.output.forward(inner))
     }
-}
-
-/// `kernel` over `x`'s values (and its last axis's width) where it can run: a plain f32 tensor
-/// on a host device (flex, ndarray; never under autodiff, which must see burn's operations).
-/// Elsewhere, or where the kernel declines (`false`, its input untouched), burn's `float`.
-/// burn's CPU backends evaluate GELU's `erf` and softmax's `exp` one element at a time
-/// through `libm`: with those, they took a third of the int8 encoder's time (see
-/// `ember_kernels::activation`).
-fn on_host<const D: usize>(
-    x: Tensor<D>,
-    float: impl FnOnce(Tensor<D>) -> Tensor<D>,
-    kernel: impl FnOnce(&mut [f32], usize) -> bool,
-) -> Tensor<D> {
-    let device = x.device();
-    if x.dtype() != DType::F32 || !ember_tensor::device::is_host(&device) {
-        return float(x);
-    }
-    let width = x.dims()[D - 1];
-    let mut data = x.into_data();
-    let done = data
-        .as_mut_slice::<f32>()
-        .is_ok_and(|values| kernel(values, width));
-    let x = Tensor::from_data(data, &device);
-    if done { x } else { float(x) }
 }
 
 /// A BERT encoder.

@@ -16,6 +16,7 @@ use ember_tensor::{Classifier, UnitActivations, UnitGroup};
 
 use crate::models::{LeNet5, LeNet5Config, Mlp, MlpConfig};
 use crate::resnet::{ResNet, ResNetConfig};
+use crate::transformer::{Transformer, TransformerConfig};
 use crate::{Error, Result};
 
 /// The architecture of any reference model.
@@ -30,6 +31,8 @@ pub enum ModelConfig {
     /// A small residual network with batch norm.
     #[serde(rename = "resnet")]
     ResNet(ResNetConfig),
+    /// A small transformer encoder classifier.
+    Transformer(TransformerConfig),
 }
 
 impl ModelConfig {
@@ -39,6 +42,7 @@ impl ModelConfig {
             ModelConfig::Mlp(c) => c.parameter_count(),
             ModelConfig::LeNet5(c) => c.parameter_count(),
             ModelConfig::ResNet(c) => c.parameter_count(),
+            ModelConfig::Transformer(c) => c.parameter_count(),
         }
     }
 
@@ -49,6 +53,7 @@ impl ModelConfig {
             ModelConfig::Mlp(c) => Ok(c.unit_groups("Mlp.")),
             ModelConfig::LeNet5(c) => c.unit_groups("LeNet5."),
             ModelConfig::ResNet(c) => Ok(c.unit_groups("ResNet.")),
+            ModelConfig::Transformer(c) => Ok(c.unit_groups("Transformer.")),
         }
     }
 
@@ -59,6 +64,9 @@ impl ModelConfig {
             ModelConfig::Mlp(c) => ModelConfig::Mlp(c.with_kept("Mlp.", kept)),
             ModelConfig::LeNet5(c) => ModelConfig::LeNet5(c.with_kept("LeNet5.", kept)),
             ModelConfig::ResNet(c) => ModelConfig::ResNet(c.with_kept("ResNet.", kept)),
+            ModelConfig::Transformer(c) => {
+                ModelConfig::Transformer(c.with_kept("Transformer.", kept))
+            }
         }
     }
 
@@ -68,6 +76,7 @@ impl ModelConfig {
             ModelConfig::Mlp(c) => Model::Mlp(c.init(device)?),
             ModelConfig::LeNet5(c) => Model::LeNet5(c.init(device)?),
             ModelConfig::ResNet(c) => Model::ResNet(c.init(device)?),
+            ModelConfig::Transformer(c) => Model::Transformer(c.init(device)?),
         })
     }
 }
@@ -83,6 +92,8 @@ pub enum Model {
     LeNet5(LeNet5),
     /// A small residual network.
     ResNet(ResNet),
+    /// A small transformer encoder classifier.
+    Transformer(Transformer),
 }
 
 impl QuantLayers for Model {
@@ -91,6 +102,7 @@ impl QuantLayers for Model {
             Model::Mlp(m) => ("Mlp", m.quant_layers()),
             Model::LeNet5(m) => ("LeNet5", m.quant_layers()),
             Model::ResNet(m) => ("ResNet", m.quant_layers()),
+            Model::Transformer(m) => ("Transformer", m.quant_layers()),
         };
         layers
             .into_iter()
@@ -117,12 +129,19 @@ impl From<ResNet> for Model {
     }
 }
 
+impl From<Transformer> for Model {
+    fn from(model: Transformer) -> Self {
+        Model::Transformer(model)
+    }
+}
+
 impl Classifier for Model {
     fn forward(&self, images: Tensor<4>) -> Tensor<2> {
         match self {
             Model::Mlp(m) => m.forward(images),
             Model::LeNet5(m) => m.forward(images),
             Model::ResNet(m) => m.forward(images),
+            Model::Transformer(m) => m.forward(images),
         }
     }
 }
@@ -134,6 +153,7 @@ impl UnitActivations for Model {
             Model::Mlp(m) => ("Mlp.", m.unit_activations(images)),
             Model::LeNet5(m) => ("LeNet5.", m.unit_activations(images)),
             Model::ResNet(m) => ("ResNet.", m.unit_activations(images)),
+            Model::Transformer(m) => ("Transformer.", m.unit_activations(images)),
         };
         seen.into_iter()
             .map(|(name, x)| (format!("{prefix}{name}"), x))
@@ -172,7 +192,8 @@ pub fn save_model(model: impl Into<Model>, config: &ModelConfig, path: &Path) ->
     match (&model, config) {
         (Model::Mlp(_), ModelConfig::Mlp(_))
         | (Model::LeNet5(_), ModelConfig::LeNet5(_))
-        | (Model::ResNet(_), ModelConfig::ResNet(_)) => {}
+        | (Model::ResNet(_), ModelConfig::ResNet(_))
+        | (Model::Transformer(_), ModelConfig::Transformer(_)) => {}
         _ => {
             return Err(file_error(format!(
                 "the model and its config are of different kinds: {config:?}"

@@ -1,6 +1,7 @@
 //! Structured pruning of the zoo's models through the groups they declare: removing units
-//! nothing reads changes no output (LeNet-5's flattened feature map and the residual stream
-//! included), and the narrower models train, save and reload through their own configs.
+//! nothing reads changes no output (LeNet-5's flattened feature map, the residual stream and
+//! the transformer's attention heads included), and the narrower models train, save and
+//! reload through their own configs.
 
 #![allow(clippy::unwrap_used)] // a test fails loudly, which is what it is for
 
@@ -9,13 +10,14 @@ mod common;
 use std::collections::BTreeMap;
 
 use burn::module::Module;
+use burn::tensor::{Distribution, Tensor};
 use common::{flex_device, synthetic_split};
 use ember_prune::shrink;
 use ember_tensor::UnitGroup;
 use ember_tensor::stats::read_f32;
 use ember_zoo::{
     Classifier, Error, LabeledData, LeNet5Config, MlpConfig, ModelConfig, ResNetConfig,
-    TrainConfig, load_model, save_model, train,
+    TrainConfig, TransformerConfig, load_model, save_model, train,
 };
 
 /// Half of LeNet-300-100's neurons removed by L2 norm: the smaller network keeps the kept
@@ -309,4 +311,179 @@ fn a_pruned_residual_network_trains_and_reloads() {
         read_f32(tuned.forward(images)).unwrap()
     );
     dense_file_under_the_narrow_config_is_refused(dense, &config, &path);
+}
+
+/// burn's `MultiHeadAttention` converted to Ember's attention computes the same context (burn's
+/// own forward pass is the reference); its quiet softmax, a different function, is refused.
+/// Keeping two of four heads gives what the whole layer gives with the other two heads'
+/// output rows zeroed, and keeping none is a typed error.
+#[test]
+fn burn_attention_converts_and_loses_heads_exactly() {
+    use burn::nn::attention::{MhaInput, MultiHeadAttentionConfig};
+    use ember_zoo::attention::SelfAttention;
+    let device = flex_device();
+    let mha = scramble(MultiHeadAttentionConfig::new(16, 4).init(&device), 3);
+    let x = Tensor::<3>::random([2, 5, 16], Distribution::Normal(0.0, 1.0), &device);
+    let want = read_f32(mha.forward(MhaInput::self_attn(x.clone())).context).unwrap();
+    let no_bias = Tensor::<4>::zeros([2, 1, 1, 5], &device);
+    let ours = SelfAttention::from_burn(mha.clone()).unwrap();
+    assert_eq!((ours.heads, ours.head_width), (4, 4));
+    let got = read_f32(ours.forward(x.clone(), no_bias.clone())).unwrap();
+    for (w, g) in want.iter().zip(&got) {
+        assert!((w - g).abs() <= 1e-5 * (1.0 + w.abs()), "{w} vs {g}");
+    }
+    let quiet = MultiHeadAttentionConfig::new(16, 4)
+        .with_quiet_softmax(true)
+        .init(&device);
+    assert!(matches!(
+        SelfAttention::from_burn(quiet),
+        Err(Error::InvalidConfig {
+            field: "quiet_softmax",
+            ..
+        })
+    ));
+
+    let group = SelfAttention::head_group("", 4, 4);
+    let dead: BTreeMap<&str, Vec<usize>> = [("heads", vec![1, 3])].into();
+    let (silenced, kept) = kill(ours.clone(), std::slice::from_ref(&group), &dead);
+    assert_eq!(kept["heads"], vec![0, 2]);
+    let want = read_f32(silenced.forward(x.clone(), no_bias.clone())).unwrap();
+    let small = ours.clone().keep_heads(&[0, 2]).unwrap();
+    assert_eq!(small.heads, 2);
+    assert_eq!(small.query.weight.val().dims(), [16, 8]);
+    assert_eq!(small.output.weight.val().dims(), [8, 16]);
+    let got = read_f32(small.forward(x, no_bias)).unwrap();
+    for (w, g) in want.iter().zip(&got) {
+        assert!((w - g).abs() <= 1e-5 * (1.0 + w.abs()), "{w} vs {g}");
+    }
+    for bad in [vec![], vec![2, 0], vec![4]] {
+        assert!(matches!(
+            ours.clone().keep_heads(&bad),
+            Err(Error::InvalidConfig { field: "heads", .. })
+        ));
+    }
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(8))]
+    /// The transformer's heads whose output rows are zero and feed-forward neurons whose
+    /// outgoing weights are zero are removed with no output changed: each head group cuts the
+    /// query, key and value columns of the head and the output projection's rows.
+    #[test]
+    fn transformer_heads_and_neurons_nothing_reads_are_removed_without_changing_an_output(
+        seed in 0u64..1000,
+        heads_dead in proptest::collection::btree_set(0usize..4, 0..4),
+        ffn_dead in proptest::collection::btree_set(0usize..12, 0..11),
+    ) {
+        let device = flex_device();
+        let config = TransformerConfig {
+            width: 16,
+            head_width: 4,
+            heads: vec![4, 4],
+            ffn: vec![12, 12],
+            ..TransformerConfig::small(1, [6, 6], 10)
+        };
+        let model = scramble(config.init(&device).unwrap(), seed);
+        let groups = config.unit_groups("");
+        let heads: Vec<usize> = heads_dead.into_iter().collect();
+        let ffn: Vec<usize> = ffn_dead.into_iter().collect();
+        let dead: BTreeMap<&str, Vec<usize>> = [
+            ("layers.0.attention.heads", heads.clone()),
+            ("layers.1.attention.heads", heads.iter().map(|h| 3 - h).collect()),
+            ("layers.0.ffn", ffn.clone()),
+            ("layers.1.ffn", ffn.iter().map(|u| 11 - u).collect()),
+        ].into();
+        let (model, kept) = kill(model, &groups, &dead);
+        let narrow = config.with_kept("", &kept);
+        proptest::prop_assert_eq!(narrow.heads[0], 4 - heads.len());
+        let small = shrink(&model, &groups, &kept, narrow.init(&device).unwrap()).unwrap();
+        proptest::prop_assert_eq!(small.num_params(), narrow.parameter_count().unwrap());
+        let images = synthetic_split(4, seed).batch(&[0, 1, 2, 3], &device).0;
+        let images = images.slice([0..4, 0..1, 0..6, 0..6]);
+        let (want, got) = (
+            read_f32(model.forward(images.clone())).unwrap(),
+            read_f32(small.forward(images)).unwrap(),
+        );
+        for (w, g) in want.iter().zip(&got) {
+            proptest::prop_assert!((w - g).abs() <= 1e-4 * (1.0 + w.abs()), "{} vs {}", w, g);
+        }
+    }
+}
+
+/// The transformer through the path a user takes: trained, its heads scored by first-order
+/// Taylor inside `Model` (Michel et al.'s head importance), half of every layer's heads
+/// removed, rebuilt narrower, fine-tuned, saved and reloaded with the same outputs; removing
+/// every head is a typed error.
+#[test]
+fn a_transformer_loses_half_its_heads_trains_and_reloads() {
+    use ember_prune::{Evidence, StructuredConfig, UnitCriterion, keep_best, taylor_scores};
+    let _seeded = ember_tensor::testing::seeded_lock();
+    let device = flex_device();
+    device.seed(5);
+    let data = synthetic_split(256, 2);
+    let config = ModelConfig::Transformer(TransformerConfig {
+        width: 32,
+        ffn: vec![64, 64],
+        heads: vec![4, 4],
+        ..TransformerConfig::small(1, [28, 28], 10)
+    });
+    let training = TrainConfig {
+        epochs: 1,
+        batch_size: 32,
+        progress: false,
+        ..TrainConfig::default()
+    };
+    let (dense, _) = train(config.init(&device).unwrap(), &data, &training, &device).unwrap();
+    let groups: Vec<UnitGroup> = config
+        .unit_groups()
+        .unwrap()
+        .into_iter()
+        .filter(|g| g.name.ends_with(".heads"))
+        .collect();
+    assert_eq!(groups.len(), 2);
+    let evidence = Evidence {
+        data: &data,
+        batches: 2,
+        batch_size: 64,
+        device: &device,
+    };
+    let scores = taylor_scores(&dense, &groups, &evidence).unwrap();
+    assert!(
+        scores
+            .values()
+            .flatten()
+            .all(|s| s.is_finite() && *s >= 0.0)
+    );
+    let kept = keep_best(
+        &groups,
+        &scores,
+        &StructuredConfig::new(UnitCriterion::Taylor, 0.5),
+    )
+    .unwrap();
+    let narrow = config.with_kept(&kept);
+    let ModelConfig::Transformer(narrow_sizes) = &narrow else {
+        panic!("not a transformer")
+    };
+    assert_eq!(narrow_sizes.heads, vec![2, 2]);
+    let small = shrink(&dense, &groups, &kept, narrow.init(&device).unwrap()).unwrap();
+    assert!(small.num_params() < dense.num_params());
+    let (tuned, report) = train(small, &data, &training, &device).unwrap();
+    assert!(report.epochs[0].loss.is_finite());
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("narrow.bpk");
+    save_model(tuned.clone(), &narrow, &path).unwrap();
+    let (loaded, loaded_config) = load_model(&path, &device).unwrap();
+    assert_eq!(loaded_config, narrow);
+    let images = data.batch(&(0..8).collect::<Vec<_>>(), &device).0;
+    assert_eq!(
+        read_f32(loaded.forward(images.clone())).unwrap(),
+        read_f32(tuned.forward(images)).unwrap()
+    );
+    dense_file_under_the_narrow_config_is_refused(dense.clone(), &config, &path);
+    let none: BTreeMap<String, Vec<usize>> =
+        groups.iter().map(|g| (g.name.clone(), vec![])).collect();
+    assert!(matches!(
+        shrink(&dense, &groups, &none, narrow.init(&device).unwrap()),
+        Err(ember_prune::Error::Group { .. })
+    ));
 }

@@ -179,6 +179,7 @@ fn name(config: &ModelConfig) -> String {
             .join("-"),
         ModelConfig::LeNet5(_) => "lenet5".into(),
         ModelConfig::ResNet(c) => format!("resnet-{}", c.width),
+        ModelConfig::Transformer(c) => format!("transformer-{}", c.width),
     }
 }
 
