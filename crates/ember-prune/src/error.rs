@@ -65,6 +65,10 @@ pub enum Error {
         /// What was missing.
         reason: String,
     },
+    /// An optimizer record that cannot follow the model through surgery: state for a
+    /// parameter the model does not have, or a state tensor not shaped like its parameter.
+    #[error("optimizer state: {0}")]
+    OptimizerState(String),
     /// A schedule that cannot work.
     #[error("invalid schedule: {0}")]
     Schedule(String),

@@ -13,7 +13,8 @@
 //!   training it after a restart (burn's own `load_file` into a fresh module fails on the
 //!   masks, which it does not have yet; `load_masked` attaches them first);
 //! - [`structured`]: whole neurons or filters scored (L1 / L2 / Taylor / APoZ / Shapley /
-//!   random, per layer or across layers) and removed, the model rebuilt smaller.
+//!   random, per layer or across layers) and removed, the model rebuilt smaller, and the
+//!   optimizer's state cut to fit it.
 //!
 //! ```
 //! use burn::nn::LinearConfig;
@@ -47,5 +48,5 @@ pub use schedule::{Gradual, Rounds, geometric_levels, iterative_levels};
 pub use structured::{
     Evidence, FoundGroups, Kept, Ranking, ShapleyConfig, ShapleyScores, StructuredConfig,
     UnitCriterion, UnitScores, apoz_scores, find_unit_groups, keep_best, select_units,
-    shapley_scores, shrink, taylor_scores, unit_scores, weight_scores,
+    shapley_scores, shrink, shrink_optimizer_state, taylor_scores, unit_scores, weight_scores,
 };

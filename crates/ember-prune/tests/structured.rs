@@ -12,7 +12,7 @@ use burn::tensor::{Device, Tensor, TensorData};
 use common::{Net, net, net_of_width};
 use ember_prune::{
     Error, Evidence, Ranking, ShapleyConfig, StructuredConfig, UnitCriterion, apoz_scores,
-    keep_best, shapley_scores, taylor_scores, unit_scores,
+    keep_best, shapley_scores, shrink_optimizer_state, taylor_scores, unit_scores,
 };
 use ember_tensor::testing::{Blobs, seeded_lock as seeded};
 use ember_tensor::{Classifier, LabeledData, UnitActivations, param_values, stats::read_f32};
@@ -545,4 +545,124 @@ fn taylor_ranks_what_the_loss_depends_on() {
         worst < best,
         "removing low-Taylor units {worst} vs high {best}"
     );
+}
+
+/// One Adam step of cross-entropy on a fixed batch.
+fn adam_step(model: Net, optimizer: &mut burn::optim::ModuleOptimizer, device: &Device) -> Net {
+    let x: Vec<f32> = (0..8 * Blobs::DIM)
+        .map(|i| (i as f32 * 0.61).cos())
+        .collect();
+    let images = Tensor::<4>::from_data(TensorData::new(x, [8, 1, 1, Blobs::DIM]), device);
+    let labels = Tensor::<1, burn::tensor::Int>::from_data(
+        TensorData::new((0..8).map(|i| i % 4).collect::<Vec<i64>>(), [8]),
+        device,
+    );
+    let loss = burn::nn::loss::CrossEntropyLossConfig::new()
+        .init(device)
+        .forward(model.forward(images), labels);
+    let grads = burn::optim::GradientsParams::from_grads(loss.backward(), &model);
+    optimizer.step(1e-2, model, grads)
+}
+
+/// The largest difference between two nets' parameters, path by path.
+fn max_param_difference(a: &Net, b: &Net) -> f32 {
+    param_values(a)
+        .into_iter()
+        .zip(param_values(b))
+        .map(|(a, b)| {
+            assert_eq!(a.info.path, b.info.path);
+            let (a, b) = (read_f32(a.flat).unwrap(), read_f32(b.flat).unwrap());
+            assert_eq!(a.len(), b.len());
+            a.iter()
+                .zip(&b)
+                .map(|(x, y)| (x - y).abs())
+                .fold(0.0, f32::max)
+        })
+        .fold(0.0, f32::max)
+}
+
+/// Adam's state cut by the surgery: in a network whose removed neurons are dead (no weight into
+/// them, no bias, no weight out of them, so their gradients and moments stay zero), the pruned
+/// network trains on exactly as the dense one does, which holds only if every kept weight's
+/// moments and the step count came along; with a fresh optimizer it does not.
+#[test]
+fn adam_state_follows_the_surgery_and_training_goes_on_as_in_the_dense_network() {
+    let _seeded = seeded();
+    let device = Device::flex().autodiff();
+    device.seed(11);
+    let width = 12;
+    let dead = [1usize, 4, 5, 9];
+    let model = net_of_width(width, &device);
+    let mut values = BTreeMap::new();
+    for p in param_values(&model) {
+        let mut w = read_f32(p.flat).unwrap();
+        match p.info.path.as_str() {
+            // burn's Linear weight is [in, out]: a neuron's incoming weights are a column.
+            "hidden.weight" => w
+                .chunks_mut(width)
+                .for_each(|row| dead.iter().for_each(|&u| row[u] = 0.0)),
+            "hidden.bias" => dead.iter().for_each(|&u| w[u] = 0.0),
+            "out.weight" => dead.iter().for_each(|&u| w[u * 4..(u + 1) * 4].fill(0.0)),
+            _ => continue,
+        }
+        values.insert(p.info.path.clone(), w);
+    }
+    let mut dense = ember_tensor::set_param_values(model, &values).unwrap();
+    let mut optimizer = burn::optim::AdamConfig::new().init();
+    for _ in 0..3 {
+        dense = adam_step(dense, &mut optimizer, &device);
+    }
+
+    let groups = [hidden_group(width)];
+    let keep: Vec<usize> = (0..width).filter(|u| !dead.contains(u)).collect();
+    let kept: BTreeMap<String, Vec<usize>> = [("hidden".to_string(), keep.clone())].into();
+    let cut = |model: &Net| {
+        ember_prune::shrink(model, &groups, &kept, net_of_width(keep.len(), &device)).unwrap()
+    };
+    let small = cut(&dense);
+    let state =
+        shrink_optimizer_state(optimizer.to_record(), &dense, &groups, &kept, &small).unwrap();
+    let mut carried = burn::optim::AdamConfig::new().init().load_record(state);
+    let mut fresh = burn::optim::AdamConfig::new().init();
+    let (mut with_state, mut afresh) = (small.clone(), small);
+    for _ in 0..2 {
+        dense = adam_step(dense, &mut optimizer, &device);
+        afresh = adam_step(afresh, &mut fresh, &device);
+        with_state = adam_step(with_state, &mut carried, &device);
+    }
+    let reference = cut(&dense);
+    let carried_gap = max_param_difference(&reference, &with_state);
+    let fresh_gap = max_param_difference(&reference, &afresh);
+    assert!(carried_gap < 1e-5, "state carried: {carried_gap}");
+    assert!(fresh_gap > 1e-3, "a fresh Adam should differ: {fresh_gap}");
+
+    // A record that does not belong to the model is refused, named.
+    let again = shrink_optimizer_state(carried.to_record(), &dense, &groups, &kept, &with_state);
+    assert!(
+        matches!(again, Err(Error::OptimizerState(ref reason)) if reason.contains("does not have")),
+        "{again:?}"
+    );
+}
+
+/// Random scores are seeded per group: the same seed gives the same scores, and two groups of
+/// one model (here two names for the same layer) rank their units differently, so a random
+/// cut does not keep the same units in every layer.
+#[test]
+fn random_scores_repeat_by_seed_and_differ_between_groups() {
+    use ember_prune::{UnitCriterion, weight_scores};
+    let _seeded = seeded();
+    let device = Device::flex();
+    let model = net_of_width(16, &device);
+    let groups = [
+        hidden_group(16),
+        ember_tensor::UnitGroup {
+            name: "hidden again".into(),
+            ..hidden_group(16)
+        },
+    ];
+    let random = |seed| weight_scores(&model, &groups, UnitCriterion::Random { seed }).unwrap();
+    let (first, again, other) = (random(3), random(3), random(4));
+    assert_eq!(first, again);
+    assert_ne!(first["hidden"], other["hidden"]);
+    assert_ne!(first["hidden"], first["hidden again"]);
 }

@@ -2,7 +2,7 @@
 //! one layer (PyTorch's `fuse_modules` for conv+bn; the ReLU after it needs no folding, see
 //! [`crate::nn`]).
 
-use burn::module::{Module, Param};
+use burn::module::{Module, Param, ParamGroup};
 use burn::nn::BatchNorm;
 use burn::tensor::Tensor;
 
@@ -183,4 +183,27 @@ pub fn fold_conv_bn_pairs<M: Module>(model: M, pairs: &[ConvBnPair]) -> Result<M
         }
     }
     Ok(ember_tensor::set_param_values(model, &updates)?)
+}
+
+/// [`fold_conv_bn_pairs`], then each pair's batch norm frozen for quantization-aware training
+/// (Jacob et al. 2018's folded batch norm, with the statistics frozen from the start, as
+/// PyTorch's `freeze_bn_stats` does late in training): on a training device it runs on the
+/// statistics it was folded with, which make it an added shift, not on a batch's, and those
+/// statistics no longer move; its scale stays 1, so the weights [`prepare_qat`] fake-quantizes
+/// are the ones the converted model computes with. Its shift still trains, as a bias would.
+///
+/// Without this a batch norm that follows a fake-quantized convolution renormalizes with each
+/// batch's statistics during QAT, and the convolution's weights change again when it is folded
+/// for conversion: per-tensor weights then land on other grid points than the ones trained.
+///
+/// [`prepare_qat`]: crate::prepare_qat
+pub fn fold_and_freeze_conv_bn_pairs<M: Module>(model: M, pairs: &[ConvBnPair]) -> Result<M> {
+    let model = fold_conv_bn_pairs(model, pairs)?;
+    // burn's BatchNorm keeps its training switch as a parameter of its own (`training`), so a
+    // group freezes the switch and the scale and leaves the shift trainable.
+    let frozen: Vec<String> = pairs
+        .iter()
+        .flat_map(|p| [format!("{}.training", p.norm), p.stats[0].clone()])
+        .collect();
+    Ok(model.freeze_group(ParamGroup::from_paths(frozen)))
 }

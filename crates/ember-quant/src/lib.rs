@@ -58,7 +58,9 @@ pub use binary::{BinaryConv2d, BinaryLinear, BinaryScale, load_binary, save_bina
 pub use cast::{FloatType, cast};
 pub use ember_kernels::int8::Int8Kernel;
 pub use error::{Error, Result};
-pub use fuse::{ConvBnPair, conv_bn_pairs, fold_conv_bn_pairs, fuse_conv_bn};
+pub use fuse::{
+    ConvBnPair, conv_bn_pairs, fold_and_freeze_conv_bn_pairs, fold_conv_bn_pairs, fuse_conv_bn,
+};
 pub use lsq::LearnedSteps;
 pub use nn::{InputQuant, MaxPool2d, QuantLayer, QuantLayers};
 pub use qtensor::QTensor;

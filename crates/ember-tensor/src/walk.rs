@@ -155,9 +155,13 @@ impl ModuleMapper for SetValues<'_> {
 
     fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
         match self.values.get(&self.path.join(".")) {
+            // The new value is a fresh leaf: it must track gradients as the old one did, or
+            // the module would stop training after its values are set.
             Some(flat) => param.map(|old| {
                 let data = TensorData::new(flat.clone(), old.shape());
-                Tensor::<D>::from_data(data, &old.device()).cast(old.dtype())
+                Tensor::<D>::from_data(data, &old.device())
+                    .cast(old.dtype())
+                    .set_require_grad(old.is_require_grad())
             }),
             None => param,
         }
@@ -301,5 +305,26 @@ mod tests {
         weight
             .into_data()
             .assert_eq(&linear.weight.val().into_data(), true);
+    }
+
+    /// Values set on a trainable model stay trainable: the gradient reaches every parameter
+    /// whose value was replaced, and a frozen one stays frozen.
+    #[test]
+    fn set_values_keep_each_parameter_trainable_or_frozen() {
+        let _seeded = crate::testing::seeded_lock();
+        let device = Device::flex().autodiff();
+        let mut linear = LinearConfig::new(2, 1).init(&device);
+        linear.bias = linear.bias.map(|b| b.map(|t| t.set_require_grad(false)));
+        let values = BTreeMap::from([
+            ("weight".to_string(), vec![3.0, -1.0]),
+            ("bias".to_string(), vec![0.5]),
+        ]);
+        let linear = set_param_values(linear, &values).unwrap();
+        let x = Tensor::<2>::from_data(TensorData::new(vec![2.0f32, 5.0], [1, 2]), &device);
+        let grads = linear.forward(x).sum().backward();
+        // d(sum(x W + b)) / dW = xᵀ.
+        let weight_grad = linear.weight.val().grad(&grads).unwrap().into_data();
+        weight_grad.assert_eq(&TensorData::new(vec![2.0f32, 5.0], [2, 1]), true);
+        assert!(linear.bias.unwrap().val().grad(&grads).is_none());
     }
 }

@@ -8,6 +8,7 @@ mod common;
 
 use std::collections::BTreeSet;
 
+use burn::module::Module;
 use burn::tensor::Tensor;
 use common::flex_device;
 use ember_prune::{StructuredConfig, UnitCriterion, find_unit_groups, select_units, shrink};
@@ -110,20 +111,7 @@ fn every_conv_batch_norm_pair_is_found_and_folded() {
     use ember_quant::{conv_bn_pairs, fold_conv_bn_pairs};
     let device = flex_device();
     let config = ResNetConfig::small(1, [28, 28], 10);
-    let model = config.init(&device).unwrap();
-    // Statistics as training leaves them, not the initial identity.
-    let mut values = std::collections::BTreeMap::new();
-    for p in ember_tensor::param_values(&model) {
-        let n = p.info.numel();
-        let wave = |k: f32| (0..n).map(move |i| 1.0 + 0.3 * ((i as f32 + k) * 0.7).sin());
-        let value: Vec<f32> = match p.info.path.rsplit('.').next().unwrap() {
-            "gamma" | "running_var" => wave(1.0).collect(),
-            "beta" | "running_mean" => wave(2.0).map(|v| v - 1.0).collect(),
-            _ => continue,
-        };
-        values.insert(p.info.path, value);
-    }
-    let model = ember_tensor::set_param_values(model, &values).unwrap();
+    let model = trained_looking_resnet(&config, &device);
     let pairs = conv_bn_pairs(&model, [1, 1, 28, 28], classify).unwrap();
     let names: Vec<(String, String)> = pairs
         .iter()
@@ -148,4 +136,111 @@ fn every_conv_batch_norm_pair_is_found_and_folded() {
     assert!(diff < 1e-4, "folding moved the logits by {diff}");
     let gamma = ember_tensor::stats::read_f32(folded.stem_norm.gamma.val()).unwrap();
     assert!(gamma.iter().all(|&g| g == 1.0));
+}
+
+/// The residual network with its batch norms' scales, shifts and running statistics away from
+/// the initial identity, as training leaves them.
+fn trained_looking_resnet(
+    config: &ResNetConfig,
+    device: &burn::tensor::Device,
+) -> ember_zoo::ResNet {
+    let model = config.init(device).unwrap();
+    let mut values = std::collections::BTreeMap::new();
+    for p in ember_tensor::param_values(&model) {
+        let n = p.info.numel();
+        let wave = |k: f32| (0..n).map(move |i| 1.0 + 0.3 * ((i as f32 + k) * 0.7).sin());
+        let value: Vec<f32> = match p.info.path.rsplit('.').next().unwrap() {
+            "gamma" | "running_var" => wave(1.0).collect(),
+            "beta" | "running_mean" => wave(2.0).map(|v| v - 1.0).collect(),
+            _ => continue,
+        };
+        values.insert(p.info.path, value);
+    }
+    ember_tensor::set_param_values(model, &values).unwrap()
+}
+
+/// Folded and frozen for quantization-aware training: on the training device every batch norm
+/// runs on the statistics it was folded with, so the training-mode forward pass is the
+/// inference one (a folded batch norm left to itself renormalizes by the batch's statistics
+/// instead), and QAT moves the convolutions and the shifts, never the scales or the statistics;
+/// the trained model converts.
+#[test]
+fn batch_norms_folded_and_frozen_for_qat_stay_folded_through_training() {
+    use ember_quant::{
+        StaticConfig, conv_bn_pairs, fold_and_freeze_conv_bn_pairs, fold_conv_bn_pairs, prepare_qat,
+    };
+    let device = flex_device();
+    let autodiff = device.clone().autodiff();
+    let config = ResNetConfig::small(1, [28, 28], 10);
+    let pixels = burn::tensor::TensorData::new(
+        (0..4 * 28 * 28)
+            .map(|i| ((i * 37) % 101) as f32 / 101.0)
+            .collect(),
+        [4, 1, 28, 28],
+    );
+    let x = Tensor::<4>::from_data(pixels.clone(), &device);
+    let x_training = Tensor::<4>::from_data(pixels, &autodiff);
+    let logits = |model: &ember_zoo::ResNet, x: Tensor<4>| {
+        ember_tensor::stats::read_f32(model.forward(x)).unwrap()
+    };
+    let gap = |a: &[f32], b: &[f32]| {
+        a.iter()
+            .zip(b)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f32::max)
+    };
+
+    let model = trained_looking_resnet(&config, &device);
+    let pairs = conv_bn_pairs(&model, [1, 1, 28, 28], classify).unwrap();
+    let frozen = fold_and_freeze_conv_bn_pairs(model, &pairs).unwrap();
+    let inference = logits(&frozen, x);
+    let training = logits(&frozen.clone().fork(&autodiff), x_training.clone());
+    assert!(
+        gap(&inference, &training) < 1e-4,
+        "{}",
+        gap(&inference, &training)
+    );
+    let loose = fold_conv_bn_pairs(trained_looking_resnet(&config, &device), &pairs).unwrap();
+    let renormalized = logits(&loose.fork(&autodiff), x_training);
+    assert!(
+        gap(&inference, &renormalized) > 1e-2,
+        "without the freeze a batch norm uses the batch's statistics"
+    );
+
+    let before = ember_tensor::param_values(&frozen);
+    let qat = prepare_qat(frozen, &StaticConfig::qat()).unwrap();
+    let data = common::synthetic_split(64, 7);
+    let training = ember_zoo::TrainConfig {
+        epochs: 1,
+        batch_size: 16,
+        ..ember_zoo::TrainConfig::default()
+    };
+    let (trained, _) = ember_zoo::train(qat.model.clone(), &data, &training, &device).unwrap();
+    let after = ember_tensor::param_values(&trained);
+    let mut moved = BTreeSet::new();
+    for (b, a) in before.into_iter().zip(after) {
+        assert_eq!(b.info.path, a.info.path);
+        let (b_flat, a_flat) = (
+            ember_tensor::stats::read_f32(b.flat).unwrap(),
+            ember_tensor::stats::read_f32(a.flat).unwrap(),
+        );
+        let leaf = b.info.path.rsplit('.').next().unwrap().to_string();
+        let is_norm = pairs
+            .iter()
+            .any(|p| b.info.path.starts_with(&format!("{}.", p.norm)));
+        if is_norm && ["gamma", "running_mean", "running_var"].contains(&leaf.as_str()) {
+            assert_eq!(b_flat, a_flat, "{} moved", b.info.path);
+        }
+        if b_flat != a_flat {
+            moved.insert(if is_norm {
+                format!("norm {leaf}")
+            } else {
+                leaf
+            });
+        }
+    }
+    assert!(moved.contains("norm beta"), "{moved:?}");
+    assert!(moved.contains("weight"), "{moved:?}");
+    let quantized = qat.convert(trained).unwrap();
+    assert!(!quantized.weights.is_empty());
 }

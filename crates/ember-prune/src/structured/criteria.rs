@@ -172,7 +172,9 @@ fn weight_score(group: &UnitGroup, values: &Values, criterion: UnitCriterion) ->
     let (shape, flat) = &values[&scored.path];
     check_finite(&scored.path, flat)?;
     if let UnitCriterion::Random { seed } = criterion {
-        let mut rng = StdRng::seed_from_u64(seed);
+        // Each group draws its own sequence: with the seed alone, every group of a model
+        // would rank its units in the same order (the same heads kept in every layer).
+        let mut rng = StdRng::seed_from_u64(seed ^ name_hash(&group.name));
         return Ok((0..group.units).map(|_| rng.random::<f64>()).collect());
     }
     let mut sums = vec![0.0f64; group.units];
@@ -186,6 +188,13 @@ fn weight_score(group: &UnitGroup, values: &Values, criterion: UnitCriterion) ->
         sums.iter_mut().for_each(|s| *s = s.sqrt());
     }
     Ok(sums)
+}
+
+/// FNV-1a of `name`: a hash that is the same in every build, so that seeded scores are.
+fn name_hash(name: &str) -> u64 {
+    name.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
 }
 
 /// Calls `f(unit, value)` for every element of `flat` (row-major `shape`) that `slice` assigns

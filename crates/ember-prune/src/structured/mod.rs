@@ -10,6 +10,7 @@
 
 mod criteria;
 mod discover;
+mod optimizer;
 
 use std::collections::BTreeMap;
 
@@ -23,6 +24,7 @@ pub use criteria::{
     taylor_scores, unit_scores, weight_scores,
 };
 pub use discover::{FoundGroups, find_unit_groups};
+pub use optimizer::shrink_optimizer_state;
 
 use crate::prune::check_sparsity;
 use crate::{Error, Result};
@@ -304,18 +306,7 @@ pub fn shrink<M: Module, S: Module>(
     let mut values = values_by_path(model)?;
     for group in groups {
         check_group(group, &values)?;
-        let units = keep
-            .get(&group.name)
-            .ok_or_else(|| group_error(&group.name, "no kept units given"))?;
-        if units.is_empty() {
-            return Err(group_error(&group.name, "pruning would remove every unit"));
-        }
-        if units.windows(2).any(|w| w[0] >= w[1]) || units.iter().any(|&u| u >= group.units) {
-            return Err(group_error(
-                &group.name,
-                format!("kept units must be ascending indices below {}", group.units),
-            ));
-        }
+        let units = kept_units(group, keep)?;
         for slice in group.slices() {
             if let Some((shape, flat)) = values.get_mut(&slice.path) {
                 *flat = gather(shape, flat, slice, units);
@@ -341,8 +332,25 @@ pub fn shrink<M: Module, S: Module>(
     Ok(set_param_values(skeleton, &flat_values)?)
 }
 
+/// The units `keep` gives `group`: ascending, in range, and not none.
+fn kept_units<'a>(group: &UnitGroup, keep: &'a Kept) -> Result<&'a [usize]> {
+    let units = keep
+        .get(&group.name)
+        .ok_or_else(|| group_error(&group.name, "no kept units given"))?;
+    if units.is_empty() {
+        return Err(group_error(&group.name, "pruning would remove every unit"));
+    }
+    if units.windows(2).any(|w| w[0] >= w[1]) || units.iter().any(|&u| u >= group.units) {
+        return Err(group_error(
+            &group.name,
+            format!("kept units must be ascending indices below {}", group.units),
+        ));
+    }
+    Ok(units)
+}
+
 /// The kept units' elements of `flat` (row-major `shape`) along `slice.axis`.
-fn gather(shape: &[usize], flat: &[f32], slice: &UnitSlice, units: &[usize]) -> Vec<f32> {
+fn gather<T: Copy>(shape: &[usize], flat: &[T], slice: &UnitSlice, units: &[usize]) -> Vec<T> {
     let (outer, dim, inner) = split(shape, slice.axis);
     let mut out = Vec::with_capacity(outer * units.len() * slice.block * inner);
     for o in 0..outer {

@@ -251,7 +251,7 @@ impl Results {
 
 /// How a criterion compares with the random control: beyond twice the control's spread over
 /// seeds, or a tie.
-fn against_random(value: f64, random: Spread) -> String {
+pub(super) fn against_random(value: f64, random: Spread) -> String {
     let margin = round_pp(value - random.mean);
     let beyond = margin.abs() > 2.0 * random.std;
     format!(

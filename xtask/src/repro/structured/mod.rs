@@ -1,23 +1,30 @@
 //! `cargo xtask repro structured`: structured pruning that makes models smaller and faster.
 //! LeNet-300-100 loses half its neurons ([`mlp`]); LeNet-5 loses half its filters by every
 //! criterion, with the accuracy curve over the fraction removed ([`cnn`]); a residual network
-//! loses half its channels across groups ([`residual`]); and unstructured pruning runs on the
-//! sparse kernel ([`sparse`]).
+//! loses half its channels across groups ([`residual`]); a small transformer loses half its
+//! attention heads by every criterion ([`heads`]); and unstructured pruning runs on the sparse
+//! kernel ([`sparse`]).
 
 mod cnn;
+mod heads;
 mod mlp;
 mod residual;
 mod sparse;
 
 use ember_prune::{StructuredConfig, UnitCriterion};
 use ember_tensor::LrSchedule;
-use ember_zoo::{LeNet5Config, MlpConfig, ModelConfig, ResNetConfig, TrainConfig};
+use ember_zoo::{
+    LeNet5Config, MlpConfig, ModelConfig, ResNetConfig, TrainConfig, TransformerConfig,
+};
 use serde::Serialize;
 
 use super::{CommonArgs, QUICK_TEST, QUICK_TRAIN, Report};
 
 /// Epochs of the residual network's dense training: each costs about four of LeNet-5's.
 const RESIDUAL_EPOCHS: usize = 3;
+/// Epochs of the transformer's dense training, and of fine-tuning each of its six cuts.
+const TRANSFORMER_EPOCHS: usize = 3;
+const TRANSFORMER_FINETUNE_EPOCHS: usize = 1;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -54,6 +61,10 @@ struct Resolved<'a> {
     resnet_pruned: &'a ResNetConfig,
     resnet_training: &'a TrainConfig,
     resnet_finetune: &'a TrainConfig,
+    transformer: &'a ModelConfig,
+    transformer_pruned: &'a TransformerConfig,
+    transformer_training: &'a TrainConfig,
+    transformer_finetune: &'a TrainConfig,
     training: &'a TrainConfig,
     finetune: &'a TrainConfig,
 }
@@ -118,9 +129,26 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         &out,
         &device,
     )?;
+    let transformer_training = TrainConfig {
+        epochs: if common.quick { 1 } else { TRANSFORMER_EPOCHS },
+        ..training.clone()
+    };
+    let transformer_finetune = TrainConfig {
+        epochs: TRANSFORMER_FINETUNE_EPOCHS,
+        ..finetune.clone()
+    };
+    let head_results = heads::compute(
+        common,
+        &transformer_training,
+        &transformer_finetune,
+        &data,
+        &out,
+        &device,
+    )?;
 
-    let mut report =
-        Report::new("Structured pruning on MNIST: LeNet-300-100 neurons, LeNet-5 filters");
+    let mut report = Report::new(
+        "Structured pruning on MNIST: LeNet-300-100 neurons, LeNet-5 filters, residual channels, transformer heads",
+    );
     if common.quick {
         report.section(
             "Quick run",
@@ -134,6 +162,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     sparse::render(&mut report, common, &sparse_results);
     cnn::render(&mut report, common, &cnn_setup, &cnn_results);
     residual::render(&mut report, common, &residual_finetune, &residual_results);
+    heads::render(&mut report, common, &transformer_finetune, &head_results);
     std::fs::write(out.join("lenet5_filters.svg"), cnn::plot(&cnn_results))?;
     report.write(
         &out,
@@ -150,6 +179,10 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
             resnet_pruned: &residual_results.pruned_config,
             resnet_training: &residual_training,
             resnet_finetune: &residual_finetune,
+            transformer: &ModelConfig::Transformer(head_results.dense_config.clone()),
+            transformer_pruned: &head_results.pruned_config,
+            transformer_training: &transformer_training,
+            transformer_finetune: &transformer_finetune,
             training: &training,
             finetune: &finetune,
         },
@@ -158,5 +191,6 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     println!("{}", sparse_results.summary());
     println!("{}", cnn_results.summary());
     println!("{}", residual_results.summary());
+    println!("{}", head_results.summary());
     Ok(())
 }
