@@ -4,23 +4,19 @@
 //! heads, fine-tuned, the first-order Taylor one saved, reloaded and timed at batch 256.
 
 use burn::module::Module;
-use burn::tensor::{Device, Tensor, TensorData};
+use burn::tensor::Device;
 use ember_prune::{
     Evidence, ShapleyConfig, StructuredConfig, UnitCriterion, keep_best, shapley_scores, shrink,
     unit_scores,
 };
 use ember_tensor::UnitGroup;
-use ember_zoo::{
-    Classifier, Dataset, Model, ModelConfig, TrainConfig, TransformerConfig, load_model,
-    save_model, train,
-};
+use ember_zoo::{Dataset, Model, ModelConfig, TrainConfig, TransformerConfig, train};
 use std::path::Path;
 
 use super::super::trained::{Recipe, trained};
-use super::super::{
-    CommonArgs, Report, Spread, interleaved_median_us, round_pp, test_accuracy as accuracy,
-};
+use super::super::{CommonArgs, Report, Spread, round_pp, test_accuracy as accuracy};
 use super::cnn::against_random;
+use super::{forward_medians_us, reloaded_accuracy};
 
 /// Half of every layer's heads.
 const FRACTION: f64 = 0.5;
@@ -149,23 +145,14 @@ pub fn compute(
         anyhow::bail!("with_kept changed the kind of model")
     };
     let path = out.join("transformer-half-heads.bpk");
-    save_model(tuned.clone(), &narrow, &path)?;
-    let (reloaded, _) = load_model(&path, device)?;
-    let reloaded_acc = accuracy(&reloaded, data, device)?;
-
-    let x: Vec<f32> = (0..BATCH * data.train.rows * data.train.cols)
-        .map(|i| ((i * 37) % 255) as f32 / 255.0)
-        .collect();
-    let images = Tensor::<4>::from_data(
-        TensorData::new(x, [BATCH, 1, data.train.rows, data.train.cols]),
+    let reloaded_acc = reloaded_accuracy(tuned.clone(), &narrow, &path, data, device)?;
+    let (dense_us, pruned_us) = forward_medians_us(
+        &dense,
+        &tuned,
+        [BATCH, 1, data.train.rows, data.train.cols],
+        REPEATS,
         device,
     );
-    let run = |model: &Model| {
-        let logits = model.forward(images.clone());
-        let _ = ember_tensor::device::sync(device);
-        drop(logits);
-    };
-    let times = interleaved_median_us(REPEATS, &mut [&mut || run(&dense), &mut || run(&tuned)]);
     Ok(Results {
         dense: dense_acc,
         rows,
@@ -176,8 +163,8 @@ pub fn compute(
         pruned_macs: pruned_config.macs()?,
         dense_config,
         pruned_config,
-        dense_us: times[0],
-        pruned_us: times[1],
+        dense_us,
+        pruned_us,
     })
 }
 

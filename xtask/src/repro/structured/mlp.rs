@@ -3,14 +3,13 @@
 //! same small architecture trained from scratch, and the speed of a batch of 256 before and
 //! after the surgery.
 
-use burn::tensor::{Device, Tensor, TensorData};
+use burn::tensor::Device;
 use ember_prune::{StructuredConfig, UnitCriterion, select_units, shrink};
-use ember_zoo::{Classifier, Dataset, Mlp, MlpConfig, ModelConfig, TrainConfig, train};
+use ember_zoo::{Dataset, Mlp, MlpConfig, ModelConfig, TrainConfig, train};
 
 use super::super::trained::{Recipe, trained};
-use super::super::{
-    Claim, CommonArgs, Report, interleaved_median_us, round_pp, test_accuracy as accuracy,
-};
+use super::super::{Claim, CommonArgs, Report, round_pp, test_accuracy as accuracy};
+use super::forward_medians_us;
 
 /// PyTorch on this kind of machine (the figures): dense 98.29 %, half the neurons
 /// removed by L2 norm and fine-tuned 98.20 %, the small architecture from scratch 97.98 %,
@@ -108,21 +107,13 @@ pub fn compute(
     let scratch = trained(&scratch_recipe, data, common, None, device)?.mlp()?;
     let scratch_acc = accuracy(&scratch, data, device)?;
 
-    let inputs = config.input;
-    let x: Vec<f32> = (0..SPEED_BATCH * inputs)
-        .map(|i| ((i * 37) % 255) as f32 / 255.0)
-        .collect();
-    let images = Tensor::<4>::from_data(TensorData::new(x, [SPEED_BATCH, 1, 1, inputs]), device);
-    let run = |model: &Mlp| {
-        let logits = model.forward(images.clone());
-        let _ = ember_tensor::device::sync(device);
-        drop(logits);
-    };
-    let times = interleaved_median_us(
+    let (dense_us, pruned_us) = forward_medians_us(
+        &dense,
+        &pruned,
+        [SPEED_BATCH, 1, 1, config.input],
         SPEED_REPEATS,
-        &mut [&mut || run(&dense), &mut || run(&pruned)],
+        device,
     );
-    let (dense_us, pruned_us) = (times[0], times[1]);
     Ok((
         Results {
             dense: dense_acc,

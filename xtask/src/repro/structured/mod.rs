@@ -18,7 +18,7 @@ use ember_zoo::{
 };
 use serde::Serialize;
 
-use super::{CommonArgs, QUICK_TEST, QUICK_TRAIN, Report};
+use super::{CommonArgs, QUICK_TEST, QUICK_TRAIN, Report, interleaved_median_us};
 
 /// Epochs of the residual network's dense training: each costs about four of LeNet-5's.
 const RESIDUAL_EPOCHS: usize = 3;
@@ -193,4 +193,40 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     println!("{}", residual_results.summary());
     println!("{}", head_results.summary());
     Ok(())
+}
+
+/// The median forward-pass time in µs of the dense and the pruned model, taking turns on one
+/// fixed batch of `shape` (pixel-like values in [0, 1)), in the same run.
+fn forward_medians_us<M: ember_zoo::Classifier>(
+    dense: &M,
+    pruned: &M,
+    shape: [usize; 4],
+    repeats: usize,
+    device: &burn::tensor::Device,
+) -> (f64, f64) {
+    let x: Vec<f32> = (0..shape.iter().product::<usize>())
+        .map(|i| ((i * 37) % 255) as f32 / 255.0)
+        .collect();
+    let images =
+        burn::tensor::Tensor::<4>::from_data(burn::tensor::TensorData::new(x, shape), device);
+    let run = |model: &M| {
+        let logits = model.forward(images.clone());
+        let _ = ember_tensor::device::sync(device);
+        drop(logits);
+    };
+    let times = interleaved_median_us(repeats, &mut [&mut || run(dense), &mut || run(pruned)]);
+    (times[0], times[1])
+}
+
+/// The test accuracy of `model` after saving it with its `config` to `path` and loading it back.
+fn reloaded_accuracy(
+    model: ember_zoo::Model,
+    config: &ModelConfig,
+    path: &std::path::Path,
+    data: &ember_zoo::Dataset,
+    device: &burn::tensor::Device,
+) -> anyhow::Result<f64> {
+    ember_zoo::save_model(model, config, path)?;
+    let (reloaded, _) = ember_zoo::load_model(path, device)?;
+    super::test_accuracy(&reloaded, data, device)
 }

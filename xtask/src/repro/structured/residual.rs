@@ -6,17 +6,13 @@
 use std::path::Path;
 
 use burn::module::Module;
-use burn::tensor::{Device, Tensor, TensorData};
+use burn::tensor::Device;
 use ember_prune::{Evidence, StructuredConfig, UnitCriterion, keep_best, shrink, unit_scores};
-use ember_zoo::{
-    Classifier, Dataset, Model, ModelConfig, ResNetConfig, TrainConfig, load_model, save_model,
-    train,
-};
+use ember_zoo::{Dataset, Model, ModelConfig, ResNetConfig, TrainConfig, train};
 
 use super::super::trained::{Recipe, trained};
-use super::super::{
-    CommonArgs, Report, interleaved_median_us, round_pp, test_accuracy as accuracy,
-};
+use super::super::{CommonArgs, Report, round_pp, test_accuracy as accuracy};
+use super::{forward_medians_us, reloaded_accuracy};
 
 /// A quarter of all channels: removing half (global Taylor took the stream from 16 to 9
 /// channels and the blocks to 8 and 7, 28 % of the parameters) left 9.59 % after the surgery and
@@ -80,23 +76,14 @@ pub fn compute(
         pruned_config.width, pruned_config.blocks
     );
     let path = out.join("resnet-pruned.bpk");
-    save_model(tuned.clone(), &narrow, &path)?;
-    let (reloaded, _) = load_model(&path, device)?;
-    let reloaded_acc = accuracy(&reloaded, data, device)?;
-
-    let x: Vec<f32> = (0..BATCH * data.train.rows * data.train.cols)
-        .map(|i| ((i * 37) % 255) as f32 / 255.0)
-        .collect();
-    let images = Tensor::<4>::from_data(
-        TensorData::new(x, [BATCH, 1, data.train.rows, data.train.cols]),
+    let reloaded_acc = reloaded_accuracy(tuned.clone(), &narrow, &path, data, device)?;
+    let (dense_us, pruned_us) = forward_medians_us(
+        &dense,
+        &tuned,
+        [BATCH, 1, data.train.rows, data.train.cols],
+        REPEATS,
         device,
     );
-    let run = |model: &Model| {
-        let logits = model.forward(images.clone());
-        let _ = ember_tensor::device::sync(device);
-        drop(logits);
-    };
-    let times = interleaved_median_us(REPEATS, &mut [&mut || run(&dense), &mut || run(&tuned)]);
     Ok(Results {
         dense: dense_acc,
         pruned: pruned_acc,
@@ -108,8 +95,8 @@ pub fn compute(
         pruned_macs: pruned_config.macs()?,
         dense_config,
         pruned_config,
-        dense_us: times[0],
-        pruned_us: times[1],
+        dense_us,
+        pruned_us,
     })
 }
 
