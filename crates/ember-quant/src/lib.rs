@@ -71,4 +71,7 @@ pub use quantize::{
 pub use save::{load_quantized, load_quantized_weights, save_quantized};
 pub use scheme::{Granularity, Mode, QParams, QScheme, QType};
 pub use sensitivity::{LayerSensitivity, sensitivity};
-pub use sparse::{SPARSE_CROSSOVER, SparseKernel, SparseLayer, use_sparse_kernel};
+pub use sparse::{
+    AUTO_BATCH, KernelTimes, SPARSE_CROSSOVER, SparseChoice, SparseKernel, SparseLayer,
+    use_sparse_kernel,
+};

@@ -29,7 +29,7 @@ use crate::integer::IntegerWeights;
 use crate::lsq::LearnedSteps;
 use crate::qtensor::{QTensor, check_finite};
 use crate::scheme::{QParams, QScheme};
-use crate::sparse::{SPARSE_CROSSOVER, SparseKernel, SparseWeights};
+use crate::sparse::{SparseChoice, SparseKernel, SparseWeights};
 
 /// Where a drop-in layer's forward pass went: a host kernel (integer, sparse, binary) computed
 /// the output, or declined and gave the input back to the float path.
@@ -279,9 +279,9 @@ pub trait QuantLayer {
     /// The layer's integer form, if it has one.
     fn integer(&self) -> Option<&IntegerWeights>;
     /// Run on the sparse kernel as `choice` says (see [`crate::sparse`]), from the weight as it
-    /// is now. Returns the weight's sparsity for a layer that has a sparse path (a fully
-    /// connected f32 layer whose input stays float), `None` for the others.
-    fn set_sparse(&mut self, choice: SparseKernel) -> Result<Option<f64>>;
+    /// is now. Returns its sparsity and what it decided for a layer that has a sparse path (a
+    /// fully connected f32 layer whose input stays float), `None` for the others.
+    fn set_sparse(&mut self, choice: SparseKernel) -> Result<Option<SparseChoice>>;
     /// The layer's sparse form, if it has one.
     fn sparse(&self) -> Option<&SparseWeights>;
 }
@@ -312,7 +312,7 @@ macro_rules! quant_layer {
             fn integer(&self) -> Option<&IntegerWeights> {
                 self.integer.as_ref()
             }
-            fn set_sparse(&mut self, choice: SparseKernel) -> Result<Option<f64>> {
+            fn set_sparse(&mut self, choice: SparseKernel) -> Result<Option<SparseChoice>> {
                 self.attach_sparse(choice)
             }
             fn sparse(&self) -> Option<&SparseWeights> {
@@ -406,7 +406,7 @@ impl Linear {
     }
 
     /// Attach or drop the sparse form (see [`QuantLayer::set_sparse`]).
-    fn attach_sparse(&mut self, choice: SparseKernel) -> Result<Option<f64>> {
+    fn attach_sparse(&mut self, choice: SparseKernel) -> Result<Option<SparseChoice>> {
         self.sparse = None;
         let weight = self.weight.val();
         let float_layer = matches!(self.input, InputQuant::Float)
@@ -417,23 +417,28 @@ impl Linear {
             return Ok(None);
         }
         let dims = weight.dims();
-        let values = ember_tensor::stats::read_f32(weight)?;
+        let values = ember_tensor::stats::read_f32(weight.clone())?;
         check_finite(&values, "weight")?;
         let sparsity =
             values.iter().filter(|&&v| v == 0.0).count() as f64 / values.len().max(1) as f64;
-        let wanted = match choice {
-            SparseKernel::Always => true,
-            SparseKernel::Auto => sparsity >= SPARSE_CROSSOVER,
-            SparseKernel::Never => false,
-        };
-        if wanted {
-            let bias = match &self.bias {
-                Some(bias) => Some(ember_tensor::stats::read_f32(bias.val())?),
-                None => None,
-            };
-            self.sparse = Some(SparseWeights::new(&values, dims, bias)?);
+        if choice == SparseKernel::Never {
+            return Ok(Some(SparseChoice {
+                sparsity,
+                sparse: false,
+                times: None,
+            }));
         }
-        Ok(Some(sparsity))
+        let bias = self.bias.as_ref().map(Param::val);
+        let host_bias = match &bias {
+            Some(bias) => Some(ember_tensor::stats::read_f32(bias.clone())?),
+            None => None,
+        };
+        let sparse = SparseWeights::new(&values, dims, host_bias)?;
+        let decided = crate::sparse::choose(choice, sparsity, &sparse, &weight, bias.as_ref())?;
+        if decided.sparse {
+            self.sparse = Some(sparse);
+        }
+        Ok(Some(decided))
     }
 
     fn sparse_form(&self) -> Option<&SparseWeights> {
@@ -646,7 +651,7 @@ impl From<burn::nn::conv::Conv2d> for Conv2d {
 
 impl Conv2d {
     /// Convolutions have no sparse path yet: they keep their dense one.
-    fn attach_sparse(&mut self, _choice: SparseKernel) -> Result<Option<f64>> {
+    fn attach_sparse(&mut self, _choice: SparseKernel) -> Result<Option<SparseChoice>> {
         Ok(None)
     }
 

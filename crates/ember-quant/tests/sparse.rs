@@ -1,11 +1,11 @@
 //! Pruned fully connected layers on the sparse kernel: the same outputs as the masked dense
-//! path, the crossover deciding by sparsity, training leaving the sparse form behind, and bad
-//! weights refused.
+//! path, a threshold deciding by sparsity or timings deciding by speed, training leaving the
+//! sparse form behind, and bad weights and choices refused.
 
 #![allow(clippy::unwrap_used)] // a test fails loudly, which is what it is for
 
 use burn::tensor::{Bool, Device, Tensor, TensorData};
-use ember_quant::{Error, QuantLayers, SparseKernel, use_sparse_kernel};
+use ember_quant::{Error, QuantLayers, SPARSE_CROSSOVER, SparseKernel, use_sparse_kernel};
 use ember_tensor::testing::seeded_lock;
 use ember_tensor::{Classifier, Masks, stats::read_f32};
 use ember_zoo::{Mlp, MlpConfig};
@@ -67,30 +67,74 @@ fn the_sparse_path_computes_what_the_masked_dense_path_computes() {
 
     let mut forced = model.clone();
     let report = use_sparse_kernel(&mut forced, SparseKernel::Always).unwrap();
-    assert!(report.iter().all(|l| l.sparse), "{report:?}");
+    assert!(report.iter().all(|l| l.choice.sparse), "{report:?}");
     close(
         &read_f32(forced.forward(inputs(37, &device))).unwrap(),
         &want,
     );
 
     let mut auto = model.clone();
-    let report = use_sparse_kernel(&mut auto, SparseKernel::Auto).unwrap();
+    let report = use_sparse_kernel(&mut auto, SparseKernel::Threshold(SPARSE_CROSSOVER)).unwrap();
     let expected_zeros = |path: &str| {
         let flags = ember_tensor::mask::read_flags(masks[path].clone()).unwrap();
         flags.iter().filter(|k| !**k).count() as f64 / flags.len() as f64
     };
     assert_eq!(report[0].path, "layers.0");
-    assert_eq!(report[0].sparsity, expected_zeros("layers.0.weight"));
-    assert!(report[0].sparse, "90 % is past the crossover");
-    assert!(!report[1].sparse, "50 % is not");
-    assert!(!report[2].sparse && report[2].sparsity < 0.1, "unmasked");
+    assert_eq!(report[0].choice.sparsity, expected_zeros("layers.0.weight"));
+    assert!(report[0].choice.sparse, "90 % is past the crossover");
+    assert!(!report[1].choice.sparse, "50 % is not");
+    assert!(
+        !report[2].choice.sparse && report[2].choice.sparsity < 0.1,
+        "unmasked"
+    );
+    assert!(
+        report.iter().all(|l| l.choice.times.is_none()),
+        "nothing timed"
+    );
+    for (path, layer) in auto.quant_layers() {
+        let wanted = report
+            .iter()
+            .find(|l| l.path == path)
+            .unwrap()
+            .choice
+            .sparse;
+        assert_eq!(layer.sparse().is_some(), wanted, "{path}");
+    }
     close(
         &read_f32(auto.forward(inputs(5, &device))).unwrap(),
         &read_f32(model.forward(inputs(5, &device))).unwrap(),
     );
 
+    // Timed: the masked layers keep whichever kernel was faster on them, the unmasked one stays
+    // dense untimed, and the model computes the same function either way.
+    let mut timed = model.clone();
+    let report = use_sparse_kernel(&mut timed, SparseKernel::Timed { batch: 9 }).unwrap();
+    for layer in &report[..2] {
+        let times = layer
+            .choice
+            .times
+            .expect("a masked layer on the host is timed");
+        assert_eq!(times.batch, 9);
+        assert!(times.dense_us > 0.0 && times.sparse_us > 0.0, "{times:?}");
+        assert_eq!(layer.choice.sparse, times.sparse_us < times.dense_us);
+    }
+    assert!(report[2].choice.times.is_none() && !report[2].choice.sparse);
+    for (path, layer) in timed.quant_layers() {
+        let wanted = report
+            .iter()
+            .find(|l| l.path == path)
+            .unwrap()
+            .choice
+            .sparse;
+        assert_eq!(layer.sparse().is_some(), wanted, "{path}");
+    }
+    close(
+        &read_f32(timed.forward(inputs(37, &device))).unwrap(),
+        &want,
+    );
+
     let report = use_sparse_kernel(&mut auto, SparseKernel::Never).unwrap();
-    assert!(report.iter().all(|l| !l.sparse));
+    assert!(report.iter().all(|l| !l.choice.sparse));
     assert!(
         auto.quant_layers()
             .iter()
@@ -168,4 +212,32 @@ fn a_non_finite_weight_is_refused() {
         matches!(&err, Error::NonFinite { what, count: 1, .. } if what == "layers.0.weight"),
         "{err}"
     );
+}
+
+/// A threshold that is no sparsity and a timed batch of no rows: typed errors naming the
+/// choice, before any layer changes.
+#[test]
+fn a_choice_that_cannot_decide_is_refused() {
+    let _seeded = seeded_lock();
+    let device = Device::flex();
+    let (model, _) = mlp(&device);
+    for choice in [
+        SparseKernel::Threshold(1.5),
+        SparseKernel::Threshold(-0.1),
+        SparseKernel::Threshold(f64::NAN),
+        SparseKernel::Timed { batch: 0 },
+    ] {
+        let mut model = model.clone();
+        let err = use_sparse_kernel(&mut model, choice).unwrap_err();
+        assert!(
+            matches!(&err, Error::Scheme { what, .. } if what.starts_with("SparseKernel")),
+            "{choice:?}: {err}"
+        );
+        assert!(
+            model
+                .quant_layers()
+                .iter()
+                .all(|(_, l)| l.sparse().is_none())
+        );
+    }
 }

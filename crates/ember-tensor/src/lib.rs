@@ -33,6 +33,7 @@ pub mod record;
 pub mod select;
 pub mod stats;
 pub mod testing;
+pub mod timing;
 pub mod train;
 pub mod units;
 pub mod walk;

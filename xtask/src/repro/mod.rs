@@ -149,40 +149,29 @@ pub fn round_pp(difference: f64) -> f64 {
     (difference * 100.0).round() / 100.0 + 0.0
 }
 
-/// Median microseconds of `f` over `repeats` runs after one warm-up.
-pub fn median_us(repeats: usize, mut f: impl FnMut()) -> f64 {
-    f();
-    let mut times: Vec<f64> = (0..repeats.max(1))
-        .map(|_| {
-            let started = std::time::Instant::now();
-            f();
-            started.elapsed().as_secs_f64() * 1e6
-        })
-        .collect();
-    times.sort_by(f64::total_cmp);
-    times[times.len() / 2]
-}
+pub use ember_tensor::timing::{interleaved_median_us, median_us};
 
-/// Median microseconds of each of `runs` over `repeats` rounds after one warm-up round, the
-/// runs taking turns within every round: a slow spell of this shared machine then slows every
-/// run alike instead of the one timed during it, so the ratios between them hold.
-pub fn interleaved_median_us(repeats: usize, runs: &mut [&mut dyn FnMut()]) -> Vec<f64> {
-    runs.iter_mut().for_each(|f| f());
-    let mut times = vec![Vec::with_capacity(repeats); runs.len()];
-    for _ in 0..repeats.max(1) {
-        for (f, t) in runs.iter_mut().zip(&mut times) {
-            let started = std::time::Instant::now();
-            f();
-            t.push(started.elapsed().as_secs_f64() * 1e6);
-        }
-    }
-    times
-        .into_iter()
-        .map(|mut t| {
-            t.sort_by(f64::total_cmp);
-            t[t.len() / 2]
-        })
-        .collect()
+/// The median forward-pass time in µs of two models (dense and pruned, or two conversions),
+/// taking turns on one fixed batch of `shape` (pixel-like values in [0, 1)), in the same run.
+pub fn forward_medians_us<M: ember_zoo::Classifier>(
+    dense: &M,
+    pruned: &M,
+    shape: [usize; 4],
+    repeats: usize,
+    device: &burn::tensor::Device,
+) -> (f64, f64) {
+    let x: Vec<f32> = (0..shape.iter().product::<usize>())
+        .map(|i| ((i * 37) % 255) as f32 / 255.0)
+        .collect();
+    let images =
+        burn::tensor::Tensor::<4>::from_data(burn::tensor::TensorData::new(x, shape), device);
+    let run = |model: &M| {
+        let logits = model.forward(images.clone());
+        let _ = ember_tensor::device::sync(device);
+        drop(logits);
+    };
+    let times = interleaved_median_us(repeats, &mut [&mut || run(dense), &mut || run(pruned)]);
+    (times[0], times[1])
 }
 
 /// Mean and sample standard deviation.

@@ -18,10 +18,11 @@ use ember_zoo::{
 };
 use serde::Serialize;
 
-use super::{CommonArgs, QUICK_TEST, QUICK_TRAIN, Report, interleaved_median_us};
+use super::{CommonArgs, QUICK_TEST, QUICK_TRAIN, Report, forward_medians_us};
 
-/// Epochs of the residual network's dense training: each costs about four of LeNet-5's.
-const RESIDUAL_EPOCHS: usize = 3;
+/// Epochs of the residual network's dense training: each costs about four of LeNet-5's (`repro
+/// qat` trains it with the same recipe, so the model is trained once for both).
+pub const RESIDUAL_EPOCHS: usize = 3;
 /// Epochs of the transformer's dense training, and of fine-tuning each of its six cuts.
 const TRANSFORMER_EPOCHS: usize = 3;
 const TRANSFORMER_FINETUNE_EPOCHS: usize = 1;
@@ -193,29 +194,6 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     println!("{}", residual_results.summary());
     println!("{}", head_results.summary());
     Ok(())
-}
-
-/// The median forward-pass time in µs of the dense and the pruned model, taking turns on one
-/// fixed batch of `shape` (pixel-like values in [0, 1)), in the same run.
-fn forward_medians_us<M: ember_zoo::Classifier>(
-    dense: &M,
-    pruned: &M,
-    shape: [usize; 4],
-    repeats: usize,
-    device: &burn::tensor::Device,
-) -> (f64, f64) {
-    let x: Vec<f32> = (0..shape.iter().product::<usize>())
-        .map(|i| ((i * 37) % 255) as f32 / 255.0)
-        .collect();
-    let images =
-        burn::tensor::Tensor::<4>::from_data(burn::tensor::TensorData::new(x, shape), device);
-    let run = |model: &M| {
-        let logits = model.forward(images.clone());
-        let _ = ember_tensor::device::sync(device);
-        drop(logits);
-    };
-    let times = interleaved_median_us(repeats, &mut [&mut || run(dense), &mut || run(pruned)]);
-    (times[0], times[1])
 }
 
 /// The test accuracy of `model` after saving it with its `config` to `path` and loading it back.

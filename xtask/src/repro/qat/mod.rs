@@ -6,7 +6,10 @@
 //! scale (XNOR-Net) and the learned one (XNOR-Net++), against the float network of the same
 //! widths; the binary layers' size packed a bit per weight; and a binary hidden layer on the
 //! XNOR-popcount kernel against the f32 layer of its shape at batch 64; and a binary CNN of
-//! LeNet-5's shape, its middle convolution and fully connected layer binary.
+//! LeNet-5's shape, its middle convolution and fully connected layer binary; and batch norm in
+//! QAT on the residual network, kept or folded and frozen ([`batchnorm`]).
+
+mod batchnorm;
 
 use std::collections::BTreeMap;
 
@@ -82,6 +85,8 @@ struct Resolved<'a> {
     lenet5: &'a ModelConfig,
     lenet5_training: &'a TrainConfig,
     qat_training: &'a TrainConfig,
+    resnet_training: &'a TrainConfig,
+    resnet_qat_training: &'a TrainConfig,
     /// The schemes of the LeNet-5 rows, by key.
     schemes: BTreeMap<&'static str, StaticConfig>,
 }
@@ -268,6 +273,29 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         &device,
     )?;
     std::fs::write(out.join("bits.svg"), plot_bits(&cnn))?;
+    let resnet_training = TrainConfig {
+        epochs: if common.quick {
+            1
+        } else {
+            super::structured::RESIDUAL_EPOCHS
+        },
+        ..cnn_training.clone()
+    };
+    let resnet_qat_training = TrainConfig {
+        epochs: if common.quick {
+            1
+        } else {
+            batchnorm::QAT_EPOCHS
+        },
+        ..qat_training.clone()
+    };
+    let resnet = batchnorm::compute(
+        common,
+        &resnet_training,
+        &resnet_qat_training,
+        &data,
+        &device,
+    )?;
 
     let hidden = vec![args.width; 3];
     let float_config = MlpConfig {
@@ -391,6 +419,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     };
     let mut report = render(common, &results, &training);
     render_cnn(&mut report, common, &cnn, &qat_training);
+    batchnorm::render(&mut report, common, &resnet, &resnet_qat_training);
     report.write(
         &out,
         &Resolved {
@@ -403,6 +432,8 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
             lenet5: &cnn_config,
             lenet5_training: &cnn_training,
             qat_training: &qat_training,
+            resnet_training: &resnet_training,
+            resnet_qat_training: &resnet_qat_training,
             schemes: CNN_SCHEMES
                 .iter()
                 .map(|s| cnn_scheme(s.weight_bits, s.input_bits, common.quick).map(|c| (s.key, c)))
@@ -421,6 +452,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         results.float_bytes as f64 / results.packed_bytes as f64,
         results.float_us / results.binary_us
     );
+    println!("{}", resnet.summary());
     Ok(())
 }
 
