@@ -10,9 +10,9 @@
 //! stops using it for good (the values would no longer be its weight); a weight changed
 //! otherwise (loading another record) needs [`use_sparse_kernel`] again.
 //!
-//! Which kernel wins depends on the layer's shape as much as on its sparsity: a 100 x 10 layer
-//! is too small for a dense matmul to reach its speed, and the sparse kernel beats it at 45 %
-//! zeros, while a 784 x 300 layer needs 50-60 %. So by default ([`SparseKernel::Auto`]) each
+//! Where the sparse kernel starts to win depends on the machine and on the layer's shape, not
+//! only on its sparsity (the development machine's 784 x 300 layer at batch 256 crossed at
+//! 50 %; other machines and small layers differ). So by default ([`SparseKernel::Auto`]) each
 //! layer times both kernels on its own weight, on this machine, and keeps the faster, the way
 //! cuDNN's benchmark mode picks a convolution algorithm. A timed choice can differ between two
 //! runs where the kernels are within noise of each other (the outputs then differ by float
