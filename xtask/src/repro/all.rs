@@ -78,7 +78,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
 }
 
 /// The combined report from each experiment's `claims.json` and plots under `root`. An
-/// experiment that judged no claim is an error: its row would be empty.
+/// experiment that judged no claim on MNIST is an error: its row would be empty.
 fn render(common: &CommonArgs, root: &Path) -> anyhow::Result<String> {
     let mut rows = String::new();
     let mut plots = String::new();
@@ -90,7 +90,7 @@ fn render(common: &CommonArgs, root: &Path) -> anyhow::Result<String> {
             .with_context(|| format!("cannot read {}", path.display()))?;
         let claims: Vec<Claim> = serde_json::from_str(&text)
             .with_context(|| format!("cannot parse {}", path.display()))?;
-        if claims.is_empty() {
+        if claims.is_empty() && common.on_mnist() {
             bail!("repro {experiment} judged no claim ({})", path.display());
         }
         for claim in &claims {

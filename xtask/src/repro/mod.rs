@@ -219,6 +219,12 @@ impl CommonArgs {
         Ok((data, dir))
     }
 
+    /// Whether the run is on the vendored MNIST, the dataset every published figure and target
+    /// is for: on a user's `--data`, experiments report their figures but judge no claim.
+    pub fn on_mnist(&self) -> bool {
+        self.data.is_none()
+    }
+
     /// `--data`, or the vendored MNIST.
     pub fn data_dir(&self) -> PathBuf {
         self.data
