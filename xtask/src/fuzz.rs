@@ -19,7 +19,7 @@ const TIMEOUT_SECONDS: u64 = 10;
 /// What `cargo xtask fuzz` takes.
 #[derive(clap::Args)]
 pub struct FuzzArgs {
-    /// The harness: idx, model, quantized, sparse, binary or configs.
+    /// The harness: idx, model, quantized, sparse, binary, masked or configs.
     target: String,
     /// How long to fuzz.
     #[arg(long, default_value_t = 600)]

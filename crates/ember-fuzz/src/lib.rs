@@ -32,6 +32,9 @@ pub enum Target {
     Sparse,
     /// An `ember-binary` file (`ember_quant::load_binary`) into a small binary MLP.
     Binary,
+    /// An `ember-masked` file (`ember_prune::load_masked`: a pruned module's record with its
+    /// masks) into a small MLP.
+    Masked,
     /// JSON a user hands in: a model config (counted, and built when small), a pruning config
     /// (validated), a training config, dynamic and static quantization configs (a small MLP
     /// quantized with the dynamic one).
@@ -40,12 +43,13 @@ pub enum Target {
 
 impl Target {
     /// Every target.
-    pub const ALL: [Target; 6] = [
+    pub const ALL: [Target; 7] = [
         Target::Idx,
         Target::Model,
         Target::Quantized,
         Target::Sparse,
         Target::Binary,
+        Target::Masked,
         Target::Configs,
     ];
 
@@ -57,6 +61,7 @@ impl Target {
             Target::Quantized => "quantized",
             Target::Sparse => "sparse",
             Target::Binary => "binary",
+            Target::Masked => "masked",
             Target::Configs => "configs",
         }
     }
@@ -85,6 +90,11 @@ impl Target {
                 let path = scratch(self).join("model.safetensors");
                 write(&path, data);
                 ember_quant::load_binary(small_binary_mlp(), &path).is_ok()
+            }
+            Target::Masked => {
+                let path = scratch(self).join("model.masked");
+                write(&path, data);
+                ember_prune::load_masked(small_mlp(), &path, &device()).is_ok()
             }
             Target::Configs => run_configs(data),
         }
@@ -129,6 +139,14 @@ impl Target {
             Target::Binary => {
                 let path = scratch(self).join("seed.safetensors");
                 ember_quant::save_binary(&small_binary_mlp(), &path).expect("the seed file saves");
+                vec![std::fs::read(&path).expect("the seed file was written")]
+            }
+            Target::Masked => {
+                let path = scratch(self).join("seed.masked");
+                let config = ember_prune::PruneConfig::global_magnitude(0.5);
+                let (model, _) =
+                    ember_prune::prune(small_mlp(), &config).expect("the seed model prunes");
+                ember_prune::save_masked(model, &path).expect("the seed file saves");
                 vec![std::fs::read(&path).expect("the seed file was written")]
             }
             Target::Configs => [

@@ -62,6 +62,11 @@ fn binary_files() {
 }
 
 #[test]
+fn masked_files() {
+    every_mutation_returns(Target::Masked);
+}
+
+#[test]
 fn configs_as_json() {
     let target = Target::Configs;
     for seed in target.seeds() {
