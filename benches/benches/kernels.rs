@@ -21,6 +21,7 @@ use std::hint::black_box;
 
 use burn::tensor::{Device, Tensor, TensorData};
 use criterion::{BenchmarkId, Criterion, criterion_main};
+use ember_benches::values;
 use ember_kernels::int8::{self, Activations, Epilogue, Int8Kernel, PackedWeights, WeightLayout};
 use ember_quant::{DynamicConfig, StaticConfig, quantize_dynamic, quantize_static};
 use ember_tensor::{BackendKind, Classifier, device::sync};
@@ -34,15 +35,6 @@ const SHAPES: [(usize, usize); 2] = [(768, 3072), (4096, 4096)];
 const BATCHES: [usize; 3] = [1, 64, 256];
 /// Rounds of the peak loops: long enough that the call costs nothing.
 const PEAK_ROUNDS: usize = 100_000;
-
-fn values(n: usize, seed: u64) -> Vec<f32> {
-    (0..n as u64)
-        .map(|i| {
-            let h = (i ^ (seed << 32)).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 40;
-            h as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
-        })
-        .collect()
-}
 
 fn threads() -> usize {
     rayon::current_num_threads()

@@ -11,6 +11,7 @@ use std::hint::black_box;
 
 use criterion::{BenchmarkId, Criterion, criterion_main};
 use ember_benches::rten::RtenLinear;
+use ember_benches::values;
 use ember_kernels::int8::{self, Activations, Epilogue, Int8Kernel, PackedWeights, WeightLayout};
 
 #[global_allocator]
@@ -20,15 +21,6 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 const SHAPES: [(usize, usize); 2] = [(768, 3072), (768, 768)];
 const BATCHES: [usize; 3] = [1, 64, 256];
 const ZERO_POINT: u8 = 128;
-
-fn values(n: usize, seed: u64) -> Vec<f32> {
-    (0..n as u64)
-        .map(|i| {
-            let h = (i ^ (seed << 32)).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 40;
-            h as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
-        })
-        .collect()
-}
 
 fn layers(c: &mut Criterion) {
     let threads = rayon::current_num_threads();

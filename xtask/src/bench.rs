@@ -133,12 +133,7 @@ impl Report {
     fn kernels(times: &BTreeMap<String, f64>) -> anyhow::Result<Self> {
         let kernel = Int8Kernel::detect();
         let isa = kernel.name();
-        let time = |id: String| -> anyhow::Result<f64> {
-            times
-                .get(&id)
-                .copied()
-                .with_context(|| format!("no result for {id}: did the bench run?"))
-        };
+        let time = |id: String| lookup(times, &id);
         let mut metrics = BTreeMap::new();
         let mut md = String::from("# Integer kernels against f32\n");
         metrics.insert("isa".into(), json!(isa));
@@ -379,12 +374,7 @@ const RTEN_SHAPES: [&str; 2] = ["768x3072", "768x768"];
 fn rten_report(times: &BTreeMap<String, f64>) -> anyhow::Result<Report> {
     let kernel = Int8Kernel::detect();
     let isa = kernel.name();
-    let time = |id: String| -> anyhow::Result<f64> {
-        times
-            .get(&id)
-            .copied()
-            .with_context(|| format!("no result for {id}: did the bench run?"))
-    };
+    let time = |id: String| lookup(times, &id);
     let exact = ember_benches::rten::exactness(64, 768, 256);
     let mut metrics = BTreeMap::new();
     metrics.insert("isa".into(), json!(isa));
@@ -466,6 +456,14 @@ fn rten_report(times: &BTreeMap<String, f64>) -> anyhow::Result<Report> {
         metrics,
         markdown: md,
     })
+}
+
+/// The mean time of bench `id`, or an error naming it.
+fn lookup(times: &BTreeMap<String, f64>, id: &str) -> anyhow::Result<f64> {
+    times
+        .get(id)
+        .copied()
+        .with_context(|| format!("no result for {id}: did the bench run?"))
 }
 
 fn round(v: f64) -> f64 {
