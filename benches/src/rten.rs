@@ -154,7 +154,10 @@ pub fn exactness(rows: usize, k: usize, n: usize) -> Exactness {
             _ => v as i8,
         })
         .collect();
-    let reference = int8::reference_sums(&a, rows, &w, k, n);
+    let reference: Vec<i64> = int8::reference_sums(&a, rows, &w, k, n)
+        .into_iter()
+        .map(i64::from)
+        .collect();
     let max_error = |got: &[i32], want: &[i64]| -> i64 {
         got.iter()
             .zip(want)
@@ -162,11 +165,10 @@ pub fn exactness(rows: usize, k: usize, n: usize) -> Exactness {
             .max()
             .unwrap_or(0)
     };
-    let as_i64 = |v: &[i32]| v.iter().map(|&x| i64::from(x)).collect::<Vec<_>>();
     let rten = RtenLinear::new(&w, k, n, vec![1.0; n], vec![0.0; n]);
     let mut sums = vec![0i32; rows * n];
     rten.sums(&a, rows, &vec![0; rows], &mut sums);
-    let rten_max_error = max_error(&sums, &as_i64(&reference));
+    let rten_max_error = max_error(&sums, &reference);
 
     // With zero points: Σ (a - za)(w - zw), in i64 so the reference cannot overflow.
     let shifted = |za: i64, zw: i64| -> Vec<i64> {
@@ -192,7 +194,7 @@ pub fn exactness(rows: usize, k: usize, n: usize) -> Exactness {
         .map(|kernel| {
             let mut out = vec![0i32; rows * n];
             int8::gemm_sums(kernel, &a, rows, &packed, &mut out).expect("shapes agree");
-            (kernel.name(), max_error(&out, &as_i64(&reference)))
+            (kernel.name(), max_error(&out, &reference))
         })
         .collect();
     Exactness {

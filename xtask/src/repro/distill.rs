@@ -250,7 +250,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         teacher_outputs: TeacherOutputs::Cached,
         recovery: &setup.recovery,
     };
-    report.write(&out, &resolved)?;
+    report.write_on_data(common, &out, &resolved)?;
     let kd = &results.big_kd[setup.hinton_index()];
     println!(
         "teacher {} errors, student alone {}, student KD {}",

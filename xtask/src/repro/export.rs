@@ -136,7 +136,8 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         #[serde(flatten)]
         setup: &'a Setup,
     }
-    render(args, &results, onnx_runtime.as_ref()).write(
+    render(args, &results, onnx_runtime.as_ref()).write_on_data(
+        common,
         &out,
         &Resolved {
             common,

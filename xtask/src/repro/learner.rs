@@ -261,7 +261,8 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         #[serde(flatten)]
         setup: &'a Setup,
     }
-    render(common.quick, &pairs, masks_exact, epochs).write(
+    render(common.quick, &pairs, masks_exact, epochs).write_on_data(
+        common,
         &out,
         &Resolved {
             common,

@@ -126,7 +126,8 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         compute_early_stopping(args, &config, &training, &schedule, &data, &device)?;
     let report = render(common, &results, epochs);
     std::fs::write(out.join("lottery.svg"), plot(&results))?;
-    report.write(
+    report.write_on_data(
+        common,
         &out,
         &Resolved {
             common,

@@ -204,7 +204,8 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         steps,
         offload_to,
     )
-    .write(
+    .write_on_data(
+        common,
         &out,
         &Resolved {
             common,

@@ -220,7 +220,8 @@ impl CommonArgs {
     }
 
     /// Whether the run is on the vendored MNIST, the dataset every published figure and target
-    /// is for: on a user's `--data`, experiments report their figures but judge no claim.
+    /// is for: on a user's `--data`, experiments report their figures but judge no claim
+    /// ([`Report::write_on_data`]).
     pub fn on_mnist(&self) -> bool {
         self.data.is_none()
     }
@@ -429,6 +430,30 @@ impl Report {
             let _ = writeln!(body, "| {} |", row.join(" | "));
         }
         self.section(heading, &body);
+    }
+
+    /// [`Report::write`] for an experiment on the dataset `common` names, whose claims (the
+    /// targets, the papers' and PyTorch's figures) are MNIST's: on a user's `--data` the report
+    /// keeps its figures, `claims.json` holds no claim, and the report says why.
+    pub fn write_on_data(
+        mut self,
+        common: &CommonArgs,
+        dir: &Path,
+        config: &impl serde::Serialize,
+    ) -> anyhow::Result<()> {
+        if !common.on_mnist() {
+            self.claims.clear();
+            self.section(
+                "Claims not judged",
+                &format!(
+                    "`--data {}` is not the vendored MNIST. The published figures and targets \
+                     are MNIST's, so this run judges no claim; a verdict in a table above \
+                     compares this dataset's figure with MNIST's target.",
+                    common.data_dir().display()
+                ),
+            );
+        }
+        self.write(dir, config)
     }
 
     /// Write `report.md` and `metrics.json` into `dir`, with the machine and the resolved

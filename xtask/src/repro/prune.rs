@@ -295,7 +295,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         gradual: &setup.gradual,
         prune: &setup.global,
     };
-    report.write(&out, &resolved)?;
+    report.write_on_data(common, &out, &resolved)?;
     let headline = results.recovery.headline();
     let han_drop = Spread::of(&results.han.iter().map(Han::drop_pp).collect::<Vec<_>>());
     println!(

@@ -208,7 +208,8 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     std::fs::create_dir_all(&files)?;
     let setup = Setup::new(args);
     let results = compute(args, &setup, &data, &device, &files)?;
-    render(args, &results).write(
+    render(args, &results).write_on_data(
+        common,
         &out,
         &Resolved {
             common,

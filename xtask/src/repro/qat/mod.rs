@@ -420,7 +420,8 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     let mut report = render(common, &results, &training);
     render_cnn(&mut report, common, &cnn, &qat_training);
     batchnorm::render(&mut report, common, &resnet, &resnet_qat_training);
-    report.write(
+    report.write_on_data(
+        common,
         &out,
         &Resolved {
             common,

@@ -165,7 +165,8 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     residual::render(&mut report, common, &residual_finetune, &residual_results);
     heads::render(&mut report, common, &transformer_finetune, &head_results);
     std::fs::write(out.join("lenet5_filters.svg"), cnn::plot(&cnn_results))?;
-    report.write(
+    report.write_on_data(
+        common,
         &out,
         &Resolved {
             common,
