@@ -4,6 +4,7 @@
 //! after QAT with the batch norms left to renormalize by each batch's statistics or folded and
 //! frozen first (`fold_and_freeze_conv_bn_pairs`, Jacob et al. 2018), each converted and timed.
 
+use burn::module::Module;
 use burn::tensor::{Device, Tensor};
 use ember_observe::ObserverConfig;
 use ember_quant::{
@@ -54,8 +55,11 @@ pub fn compute(
     let pairs = conv_bn_pairs(&float, shape, |m: &Model, x: Tensor<4>| m.forward(x))?;
     let scheme = cnn_scheme(BITS, BITS, common.quick)?;
 
+    // burn shares a batch norm's running statistics between clones, and folding writes them
+    // in place: every fold below starts from `valid()`, a copy with statistics of its own, so
+    // that folding leaves `float` and the models made from it as they were.
     let ptq_kept = quantize_static(float.clone(), &scheme, &data.train, device)?.model;
-    let folded = fold_conv_bn_pairs(float.clone(), &pairs)?;
+    let folded = fold_conv_bn_pairs(float.valid(), &pairs)?;
     let ptq_folded = quantize_static(folded, &scheme, &data.train, device)?.model;
 
     // As for LeNet-5: ranges observed by moving averages while the weights train.
@@ -68,7 +72,7 @@ pub fn compute(
     let (tuned, _) = train(prepared.model.clone(), &data.train, qat, device)?;
     let qat_kept = prepared.convert(tuned)?.model;
     eprintln!("qat: the residual network, QAT with its batch norms folded and frozen");
-    let frozen = fold_and_freeze_conv_bn_pairs(float, &pairs)?;
+    let frozen = fold_and_freeze_conv_bn_pairs(float.valid(), &pairs)?;
     let prepared = prepare_qat(frozen, &observed)?;
     let (tuned, _) = train(prepared.model.clone(), &data.train, qat, device)?;
     let qat_frozen = prepared.convert(tuned)?.model;
